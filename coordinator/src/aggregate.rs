@@ -1,0 +1,158 @@
+//! Aggregation of accepted adapter deltas: weighted mean and the robust alternatives.
+
+/// How accepted deltas are combined into one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Aggregator {
+    /// Weighted mean (weights: tokens trained × staleness weight).
+    WeightedMean,
+    /// Coordinate-wise mean after dropping the `trim_fraction` largest and smallest values.
+    TrimmedMean {
+        /// Fraction trimmed from each end, in [0, 0.5).
+        trim_fraction: f32,
+    },
+    /// Coordinate-wise median.
+    CoordinateMedian,
+    /// Centered clipping (Karimireddy et al., arXiv 2012.10333): start from the coordinate median
+    /// and move it by the weighted mean of the clipped differences, `iters` times.
+    CenteredClip {
+        /// Clipping radius (L2) of each difference.
+        tau: f32,
+        /// Number of clipping iterations.
+        iters: u32,
+    },
+}
+
+/// Staleness weight 1/√(1+τ) (FedBuff).
+pub fn staleness_weight(staleness: u64) -> f32 {
+    1.0 / ((1 + staleness) as f32).sqrt()
+}
+
+/// Combine `deltas` (all the same length) with non-negative `weights` (same count as deltas).
+///
+/// Returns `None` when there is nothing to aggregate or the weights sum to zero.
+pub fn aggregate(agg: Aggregator, deltas: &[&[f32]], weights: &[f32]) -> Option<Vec<f32>> {
+    let n = deltas.len();
+    if n == 0 || weights.len() != n {
+        return None;
+    }
+    let dim = deltas[0].len();
+    if deltas.iter().any(|d| d.len() != dim) {
+        return None;
+    }
+    let total: f32 = weights.iter().map(|w| w.max(0.0)).sum();
+    if !(total > 0.0) {
+        return None;
+    }
+    Some(match agg {
+        Aggregator::WeightedMean => weighted_mean(deltas, weights, total),
+        Aggregator::TrimmedMean { trim_fraction } => coordinate_wise(deltas, |col| {
+            let k = ((col.len() as f32) * trim_fraction.clamp(0.0, 0.49)).floor() as usize;
+            let kept = &col[k..col.len() - k];
+            kept.iter().sum::<f32>() / kept.len() as f32
+        }),
+        Aggregator::CoordinateMedian => coordinate_wise(deltas, median_sorted),
+        Aggregator::CenteredClip { tau, iters } => {
+            let mut v = coordinate_wise(deltas, median_sorted);
+            for _ in 0..iters {
+                let mut step = vec![0.0f32; dim];
+                for (d, w) in deltas.iter().zip(weights) {
+                    let w = w.max(0.0) / total;
+                    let norm = d.iter().zip(&v).map(|(x, c)| (x - c) * (x - c)).sum::<f32>().sqrt();
+                    let scale = if norm > tau && norm > 0.0 { tau / norm } else { 1.0 };
+                    for ((s, x), c) in step.iter_mut().zip(d.iter()).zip(&v) {
+                        *s += w * scale * (x - c);
+                    }
+                }
+                for (c, s) in v.iter_mut().zip(step) {
+                    *c += s;
+                }
+            }
+            v
+        }
+    })
+}
+
+fn weighted_mean(deltas: &[&[f32]], weights: &[f32], total: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; deltas[0].len()];
+    for (d, w) in deltas.iter().zip(weights) {
+        let w = w.max(0.0) / total;
+        for (o, x) in out.iter_mut().zip(d.iter()) {
+            *o += w * x;
+        }
+    }
+    out
+}
+
+/// Apply `f` to each coordinate's sorted column of values.
+fn coordinate_wise(deltas: &[&[f32]], f: impl Fn(&[f32]) -> f32) -> Vec<f32> {
+    let dim = deltas[0].len();
+    let mut col = vec![0.0f32; deltas.len()];
+    (0..dim)
+        .map(|j| {
+            for (c, d) in col.iter_mut().zip(deltas) {
+                *c = d[j];
+            }
+            col.sort_unstable_by(|a, b| a.total_cmp(b));
+            f(&col)
+        })
+        .collect()
+}
+
+fn median_sorted(col: &[f32]) -> f32 {
+    let n = col.len();
+    if n % 2 == 1 {
+        col[n / 2]
+    } else {
+        0.5 * (col[n / 2 - 1] + col[n / 2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_mean_uses_weights() {
+        let a = [1.0, 0.0];
+        let b = [3.0, 4.0];
+        let m = aggregate(Aggregator::WeightedMean, &[&a, &b], &[1.0, 3.0]).unwrap();
+        assert_eq!(m, vec![2.5, 3.0]);
+    }
+
+    #[test]
+    fn median_and_trimmed_mean_ignore_an_outlier() {
+        let rows: Vec<Vec<f32>> = vec![vec![1.0], vec![2.0], vec![3.0], vec![1000.0]];
+        let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+        let w = [1.0; 4];
+        assert_eq!(aggregate(Aggregator::CoordinateMedian, &refs, &w).unwrap(), vec![2.5]);
+        let t = aggregate(Aggregator::TrimmedMean { trim_fraction: 0.25 }, &refs, &w).unwrap();
+        assert_eq!(t, vec![2.5]);
+        let mean = aggregate(Aggregator::WeightedMean, &refs, &w).unwrap();
+        assert!(mean[0] > 200.0);
+    }
+
+    #[test]
+    fn centered_clip_bounds_a_scaled_attacker() {
+        let honest = [0.1f32, -0.2, 0.05];
+        let attacker: Vec<f32> = honest.iter().map(|x| x * -100.0).collect();
+        let rows: Vec<&[f32]> = vec![&honest, &honest, &honest, &honest, &attacker];
+        let out = aggregate(Aggregator::CenteredClip { tau: 0.1, iters: 3 }, &rows, &[1.0; 5]).unwrap();
+        let err: f32 = out.iter().zip(&honest).map(|(a, b)| (a - b).abs()).sum();
+        assert!(err < 0.07, "centered clipping drifted by {err}");
+        let mean = aggregate(Aggregator::WeightedMean, &rows, &[1.0; 5]).unwrap();
+        let mean_err: f32 = mean.iter().zip(&honest).map(|(a, b)| (a - b).abs()).sum();
+        assert!(mean_err > 5.0);
+    }
+
+    #[test]
+    fn staleness_weights() {
+        assert_eq!(staleness_weight(0), 1.0);
+        assert!((staleness_weight(3) - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn empty_or_zero_weight_is_none() {
+        assert!(aggregate(Aggregator::WeightedMean, &[], &[]).is_none());
+        assert!(aggregate(Aggregator::WeightedMean, &[&[1.0]], &[0.0]).is_none());
+    }
+}
