@@ -1,5 +1,35 @@
 //! Llama-family decoder with LoRA on candle: loading, tokenizer, datasets, training, evaluation, PEFT export.
 
 pub mod batch;
+pub mod config;
+pub mod data;
+pub mod demo;
+pub mod error;
+pub mod eval;
+pub mod fsutil;
+pub mod generate;
+pub mod gguf;
+pub mod hf;
+pub mod linear;
+pub mod llama;
+pub mod lora;
+pub mod loss;
+pub mod peft;
+pub mod preset;
+pub mod schedule;
+pub mod source;
+pub mod tokenizer;
+pub mod train;
+pub mod weights;
 
 pub use batch::Sequence;
+pub use config::{LoraConfig, LoraTarget, ModelConfig};
+pub use error::{ModelError, Result};
+pub use eval::{evaluate, EvalReport};
+pub use generate::generate_greedy;
+pub use llama::Model;
+pub use lora::{AdapterSlot, AdapterTensor, LoraLinear};
+pub use peft::{load_adapter, save_adapter, PeftConfig};
+pub use source::{default_model_path, load_base, BaseModel, ModelSource};
+pub use tokenizer::Tokenizer;
+pub use train::{train, StepInfo, TrainConfig, TrainReport, Trainer};

@@ -1,0 +1,255 @@
+//! GGUF (llama architecture) loading: config and tokenizer from metadata, weights dequantized and
+//! renamed to Hugging Face names, with llama.cpp's Q/K row permutation undone (half-split RoPE).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::tokenizer::Tokenizer;
+use crate::weights::Weights;
+
+/// Everything a GGUF file provides.
+#[derive(Debug)]
+pub struct GgufModel {
+    /// Config from `llama.*` metadata.
+    pub config: ModelConfig,
+    /// Dequantized weights with Hugging Face names.
+    pub weights: Weights,
+    /// Tokenizer from `tokenizer.ggml.*`.
+    pub tokenizer: Tokenizer,
+    /// `tokenizer.chat_template`, if present.
+    pub chat_template: Option<String>,
+    /// `tokenizer.ggml.eos_token_id`.
+    pub eos_token_id: u32,
+}
+
+struct Meta<'a> {
+    path: &'a Path,
+    md: &'a HashMap<String, Value>,
+}
+
+impl Meta<'_> {
+    fn err(&self, msg: String) -> ModelError {
+        ModelError::Gguf {
+            path: self.path.to_path_buf(),
+            msg,
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<&Value> {
+        self.md.get(key).ok_or_else(|| self.err(format!("missing metadata key {key}")))
+    }
+
+    fn usize(&self, key: &str) -> Result<usize> {
+        let v = self.get(key)?;
+        let n: i128 = match v {
+            Value::U8(x) => (*x).into(),
+            Value::I8(x) => (*x).into(),
+            Value::U16(x) => (*x).into(),
+            Value::I16(x) => (*x).into(),
+            Value::U32(x) => (*x).into(),
+            Value::I32(x) => (*x).into(),
+            Value::U64(x) => (*x).into(),
+            Value::I64(x) => (*x).into(),
+            other => return Err(self.err(format!("{key} is not an integer: {other:?}"))),
+        };
+        usize::try_from(n).map_err(|_| self.err(format!("{key} = {n} is not a valid size")))
+    }
+
+    fn f64(&self, key: &str) -> Result<f64> {
+        match self.get(key)? {
+            Value::F32(x) => Ok(f64::from(*x)),
+            Value::F64(x) => Ok(*x),
+            other => Err(self.err(format!("{key} is not a float: {other:?}"))),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<&str> {
+        match self.get(key)? {
+            Value::String(s) => Ok(s),
+            other => Err(self.err(format!("{key} is not a string: {:?}", other.value_type()))),
+        }
+    }
+
+    fn strings(&self, key: &str) -> Result<Vec<String>> {
+        match self.get(key)? {
+            Value::Array(a) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(self.err(format!("{key} holds a non-string {:?}", other.value_type()))),
+                })
+                .collect(),
+            other => Err(self.err(format!("{key} is not an array: {:?}", other.value_type()))),
+        }
+    }
+
+    fn ints(&self, key: &str) -> Result<Vec<i64>> {
+        match self.get(key)? {
+            Value::Array(a) => a
+                .iter()
+                .map(|v| match v {
+                    Value::I32(x) => Ok(i64::from(*x)),
+                    Value::U32(x) => Ok(i64::from(*x)),
+                    Value::I8(x) => Ok(i64::from(*x)),
+                    Value::U8(x) => Ok(i64::from(*x)),
+                    other => Err(self.err(format!("{key} holds a non-integer {:?}", other.value_type()))),
+                })
+                .collect(),
+            other => Err(self.err(format!("{key} is not an array: {:?}", other.value_type()))),
+        }
+    }
+}
+
+/// Reads a llama GGUF's config from its metadata (`vocab` from the token list).
+fn config_from_meta(m: &Meta, has_output: bool, vocab: usize) -> Result<ModelConfig> {
+    let arch = m.string("general.architecture")?;
+    if arch != "llama" {
+        return Err(m.err(format!("architecture {arch:?} is not supported (only llama)")));
+    }
+    let hidden = m.usize("llama.embedding_length")?;
+    let heads = m.usize("llama.attention.head_count")?;
+    let cfg = ModelConfig {
+        vocab,
+        hidden,
+        intermediate: m.usize("llama.feed_forward_length")?,
+        layers: m.usize("llama.block_count")?,
+        heads,
+        kv_heads: m.usize("llama.attention.head_count_kv").unwrap_or(heads),
+        head_dim: m
+            .usize("llama.rope.dimension_count")
+            .unwrap_or(if heads > 0 { hidden / heads } else { 0 }),
+        rope_theta: m.f64("llama.rope.freq_base").unwrap_or(10_000.0),
+        rms_eps: m.f64("llama.attention.layer_norm_rms_epsilon")?,
+        max_position: m.usize("llama.context_length")?.min(1 << 20),
+        tie_embeddings: !has_output,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Undoes llama.cpp's rotary row permutation of a Q or K weight `[heads*head_dim, in]`.
+pub fn unpermute_qk(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    if heads == 0 || out % (2 * heads) != 0 {
+        return Err(ModelError::Config(format!("cannot unpermute {out} rows into {heads} heads")));
+    }
+    Ok(w.reshape((heads, out / heads / 2, 2, inp))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((out, inp))?)
+}
+
+fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let hf = match tail {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}"))
+}
+
+/// Loads a llama GGUF: weights dequantized to `dtype` on `device`.
+pub fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<GgufModel> {
+    let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let content = Content::read(&mut reader).map_err(|e| ModelError::Gguf {
+        path: PathBuf::from(path),
+        msg: e.to_string(),
+    })?;
+    let m = Meta {
+        path,
+        md: &content.metadata,
+    };
+    let tokens = m.strings("tokenizer.ggml.tokens")?;
+    let merges = m.strings("tokenizer.ggml.merges")?;
+    let specials: Vec<u32> = match m.ints("tokenizer.ggml.token_type") {
+        Ok(types) => types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == 3 || **t == 4)
+            .map(|(i, _)| i as u32)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let tokenizer = Tokenizer::from_bpe_parts(&tokens, &merges, &specials)?;
+    let eos = m.usize("tokenizer.ggml.eos_token_id")?;
+    if eos >= tokens.len() {
+        return Err(m.err(format!("eos id {eos} >= vocab {}", tokens.len())));
+    }
+    let chat_template = m.string("tokenizer.chat_template").ok().map(str::to_string);
+    let has_output = content.tensor_infos.contains_key("output.weight");
+    let config = config_from_meta(&m, has_output, tokens.len())?;
+
+    let mut weights = Weights::default();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(hf) = hf_name(name) else {
+            tracing::debug!(tensor = %name, "skipping unknown gguf tensor");
+            continue;
+        };
+        let q = content.tensor(&mut reader, name, &Device::Cpu).map_err(|e| m.err(format!("tensor {name}: {e}")))?;
+        let mut t = q.dequantize(&Device::Cpu)?;
+        if hf.ends_with("q_proj.weight") {
+            t = unpermute_qk(&t, config.heads)?;
+        } else if hf.ends_with("k_proj.weight") {
+            t = unpermute_qk(&t, config.kv_heads)?;
+        }
+        weights.insert(hf, t.to_dtype(dtype)?.to_device(device)?);
+    }
+    weights.validate(&config)?;
+    Ok(GgufModel {
+        config,
+        weights,
+        tokenizer,
+        chat_template,
+        eos_token_id: eos as u32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // one head, head_dim 4, in 1: HF rows [0,1,2,3] are stored by llama.cpp as [0,2,1,3]
+        let gguf = Tensor::new(&[[0f32], [2.], [1.], [3.]], &Device::Cpu).unwrap();
+        let hf = unpermute_qk(&gguf, 1).unwrap();
+        assert_eq!(hf.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 1., 2., 3.]);
+    }
+
+    #[test]
+    fn maps_tensor_names() {
+        assert_eq!(hf_name("blk.12.attn_q.weight").unwrap(), "model.layers.12.self_attn.q_proj.weight");
+        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert!(hf_name("blk.x.attn_q.weight").is_none());
+        assert!(hf_name("rope_freqs.weight").is_none());
+    }
+}

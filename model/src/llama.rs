@@ -1,0 +1,336 @@
+//! Llama-family decoder (RMSNorm, half-split RoPE, GQA, SwiGLU, tied embeddings) built only from
+//! ops that carry gradients, with LoRA on selected projections.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use crate::config::{LoraConfig, LoraTarget, ModelConfig};
+use crate::error::{ModelError, Result};
+use crate::linear::frozen_linear;
+use crate::lora::{self, AdapterSlot, AdapterTensor, LoraLinear};
+use crate::weights::Weights;
+
+/// RMSNorm with a frozen gain, composed of differentiable primitives.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Builds from a gain vector.
+    pub fn new(weight: Tensor, eps: f64) -> Self {
+        Self { weight, eps }
+    }
+
+    /// Normalises over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let x = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
+        Ok(x.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// Rotary tables in the Hugging Face half-split layout.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    /// Precomputes cos/sin `[max_position, head_dim/2]`.
+    pub fn new(cfg: &ModelConfig, dtype: DType, dev: &Device) -> Result<Self> {
+        let half = cfg.head_dim / 2;
+        let inv: Vec<f64> = (0..half)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64))
+            .collect();
+        let mut angles = Vec::with_capacity(cfg.max_position * half);
+        for t in 0..cfg.max_position {
+            angles.extend(inv.iter().map(|f| t as f64 * f));
+        }
+        let a = Tensor::from_vec(angles, (cfg.max_position, half), dev)?;
+        Ok(Self {
+            cos: a.cos()?.to_dtype(dtype)?,
+            sin: a.sin()?.to_dtype(dtype)?,
+        })
+    }
+
+    /// Rotates `x: [b, h, t, d]` for positions `0..t`.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.cos.narrow(0, 0, t)?;
+        let sin = self.sin.narrow(0, 0, t)?;
+        Ok(candle_nn::rotary_emb::rope_slow(x, &cos, &sin)?)
+    }
+}
+
+/// Self-attention with grouped-query heads.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q: LoraLinear,
+    k: LoraLinear,
+    v: LoraLinear,
+    o: LoraLinear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+fn proj(w: &Weights, name: &str, layer: usize, target: LoraTarget, lora: Option<&LoraConfig>) -> Result<LoraLinear> {
+    let base = w.get(name)?.clone();
+    match lora {
+        Some(c) if c.targets.contains(&target) => LoraLinear::with_lora(base, layer, target, c),
+        _ => Ok(LoraLinear::frozen(base)),
+    }
+}
+
+impl Attention {
+    /// Loads block `layer`'s attention.
+    pub fn load(w: &Weights, cfg: &ModelConfig, layer: usize, lora: Option<&LoraConfig>) -> Result<Self> {
+        let p = format!("model.layers.{layer}.self_attn");
+        Ok(Self {
+            q: proj(w, &format!("{p}.q_proj.weight"), layer, LoraTarget::Q, lora)?,
+            k: proj(w, &format!("{p}.k_proj.weight"), layer, LoraTarget::K, lora)?,
+            v: proj(w, &format!("{p}.v_proj.weight"), layer, LoraTarget::V, lora)?,
+            o: proj(w, &format!("{p}.o_proj.weight"), layer, LoraTarget::O, lora)?,
+            heads: cfg.heads,
+            kv_heads: cfg.kv_heads,
+            head_dim: cfg.head_dim,
+        })
+    }
+
+    /// `x: [b*t, hidden]` → `[b*t, hidden]`.
+    pub fn forward(&self, x: &Tensor, b: usize, t: usize, rope: &Rope, mask: &Tensor, seed: Option<u64>) -> Result<Tensor> {
+        let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = rope.apply(&heads(self.q.forward(x, seed)?, h)?)?;
+        let k = rope.apply(&heads(self.k.forward(x, seed)?, kvh)?)?;
+        let v = heads(self.v.forward(x, seed)?, kvh)?;
+        let rep = h / kvh;
+        let (k, v) = if rep == 1 {
+            (k, v)
+        } else {
+            let expand = |y: Tensor| -> Result<Tensor> {
+                Ok(y.unsqueeze(2)?.broadcast_as((b, kvh, rep, t, d))?.reshape((b, h, t, d))?)
+            };
+            (expand(k)?, expand(v)?)
+        };
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let scores = scores.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h * d))?;
+        self.o.forward(&out, seed)
+    }
+}
+
+/// SwiGLU feed-forward.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    gate: LoraLinear,
+    up: LoraLinear,
+    down: LoraLinear,
+}
+
+impl Mlp {
+    /// Loads block `layer`'s MLP.
+    pub fn load(w: &Weights, layer: usize, lora: Option<&LoraConfig>) -> Result<Self> {
+        let p = format!("model.layers.{layer}.mlp");
+        Ok(Self {
+            gate: proj(w, &format!("{p}.gate_proj.weight"), layer, LoraTarget::Gate, lora)?,
+            up: proj(w, &format!("{p}.up_proj.weight"), layer, LoraTarget::Up, lora)?,
+            down: proj(w, &format!("{p}.down_proj.weight"), layer, LoraTarget::Down, lora)?,
+        })
+    }
+
+    /// `x: [n, hidden]` → `[n, hidden]`.
+    pub fn forward(&self, x: &Tensor, seed: Option<u64>) -> Result<Tensor> {
+        let g = self.gate.forward(x, seed)?.silu()?;
+        let u = self.up.forward(x, seed)?;
+        self.down.forward(&(g * u)?, seed)
+    }
+}
+
+/// One pre-norm decoder block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    mlp_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    /// Loads block `layer`.
+    pub fn load(w: &Weights, cfg: &ModelConfig, layer: usize, lora: Option<&LoraConfig>) -> Result<Self> {
+        let p = format!("model.layers.{layer}");
+        Ok(Self {
+            attn_norm: RmsNorm::new(w.get(&format!("{p}.input_layernorm.weight"))?.clone(), cfg.rms_eps),
+            attn: Attention::load(w, cfg, layer, lora)?,
+            mlp_norm: RmsNorm::new(w.get(&format!("{p}.post_attention_layernorm.weight"))?.clone(), cfg.rms_eps),
+            mlp: Mlp::load(w, layer, lora)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, b: usize, t: usize, rope: &Rope, mask: &Tensor, seed: Option<u64>) -> Result<Tensor> {
+        let h = (x + self.attn.forward(&self.attn_norm.forward(x)?, b, t, rope, mask, seed)?)?;
+        Ok((&h + self.mlp.forward(&self.mlp_norm.forward(&h)?, seed)?)?)
+    }
+
+    fn linears(&self) -> [&LoraLinear; 7] {
+        let (a, m) = (&self.attn, &self.mlp);
+        [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down]
+    }
+
+    fn linears_mut(&mut self) -> [&mut LoraLinear; 7] {
+        let (a, m) = (&mut self.attn, &mut self.mlp);
+        [&mut a.q, &mut a.k, &mut a.v, &mut a.o, &mut m.gate, &mut m.up, &mut m.down]
+    }
+}
+
+/// The decoder with optional LoRA adapters.
+#[derive(Debug, Clone)]
+pub struct Model {
+    cfg: ModelConfig,
+    lora: Option<LoraConfig>,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    rope: Rope,
+}
+
+impl Model {
+    /// Builds the decoder from validated weights; `lora` adds fresh adapters (B = 0).
+    pub fn load(w: &Weights, cfg: &ModelConfig, lora: Option<&LoraConfig>) -> Result<Self> {
+        cfg.validate()?;
+        if let Some(l) = lora {
+            l.validate()?;
+        }
+        w.validate(cfg)?;
+        let embed = w.get("model.embed_tokens.weight")?.clone();
+        let lm_head = if cfg.tie_embeddings {
+            embed.clone()
+        } else {
+            w.get("lm_head.weight")?.clone()
+        };
+        let blocks = (0..cfg.layers)
+            .map(|l| Block::load(w, cfg, l, lora))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            rope: Rope::new(cfg, embed.dtype(), embed.device())?,
+            norm: RmsNorm::new(w.get("model.norm.weight")?.clone(), cfg.rms_eps),
+            cfg: cfg.clone(),
+            lora: lora.cloned(),
+            embed,
+            blocks,
+            lm_head,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The LoRA configuration, if adapters are attached.
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    /// Device of the weights.
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    /// Dtype of the weights.
+    pub fn dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+
+    /// Final-norm hidden states `[b*t, hidden]` for token ids `[b, t]` (u32).
+    pub fn hidden_states(&self, ids: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if t == 0 || t > self.cfg.max_position {
+            return Err(ModelError::Input(format!(
+                "sequence length {t} not in 1..={}",
+                self.cfg.max_position
+            )));
+        }
+        let flat = ids.flatten_all()?;
+        let max_id = flat.max(0)?.to_scalar::<u32>()?;
+        if max_id as usize >= self.cfg.vocab {
+            return Err(ModelError::Input(format!("token id {max_id} >= vocab {}", self.cfg.vocab)));
+        }
+        let mut x = self.embed.index_select(&flat, 0)?;
+        let mask = causal_mask(t, self.dtype(), self.device())?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let seed = dropout_seed.map(|s| s.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64));
+            x = block.forward(&x, b, t, &self.rope, &mask, seed)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Logits for hidden states `[n, hidden]` → `[n, vocab]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        frozen_linear(hidden, &self.lm_head)
+    }
+
+    /// Logits `[b, t, vocab]` for token ids `[b, t]` (u32); `dropout_seed` turns on LoRA dropout.
+    pub fn forward(&self, ids: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self.hidden_states(ids, dropout_seed)?;
+        Ok(self.logits(&h)?.reshape((b, t, self.cfg.vocab))?)
+    }
+
+    /// Logits `[b, vocab]` of the last position only (for generation).
+    pub fn last_logits(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self.hidden_states(ids, None)?.reshape((b, t, self.cfg.hidden))?;
+        let last = h.narrow(1, t - 1, 1)?.reshape((b, self.cfg.hidden))?;
+        self.logits(&last)
+    }
+
+    fn linears(&self) -> impl Iterator<Item = &LoraLinear> {
+        self.blocks.iter().flat_map(|b| b.linears())
+    }
+
+    /// The trainable LoRA leaves (B only in FFA mode, A and B otherwise).
+    pub fn trainable_vars(&self) -> Vec<Var> {
+        lora::vars(self.linears())
+    }
+
+    /// Names and shapes of the trainable adapter tensors.
+    pub fn adapter_layout(&self) -> Vec<AdapterSlot> {
+        lora::layout(self.linears(), true)
+    }
+
+    /// Names and shapes of all adapter tensors (A and B), as exported to PEFT.
+    pub fn full_adapter_layout(&self) -> Vec<AdapterSlot> {
+        lora::layout(self.linears(), false)
+    }
+
+    /// The trainable adapter tensors as f32.
+    pub fn adapter_tensors(&self) -> Result<Vec<AdapterTensor>> {
+        lora::tensors(self.linears(), true)
+    }
+
+    /// All adapter tensors (A and B) as f32.
+    pub fn all_adapter_tensors(&self) -> Result<Vec<AdapterTensor>> {
+        lora::tensors(self.linears(), false)
+    }
+
+    /// Sets adapter values by PEFT name (all trainable tensors required; frozen A optional).
+    pub fn set_adapter(&mut self, tensors: &[AdapterTensor]) -> Result<()> {
+        lora::set(self.blocks.iter_mut().flat_map(|b| b.linears_mut()), tensors)
+    }
+}
+
+/// `[t, t]` additive mask: 0 on and below the diagonal, -inf above.
+pub fn causal_mask(t: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
+    let m: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(m, (t, t), dev)?.to_dtype(dtype)?)
+}
