@@ -1,0 +1,761 @@
+//! Adapter-delta codec: dense f32/f16/int8 and chunked top-k with b-bit values, with error feedback.
+//!
+//! A tensor is cut into chunks of `chunk_size` values (the last one may be shorter). Per codec:
+//! - `F32`: exact, 4 bytes a value.
+//! - `F16`: `half::f16`, values clamped to ±65504; relative error ≤ 2⁻¹¹ in the normal range.
+//! - `Int8`: per chunk scale `s = max|x| / 127`, `q = round(x / s)` in [-127, 127]; error ≤ s/2 = max|x|/254.
+//! - `TopK { density, bits }`: per chunk the `k = ceil(n·density)` values of largest magnitude are kept
+//!   (ties to the lower index), the rest are sent as zero (their error is at most the smallest kept magnitude).
+//!   Kept values with `bits = 1` decode to `sign(x) · mean|kept|` (error ≤ `m`, the largest kept magnitude);
+//!   with `bits = b ∈ {2,4,8}` a symmetric mid-rise uniform quantizer with `L = 2^b` levels
+//!   `((2c + 1 − L) / L) · m`, `c ∈ [0, L)`, so the error of every kept value is ≤ `m / L`.
+//!   Indices are a bitmap of `n` bits or `k` fields of `ceil(log2 n)` bits, whichever is smaller.
+//!
+//! A delta does not carry tensor names: it carries the [`layout_id`](crate::layout::layout_id)
+//! of the ordered layout, and the decoder checks it, the tensor count, the total element count and
+//! the exact byte length of every tensor before allocating anything.
+
+use std::collections::BTreeMap;
+
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+use crate::bits::{index_bits, BitReader, BitWriter, BitsError};
+use crate::cid::ContentId;
+use crate::layout::{layout_id, total_numel, TensorLayout};
+use crate::tagged::tagged_enum;
+
+/// Values per chunk used by [`encode`].
+pub const DEFAULT_CHUNK_SIZE: usize = 4096;
+/// Largest chunk a decoder accepts.
+pub const MAX_CHUNK_SIZE: usize = 1 << 16;
+
+tagged_enum! {
+    /// How adapter deltas are compressed on the wire.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub enum CodecSpec {
+        /// Raw little-endian f32.
+        F32,
+        /// IEEE half precision.
+        F16,
+        /// Dense int8 with one f32 scale per chunk.
+        Int8,
+        /// Top-k per chunk by magnitude, kept values quantized to `bits` bits.
+        TopK {
+            /// Fraction of values kept per chunk, in (0, 1].
+            density: f32,
+            /// Bits per kept value: 1, 2, 4 or 8.
+            bits: u8
+        },
+    }
+}
+
+impl Default for CodecSpec {
+    /// SparseLoCo's setting: 1/64 density, 2-bit values.
+    fn default() -> Self {
+        CodecSpec::TopK {
+            density: 1.0 / 64.0,
+            bits: 2,
+        }
+    }
+}
+
+impl CodecSpec {
+    /// Values per chunk this codec uses when encoding.
+    pub fn chunk_size(&self) -> usize {
+        DEFAULT_CHUNK_SIZE
+    }
+
+    /// Checks parameters: density finite in (0, 1], bits in {1, 2, 4, 8}.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        if let CodecSpec::TopK { density, bits } = *self {
+            if !(density.is_finite() && density > 0.0 && density <= 1.0) {
+                return Err(CodecError::BadDensity(density));
+            }
+            if !matches!(bits, 1 | 2 | 4 | 8) {
+                return Err(CodecError::BadBits(bits));
+            }
+        }
+        Ok(())
+    }
+
+    /// Short label such as `topk(0.015625,2b)` for logs and benchmarks.
+    pub fn label(&self) -> String {
+        match self {
+            CodecSpec::F32 => "f32".into(),
+            CodecSpec::F16 => "f16".into(),
+            CodecSpec::Int8 => "int8".into(),
+            CodecSpec::TopK { density, bits } => format!("topk({density},{bits}b)"),
+        }
+    }
+}
+
+/// Values kept in a chunk of `n` values at `density` (at least 1 for a non-empty chunk).
+pub fn kept_per_chunk(n: usize, density: f32) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let k = (n as f64 * f64::from(density)).ceil();
+    if k.is_nan() || k < 1.0 {
+        1
+    } else if k >= n as f64 {
+        n
+    } else {
+        k as usize
+    }
+}
+
+/// Why a delta could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CodecError {
+    /// Top-k density outside (0, 1].
+    #[error("top-k density {0} is not in (0, 1]")]
+    BadDensity(f32),
+    /// Unsupported bit width.
+    #[error("top-k bit width {0} is not one of 1, 2, 4, 8")]
+    BadBits(u8),
+    /// Chunk size outside [1, MAX_CHUNK_SIZE].
+    #[error("chunk size {0} is not in [1, {MAX_CHUNK_SIZE}]")]
+    BadChunkSize(u32),
+    /// The delta was built for another adapter layout.
+    #[error("delta layout {got} does not match the run's adapter layout {expected}")]
+    LayoutMismatch {
+        /// Layout id in the delta.
+        got: ContentId,
+        /// Layout id of the expected tensors.
+        expected: ContentId,
+    },
+    /// Wrong number of tensors.
+    #[error("delta has {got} tensors, expected {expected}")]
+    TensorCount {
+        /// Tensors in the delta.
+        got: usize,
+        /// Tensors in the layout.
+        expected: usize,
+    },
+    /// Wrong total element count.
+    #[error("delta claims {got} values, layout has {expected}")]
+    NumelMismatch {
+        /// Values claimed.
+        got: u64,
+        /// Values in the layout.
+        expected: u64,
+    },
+    /// The layout's sizes overflow.
+    #[error("layout size overflows")]
+    LayoutOverflow,
+    /// A tensor's data length does not match its shape.
+    #[error("tensor {name}: {len} values do not fill shape {shape:?}")]
+    ShapeMismatch {
+        /// Tensor name.
+        name: String,
+        /// Values given.
+        len: usize,
+        /// Declared shape.
+        shape: Vec<usize>,
+    },
+    /// A tensor's payload has the wrong length for its codec and size.
+    #[error("tensor {name}: payload has {got} bytes, expected {expected}")]
+    PayloadLength {
+        /// Tensor name.
+        name: String,
+        /// Bytes received.
+        got: usize,
+        /// Bytes the codec needs.
+        expected: usize,
+    },
+    /// A value or scale is NaN or infinite.
+    #[error("tensor {name}: non-finite value {value} at {index}")]
+    NonFinite {
+        /// Tensor name.
+        name: String,
+        /// Element or chunk index.
+        index: usize,
+        /// Offending value.
+        value: f32,
+    },
+    /// A chunk scale is negative.
+    #[error("tensor {name}: negative scale {scale} in chunk {chunk}")]
+    NegativeScale {
+        /// Tensor name.
+        name: String,
+        /// Chunk index.
+        chunk: usize,
+        /// Offending scale.
+        scale: f32,
+    },
+    /// An int8 code of -128 (outside the symmetric range).
+    #[error("tensor {name}: int8 code -128 at {index}")]
+    BadInt8 {
+        /// Tensor name.
+        name: String,
+        /// Element index.
+        index: usize,
+    },
+    /// Sparse indices out of range, repeated or unsorted, or a bitmap with the wrong count.
+    #[error("tensor {name}: chunk {chunk}: {what}")]
+    BadIndices {
+        /// Tensor name.
+        name: String,
+        /// Chunk index.
+        chunk: usize,
+        /// Description with the offending value.
+        what: String,
+    },
+    /// The bit stream is malformed.
+    #[error("tensor {name}: {source}")]
+    Bits {
+        /// Tensor name.
+        name: String,
+        /// Bit-level error.
+        source: BitsError,
+    },
+}
+
+/// A dense tensor with its PEFT name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// PEFT tensor name.
+    pub name: String,
+    /// Shape, outermost first.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+impl NamedTensor {
+    /// A tensor of zeros with the given layout.
+    pub fn zeros(layout: &TensorLayout) -> Self {
+        Self {
+            name: layout.name.clone(),
+            shape: layout.shape.clone(),
+            data: vec![0.0; layout.numel().unwrap_or(0)],
+        }
+    }
+
+    /// This tensor's name and shape.
+    pub fn layout(&self) -> TensorLayout {
+        TensorLayout::new(self.name.clone(), self.shape.clone())
+    }
+
+    /// Euclidean norm of the values (accumulated in f64).
+    pub fn l2_norm(&self) -> f64 {
+        self.data
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt()
+    }
+}
+
+/// Error-feedback memory: what earlier encodings did not send, keyed by tensor name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Residual {
+    map: BTreeMap<String, Vec<f32>>,
+}
+
+impl Residual {
+    /// An empty memory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stored residual of a tensor.
+    pub fn get(&self, name: &str) -> Option<&[f32]> {
+        self.map.get(name).map(Vec::as_slice)
+    }
+
+    /// Number of tensors remembered.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Forgets everything (e.g. after a checkpoint the worker did not build on).
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Euclidean norm over all remembered values.
+    pub fn l2_norm(&self) -> f64 {
+        self.map
+            .values()
+            .flatten()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt()
+    }
+}
+
+/// A compressed adapter delta as it travels on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncodedDelta {
+    /// Codec used.
+    pub codec: CodecSpec,
+    /// Values per chunk.
+    pub chunk_size: u32,
+    /// [`layout_id`] of the ordered tensors.
+    pub layout: ContentId,
+    /// Total number of values over all tensors.
+    pub numel: u64,
+    /// One payload per tensor, in layout order.
+    pub tensors: Vec<Vec<u8>>,
+}
+
+impl EncodedDelta {
+    /// Size of the same delta as raw f32 values.
+    pub fn raw_f32_bytes(&self) -> u64 {
+        self.numel.saturating_mul(4)
+    }
+
+    /// Size of this delta in its bincode encoding.
+    pub fn encoded_len(&self) -> usize {
+        crate::decode::encode(self).len()
+    }
+
+    /// `raw_f32_bytes / encoded_len`.
+    pub fn compression_ratio(&self) -> f64 {
+        self.raw_f32_bytes() as f64 / self.encoded_len().max(1) as f64
+    }
+}
+
+/// Exact payload length in bytes of a tensor of `numel` values, or `None` on overflow.
+pub fn payload_len(codec: &CodecSpec, numel: usize, chunk_size: usize) -> Option<usize> {
+    let chunk_size = chunk_size.max(1);
+    match *codec {
+        CodecSpec::F32 => numel.checked_mul(4),
+        CodecSpec::F16 => numel.checked_mul(2),
+        CodecSpec::Int8 => numel.checked_add(numel.div_ceil(chunk_size).checked_mul(4)?),
+        CodecSpec::TopK { density, bits } => {
+            let full = numel / chunk_size;
+            let tail = numel % chunk_size;
+            let full_bits = topk_chunk_bits(chunk_size, density, bits)?.checked_mul(full)?;
+            let tail_bits = if tail > 0 {
+                topk_chunk_bits(tail, density, bits)?
+            } else {
+                0
+            };
+            Some(full_bits.checked_add(tail_bits)?.div_ceil(8))
+        }
+    }
+}
+
+/// True when a chunk of `n` values with `k` kept stores its indices as a bitmap.
+fn uses_bitmap(n: usize, k: usize) -> bool {
+    n <= k.saturating_mul(index_bits(n) as usize)
+}
+
+fn topk_chunk_bits(n: usize, density: f32, bits: u8) -> Option<usize> {
+    let k = kept_per_chunk(n, density);
+    let index = if uses_bitmap(n, k) {
+        n
+    } else {
+        k.checked_mul(index_bits(n) as usize)?
+    };
+    32usize
+        .checked_add(index)?
+        .checked_add(k.checked_mul(usize::from(bits))?)
+}
+
+/// Value of b-bit code `c` at scale `m` (see the module docs).
+fn dequant(code: u32, scale: f32, bits: u8) -> f32 {
+    if bits == 1 {
+        if code == 1 {
+            scale
+        } else {
+            -scale
+        }
+    } else {
+        let levels = 1u32 << bits;
+        let num = 2.0 * code as f32 + 1.0 - levels as f32;
+        num / levels as f32 * scale
+    }
+}
+
+fn quant(x: f32, scale: f32, bits: u8) -> u32 {
+    if bits == 1 {
+        return u32::from(x >= 0.0);
+    }
+    let levels = 1u32 << bits;
+    if scale <= 0.0 {
+        return levels / 2;
+    }
+    let pos = ((x / scale + 1.0) * levels as f32 / 2.0).floor();
+    pos.clamp(0.0, (levels - 1) as f32) as u32
+}
+
+/// Compresses `tensors` (added to the residual first) and stores what was not sent back into `residual`.
+///
+/// Tensors must be in the run's layout order. A remembered residual whose length no longer
+/// matches its tensor is dropped. Fails on invalid codec parameters, a data length that does not
+/// match a shape, or a non-finite value.
+pub fn encode(
+    spec: &CodecSpec,
+    tensors: &[NamedTensor],
+    residual: &mut Residual,
+) -> Result<EncodedDelta, CodecError> {
+    spec.validate()?;
+    let chunk = spec.chunk_size();
+    let layout: Vec<TensorLayout> = tensors.iter().map(NamedTensor::layout).collect();
+    let mut numel = 0u64;
+    let mut payloads = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        if t.layout().numel() != Some(t.data.len()) {
+            return Err(CodecError::ShapeMismatch {
+                name: t.name.clone(),
+                len: t.data.len(),
+                shape: t.shape.clone(),
+            });
+        }
+        let mut acc = t.data.clone();
+        if let Some(r) = residual.map.get(&t.name).filter(|r| r.len() == acc.len()) {
+            for (a, r) in acc.iter_mut().zip(r) {
+                *a += r;
+            }
+        }
+        if let Some((index, &value)) = acc.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(CodecError::NonFinite {
+                name: t.name.clone(),
+                index,
+                value,
+            });
+        }
+        let mut sent = vec![0.0f32; acc.len()];
+        let payload = encode_tensor(spec, chunk, &acc, &mut sent);
+        for (a, s) in acc.iter_mut().zip(&sent) {
+            *a -= s;
+        }
+        residual.map.insert(t.name.clone(), acc);
+        numel += t.data.len() as u64;
+        payloads.push(payload);
+    }
+    Ok(EncodedDelta {
+        codec: *spec,
+        chunk_size: chunk as u32,
+        layout: layout_id(&layout),
+        numel,
+        tensors: payloads,
+    })
+}
+
+/// Encodes one tensor; writes the values the decoder will reconstruct into `sent`.
+fn encode_tensor(spec: &CodecSpec, chunk: usize, x: &[f32], sent: &mut [f32]) -> Vec<u8> {
+    match *spec {
+        CodecSpec::F32 => {
+            sent.copy_from_slice(x);
+            x.iter().flat_map(|v| v.to_le_bytes()).collect()
+        }
+        CodecSpec::F16 => {
+            let mut out = Vec::with_capacity(x.len() * 2);
+            for (v, s) in x.iter().zip(sent.iter_mut()) {
+                let h = f16::from_f32(v.clamp(-f16::MAX.to_f32(), f16::MAX.to_f32()));
+                *s = h.to_f32();
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+            out
+        }
+        CodecSpec::Int8 => {
+            let mut out = Vec::with_capacity(x.len() + x.len().div_ceil(chunk) * 4);
+            for (xc, sc) in x.chunks(chunk).zip(sent.chunks_mut(chunk)) {
+                let max = xc.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let scale = max / 127.0;
+                out.extend_from_slice(&scale.to_le_bytes());
+                for (v, s) in xc.iter().zip(sc.iter_mut()) {
+                    let q = if scale > 0.0 {
+                        (v / scale).round().clamp(-127.0, 127.0) as i8
+                    } else {
+                        0
+                    };
+                    *s = f32::from(q) * scale;
+                    out.push(q as u8);
+                }
+            }
+            out
+        }
+        CodecSpec::TopK { density, bits } => {
+            let total_bits = payload_len(spec, x.len(), chunk).unwrap_or(0) * 8;
+            let mut w = BitWriter::with_capacity_bits(total_bits);
+            let mut order: Vec<u32> = Vec::with_capacity(chunk);
+            for (xc, sc) in x.chunks(chunk).zip(sent.chunks_mut(chunk)) {
+                encode_topk_chunk(&mut w, &mut order, xc, sc, density, bits);
+            }
+            w.finish()
+        }
+    }
+}
+
+fn encode_topk_chunk(
+    w: &mut BitWriter,
+    order: &mut Vec<u32>,
+    x: &[f32],
+    sent: &mut [f32],
+    density: f32,
+    bits: u8,
+) {
+    let n = x.len();
+    let k = kept_per_chunk(n, density);
+    order.clear();
+    order.extend(0..n as u32);
+    let by_magnitude = |a: &u32, b: &u32| {
+        let (va, vb) = (x[*a as usize].abs(), x[*b as usize].abs());
+        vb.total_cmp(&va).then(a.cmp(b))
+    };
+    if k < n {
+        order.select_nth_unstable_by(k - 1, by_magnitude);
+    }
+    let kept = &mut order[..k];
+    kept.sort_unstable();
+    let scale = if bits == 1 {
+        (kept
+            .iter()
+            .map(|&i| f64::from(x[i as usize].abs()))
+            .sum::<f64>()
+            / k as f64) as f32
+    } else {
+        kept.iter().fold(0.0f32, |m, &i| m.max(x[i as usize].abs()))
+    };
+    w.write(scale.to_bits(), 32);
+    if uses_bitmap(n, k) {
+        let mut next = kept.iter().peekable();
+        for i in 0..n as u32 {
+            let hit = next.peek() == Some(&&i);
+            if hit {
+                next.next();
+            }
+            w.write(u32::from(hit), 1);
+        }
+    } else {
+        let ib = index_bits(n);
+        for &i in kept.iter() {
+            w.write(i, ib);
+        }
+    }
+    for &i in kept.iter() {
+        let code = quant(x[i as usize], scale, bits);
+        w.write(code, u32::from(bits));
+        sent[i as usize] = dequant(code, scale, bits);
+    }
+}
+
+/// Decodes and validates a delta against the run's adapter layout (names and shapes come from `expected`).
+pub fn decode(
+    delta: &EncodedDelta,
+    expected: &[TensorLayout],
+) -> Result<Vec<NamedTensor>, CodecError> {
+    delta.codec.validate()?;
+    let chunk = delta.chunk_size as usize;
+    if chunk == 0 || chunk > MAX_CHUNK_SIZE {
+        return Err(CodecError::BadChunkSize(delta.chunk_size));
+    }
+    let want = layout_id(expected);
+    if delta.layout != want {
+        return Err(CodecError::LayoutMismatch {
+            got: delta.layout,
+            expected: want,
+        });
+    }
+    if delta.tensors.len() != expected.len() {
+        return Err(CodecError::TensorCount {
+            got: delta.tensors.len(),
+            expected: expected.len(),
+        });
+    }
+    let total = total_numel(expected).ok_or(CodecError::LayoutOverflow)?;
+    if delta.numel != total as u64 {
+        return Err(CodecError::NumelMismatch {
+            got: delta.numel,
+            expected: total as u64,
+        });
+    }
+    for (layout, payload) in expected.iter().zip(&delta.tensors) {
+        let numel = layout.numel().ok_or(CodecError::LayoutOverflow)?;
+        let need = payload_len(&delta.codec, numel, chunk).ok_or(CodecError::LayoutOverflow)?;
+        if payload.len() != need {
+            return Err(CodecError::PayloadLength {
+                name: layout.name.clone(),
+                got: payload.len(),
+                expected: need,
+            });
+        }
+    }
+    expected
+        .iter()
+        .zip(&delta.tensors)
+        .map(|(layout, payload)| {
+            let mut t = NamedTensor::zeros(layout);
+            decode_tensor(&delta.codec, chunk, payload, &mut t)?;
+            Ok(t)
+        })
+        .collect()
+}
+
+fn decode_tensor(
+    codec: &CodecSpec,
+    chunk: usize,
+    payload: &[u8],
+    t: &mut NamedTensor,
+) -> Result<(), CodecError> {
+    let name = &t.name;
+    let non_finite = |index: usize, value: f32| CodecError::NonFinite {
+        name: name.clone(),
+        index,
+        value,
+    };
+    match *codec {
+        CodecSpec::F32 => {
+            for (i, (b, out)) in payload.chunks_exact(4).zip(t.data.iter_mut()).enumerate() {
+                let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                if !v.is_finite() {
+                    return Err(non_finite(i, v));
+                }
+                *out = v;
+            }
+        }
+        CodecSpec::F16 => {
+            for (i, (b, out)) in payload.chunks_exact(2).zip(t.data.iter_mut()).enumerate() {
+                let v = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                if !v.is_finite() {
+                    return Err(non_finite(i, v));
+                }
+                *out = v;
+            }
+        }
+        CodecSpec::Int8 => {
+            let mut rest = payload;
+            for (c, out) in t.data.chunks_mut(chunk).enumerate() {
+                let (head, tail) = rest.split_at(4.min(rest.len()));
+                let scale =
+                    f32::from_le_bytes(head.try_into().map_err(|_| CodecError::PayloadLength {
+                        name: name.clone(),
+                        got: payload.len(),
+                        expected: payload.len() + 4,
+                    })?);
+                check_scale(name, c, scale)?;
+                let (codes, tail) = tail.split_at(out.len().min(tail.len()));
+                for (j, (&q, o)) in codes.iter().zip(out.iter_mut()).enumerate() {
+                    if q == 0x80 {
+                        return Err(CodecError::BadInt8 {
+                            name: name.clone(),
+                            index: c * chunk + j,
+                        });
+                    }
+                    *o = f32::from(q as i8) * scale;
+                    if !o.is_finite() {
+                        return Err(non_finite(c * chunk + j, *o));
+                    }
+                }
+                rest = tail;
+            }
+        }
+        CodecSpec::TopK { density, bits } => {
+            let bits_err = |source| CodecError::Bits {
+                name: name.clone(),
+                source,
+            };
+            let mut r = BitReader::new(payload);
+            for (c, out) in t.data.chunks_mut(chunk).enumerate() {
+                decode_topk_chunk(&mut r, name, c, out, density, bits).map_err(|e| match e {
+                    ChunkError::Bits(b) => bits_err(b),
+                    ChunkError::Codec(e) => e,
+                })?;
+            }
+            r.finish().map_err(bits_err)?;
+        }
+    }
+    Ok(())
+}
+
+enum ChunkError {
+    Bits(BitsError),
+    Codec(CodecError),
+}
+
+impl From<BitsError> for ChunkError {
+    fn from(e: BitsError) -> Self {
+        ChunkError::Bits(e)
+    }
+}
+
+impl From<CodecError> for ChunkError {
+    fn from(e: CodecError) -> Self {
+        ChunkError::Codec(e)
+    }
+}
+
+fn check_scale(name: &str, chunk: usize, scale: f32) -> Result<(), CodecError> {
+    if !scale.is_finite() {
+        return Err(CodecError::NonFinite {
+            name: name.to_string(),
+            index: chunk,
+            value: scale,
+        });
+    }
+    if scale < 0.0 {
+        return Err(CodecError::NegativeScale {
+            name: name.to_string(),
+            chunk,
+            scale,
+        });
+    }
+    Ok(())
+}
+
+fn decode_topk_chunk(
+    r: &mut BitReader<'_>,
+    name: &str,
+    chunk: usize,
+    out: &mut [f32],
+    density: f32,
+    bits: u8,
+) -> Result<(), ChunkError> {
+    let n = out.len();
+    let k = kept_per_chunk(n, density);
+    let scale = r.read_f32()?;
+    check_scale(name, chunk, scale)?;
+    let bad = |what: String| CodecError::BadIndices {
+        name: name.to_string(),
+        chunk,
+        what,
+    };
+    let mut idx: Vec<u32> = Vec::with_capacity(k);
+    if uses_bitmap(n, k) {
+        for i in 0..n as u32 {
+            if r.read(1)? == 1 {
+                if idx.len() == k {
+                    return Err(bad(format!("bitmap has more than {k} bits set")).into());
+                }
+                idx.push(i);
+            }
+        }
+        if idx.len() != k {
+            return Err(bad(format!("bitmap has {} bits set, expected {k}", idx.len())).into());
+        }
+    } else {
+        let ib = index_bits(n);
+        for _ in 0..k {
+            let i = r.read(ib)?;
+            if i as usize >= n {
+                return Err(bad(format!("index {i} out of range for {n} values")).into());
+            }
+            if let Some(&prev) = idx.last() {
+                if i <= prev {
+                    return Err(
+                        bad(format!("index {i} after {prev}: not strictly increasing")).into(),
+                    );
+                }
+            }
+            idx.push(i);
+        }
+    }
+    for &i in &idx {
+        let code = r.read(u32::from(bits))?;
+        if let Some(o) = out.get_mut(i as usize) {
+            *o = dequant(code, scale, bits);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Run spec: defaults, TOML and JSON forms, validation and adapter layouts.
+
+use hearth_proto::*;
+
+#[test]
+fn default_spec_is_valid_and_survives_toml() {
+    let spec = RunSpec::default();
+    spec.validate().unwrap();
+    let text = spec.to_toml().unwrap();
+    assert_eq!(RunSpec::from_toml(&text).unwrap(), spec);
+    assert!(text.contains("kind = \"centered_clip\""), "{text}");
+    assert!(text.contains("kind = \"top_k\""), "{text}");
+}
+
+#[test]
+fn smollm_spec_with_every_enum_variant_survives_toml_json_and_bincode() {
+    let mut spec = RunSpec::smollm2_135m(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        Some(ContentId::of(b"gguf")),
+        97_000_000,
+    );
+    spec.data.shards = vec![ShardInfo {
+        cid: ContentId::of(b"s0"),
+        sequences: 100,
+        tokens: 25_600,
+    }];
+    let peer = libp2p_identity::Keypair::ed25519_from_bytes([1u8; 32])
+        .unwrap()
+        .public()
+        .to_peer_id();
+    for (aggregator, outer, admission, codec, source) in [
+        (
+            Aggregator::WeightedMean,
+            OuterOptimizer::Average { lr: 1.0 },
+            Admission::Open,
+            CodecSpec::F32,
+            ModelSource::Safetensors {
+                dir_name: "smol".into(),
+            },
+        ),
+        (
+            Aggregator::TrimmedMean { trim_fraction: 0.1 },
+            OuterOptimizer::Nesterov {
+                lr: 0.7,
+                momentum: 0.9,
+            },
+            Admission::Allowlist {
+                peers: vec![peer.to_base58()],
+            },
+            CodecSpec::F16,
+            ModelSource::Preset {
+                name: "tiny".into(),
+            },
+        ),
+        (
+            Aggregator::CoordinateMedian,
+            OuterOptimizer::Average { lr: 0.5 },
+            Admission::Token {
+                token_blake3: ContentId::of(b"secret"),
+            },
+            CodecSpec::Int8,
+            ModelSource::Gguf {
+                file_name: "m.gguf".into(),
+            },
+        ),
+    ] {
+        spec.aggregate.aggregator = aggregator;
+        spec.aggregate.outer = outer;
+        spec.admission = admission;
+        spec.aggregate.codec = codec;
+        spec.base.source = source;
+        spec.validate().unwrap();
+        let text = spec.to_toml().unwrap();
+        assert_eq!(RunSpec::from_toml(&text).unwrap(), spec, "{text}");
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<RunSpec>(&json).unwrap(), spec);
+        let bin = encode(&spec);
+        assert_eq!(decode_bounded::<RunSpec>(&bin, 1 << 20).unwrap(), spec);
+    }
+}
+
+#[test]
+fn a_minimal_toml_fills_defaults_and_typos_are_errors() {
+    let spec = RunSpec::from_toml(
+        r#"
+run_id = "demo"
+[lora]
+rank = 4
+[aggregate]
+codec = { kind = "top_k", density = 0.03125, bits = 4 }
+aggregator = { kind = "trimmed_mean", trim_fraction = 0.2 }
+"#,
+    )
+    .unwrap();
+    assert_eq!(spec.run_id, "demo");
+    assert_eq!(spec.lora.rank, 4);
+    assert_eq!(spec.lora.targets, vec!["q_proj", "v_proj"]);
+    assert_eq!(
+        spec.aggregate.codec,
+        CodecSpec::TopK {
+            density: 0.03125,
+            bits: 4
+        }
+    );
+    assert_eq!(
+        spec.aggregate.aggregator,
+        Aggregator::TrimmedMean { trim_fraction: 0.2 }
+    );
+    assert_eq!(spec.net.max_transmit_size, 262_144);
+    assert!(RunSpec::from_toml("run_idd = \"x\"").is_err());
+    assert!(RunSpec::from_toml("[lora]\nrnak = 4").is_err());
+    assert!(RunSpec::from_toml("[aggregate]\ncodec = { kind = \"zip\" }").is_err());
+}
+
+#[test]
+fn validation_names_the_bad_field() {
+    let cases: Vec<(fn(&mut RunSpec), &str)> = vec![
+        (|s| s.run_id = "has space".into(), "run_id"),
+        (|s| s.lora.rank = 0, "lora.rank"),
+        (|s| s.lora.targets = vec!["qkv".into()], "qkv"),
+        (
+            |s| s.lora.targets = vec!["q_proj".into(), "q_proj".into()],
+            "lora.targets",
+        ),
+        (|s| s.lora.seed = u64::MAX, "lora.seed"),
+        (|s| s.arch.num_kv_heads = 3, "arch.num_kv_heads"),
+        (
+            |s| {
+                s.aggregate.codec = CodecSpec::TopK {
+                    density: 2.0,
+                    bits: 2,
+                }
+            },
+            "aggregate.codec",
+        ),
+        (|s| s.aggregate.min_deltas = 0, "aggregate.target_deltas"),
+        (
+            |s| s.aggregate.aggregator = Aggregator::TrimmedMean { trim_fraction: 0.5 },
+            "trim_fraction",
+        ),
+        (
+            |s| {
+                s.admission = Admission::Allowlist {
+                    peers: vec!["nope".into()],
+                }
+            },
+            "admission.peers",
+        ),
+        (
+            |s| s.net.inline_delta_limit = 1 << 30,
+            "net.inline_delta_limit",
+        ),
+        (|s| s.data.seq_len = 100_000, "data.seq_len"),
+    ];
+    for (break_it, field) in cases {
+        let mut s = RunSpec::default();
+        break_it(&mut s);
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains(field), "{err:?} should name {field}");
+    }
+}
+
+#[test]
+fn spec_id_is_stable_and_sensitive() {
+    let a = RunSpec::default();
+    assert_eq!(a.spec_id(), RunSpec::default().spec_id());
+    let mut b = a.clone();
+    b.train.lr = 2e-3;
+    assert_ne!(a.spec_id(), b.spec_id());
+}
+
+#[test]
+fn smollm2_adapter_layout_matches_peft_names_and_shapes() {
+    let arch = ModelArch::smollm2_135m();
+    let lora = LoraSpec::default();
+    let b_only = lora.adapter_layout(&arch).unwrap();
+    assert_eq!(b_only.len(), 60);
+    assert_eq!(
+        b_only[0].name,
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+    );
+    assert_eq!(b_only[0].shape, vec![576, 8]);
+    assert_eq!(
+        b_only[1].name,
+        "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight"
+    );
+    assert_eq!(b_only[1].shape, vec![192, 8]);
+    assert_eq!(
+        b_only[59].name,
+        "base_model.model.model.layers.29.self_attn.v_proj.lora_B.weight"
+    );
+    assert_eq!(total_numel(&b_only), Some(30 * (576 + 192) * 8));
+
+    let all = LoraSpec {
+        train_a: true,
+        targets: vec![
+            "o_proj".into(),
+            "down_proj".into(),
+            "gate_proj".into(),
+            "k_proj".into(),
+        ],
+        ..lora
+    }
+    .adapter_layout(&arch)
+    .unwrap();
+    assert_eq!(all.len(), 30 * 4 * 2);
+    let find = |n: &str| all.iter().find(|t| t.name == n).unwrap().shape.clone();
+    assert_eq!(
+        find("base_model.model.model.layers.3.self_attn.o_proj.lora_A.weight"),
+        vec![8, 576]
+    );
+    assert_eq!(
+        find("base_model.model.model.layers.3.self_attn.o_proj.lora_B.weight"),
+        vec![576, 8]
+    );
+    assert_eq!(
+        find("base_model.model.model.layers.3.mlp.down_proj.lora_A.weight"),
+        vec![8, 1536]
+    );
+    assert_eq!(
+        find("base_model.model.model.layers.3.mlp.down_proj.lora_B.weight"),
+        vec![576, 8]
+    );
+    assert_eq!(
+        find("base_model.model.model.layers.3.mlp.gate_proj.lora_B.weight"),
+        vec![1536, 8]
+    );
+    assert_eq!(
+        find("base_model.model.model.layers.3.self_attn.k_proj.lora_A.weight"),
+        vec![8, 576]
+    );
+    assert_eq!(
+        find("base_model.model.model.layers.3.self_attn.k_proj.lora_B.weight"),
+        vec![192, 8]
+    );
+    assert!(matches!(
+        LoraSpec {
+            targets: vec!["lm_head".into()],
+            ..LoraSpec::default()
+        }
+        .adapter_layout(&arch),
+        Err(SpecError::UnknownTarget(_))
+    ));
+}
+
+#[test]
+fn admission_policies() {
+    let kp = libp2p_identity::Keypair::ed25519_from_bytes([2u8; 32]).unwrap();
+    let me = kp.public().to_peer_id();
+    let other = libp2p_identity::Keypair::ed25519_from_bytes([3u8; 32])
+        .unwrap()
+        .public()
+        .to_peer_id();
+    assert!(Admission::Open.admits(&me, None));
+    let allow = Admission::Allowlist {
+        peers: vec![me.to_base58()],
+    };
+    assert!(allow.admits(&me, None));
+    assert!(!allow.admits(&other, Some("anything")));
+    let token = Admission::Token {
+        token_blake3: ContentId::of(b"open sesame"),
+    };
+    assert!(token.admits(&other, Some("open sesame")));
+    assert!(!token.admits(&other, Some("open sesame ")));
+    assert!(!token.admits(&other, None));
+    assert!((AggregateSpec::staleness_weight(3) - 0.5).abs() < 1e-6);
+}
