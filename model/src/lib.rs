@@ -1,8 +1,6 @@
 //! Llama-family decoder with LoRA on candle: loading, tokenizer, datasets, training, evaluation, PEFT export.
 
 pub mod batch;
-pub mod data;
-pub mod demo;
 pub mod config;
 pub mod data;
 pub mod demo;
