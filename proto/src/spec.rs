@@ -201,14 +201,14 @@ impl ModelArch {
                 return Err(invalid(field, v, "must be positive"));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(invalid(
                 "arch.num_kv_heads",
                 self.num_kv_heads,
                 "must divide num_heads",
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(invalid(
                 "arch.head_dim",
                 self.head_dim,
@@ -539,9 +539,10 @@ impl Default for VerifySpec {
 
 tagged_enum! {
     /// Who may join a run.
-    #[derive(Debug, Clone, PartialEq, Eq)]
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
     pub enum Admission {
         /// Anyone.
+        #[default]
         Open,
         /// Only these peer ids (base58).
         Allowlist {
@@ -556,12 +557,6 @@ tagged_enum! {
     }
 }
 
-impl Default for Admission {
-    fn default() -> Self {
-        Admission::Open
-    }
-}
-
 impl Admission {
     /// Whether `peer` presenting `token` may join (token hashes compared in constant time).
     pub fn admits(&self, peer: &libp2p_identity::PeerId, token: Option<&str>) -> bool {
@@ -569,7 +564,7 @@ impl Admission {
             Admission::Open => true,
             Admission::Allowlist { peers } => {
                 let me = peer.to_base58();
-                peers.iter().any(|p| *p == me)
+                peers.contains(&me)
             }
             Admission::Token { token_blake3 } => {
                 token.is_some_and(|t| token_blake3.matches(t.as_bytes()))

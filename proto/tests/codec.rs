@@ -70,12 +70,9 @@ fn every_codec_round_trips_with_names_and_shapes_from_the_layout() {
             assert_eq!(d.shape, l.shape);
             // What was sent plus what was kept back is exactly the input.
             let res = r.get(&t.name).unwrap();
-            for i in 0..t.data.len() {
-                assert!(
-                    (d.data[i] + res[i] - t.data[i]).abs() <= 1e-7,
-                    "{codec:?} {} {i}",
-                    t.name
-                );
+            assert_eq!(res.len(), t.data.len());
+            for (i, ((y, r), x)) in d.data.iter().zip(res).zip(&t.data).enumerate() {
+                assert!((y + r - x).abs() <= 1e-7, "{codec:?} {} {i}", t.name);
             }
         }
     }

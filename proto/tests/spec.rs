@@ -114,7 +114,8 @@ aggregator = { kind = "trimmed_mean", trim_fraction = 0.2 }
 
 #[test]
 fn validation_names_the_bad_field() {
-    let cases: Vec<(fn(&mut RunSpec), &str)> = vec![
+    type Breaker = fn(&mut RunSpec);
+    let cases: Vec<(Breaker, &str)> = vec![
         (|s| s.run_id = "has space".into(), "run_id"),
         (|s| s.lora.rank = 0, "lora.rank"),
         (|s| s.lora.targets = vec!["qkv".into()], "qkv"),
