@@ -1,6 +1,9 @@
 //! The composed libp2p behaviour of a Hearth node.
 
-use std::time::Duration;
+use std::{
+    sync::{atomic::AtomicU64, Arc},
+    time::Duration,
+};
 
 use libp2p::{
     allow_block_list, autonat, dcutr, gossipsub, identify,
@@ -98,11 +101,13 @@ fn gossipsub_config(config: &NetConfig) -> Result<gossipsub::Config, NetError> {
         .map_err(|e| NetError::Config(format!("gossipsub: {e}")))
 }
 
-fn rr_behaviour(config: &NetConfig, protocol: Protocol) -> request_response::Behaviour<BytesCodec> {
-    let codec = BytesCodec {
-        max_request_bytes: config.max_request_bytes,
-        max_response_bytes: config.max_response_bytes,
-    };
+fn rr_behaviour(
+    config: &NetConfig,
+    protocol: Protocol,
+    rejected: &Arc<AtomicU64>,
+) -> request_response::Behaviour<BytesCodec> {
+    let codec = BytesCodec::new(config.max_request_bytes, config.max_response_bytes)
+        .with_counter(rejected.clone());
     request_response::Behaviour::with_codec(
         codec,
         [(
@@ -122,11 +127,12 @@ fn relay_server_config() -> relay::Config {
 }
 
 /// Builds the behaviour for `config`'s role; `relay_client` is the behaviour half of
-/// `relay::client::new` (workers only).
+/// `relay::client::new` (workers only); `rejected` counts oversized request-response frames.
 pub fn build(
     keypair: &Keypair,
     config: &NetConfig,
     relay_client: Option<relay::client::Behaviour>,
+    rejected: &Arc<AtomicU64>,
 ) -> Result<Behaviour, NetError> {
     let peer_id = keypair.public().to_peer_id();
     let mut gossipsub = gossipsub::Behaviour::new(
@@ -155,9 +161,9 @@ pub fn build(
     Ok(Behaviour {
         block_list: allow_block_list::Behaviour::default(),
         gossipsub,
-        join: rr_behaviour(config, Protocol::Join),
-        blob: rr_behaviour(config, Protocol::Blob),
-        delta: rr_behaviour(config, Protocol::Delta),
+        join: rr_behaviour(config, Protocol::Join, rejected),
+        blob: rr_behaviour(config, Protocol::Blob, rejected),
+        delta: rr_behaviour(config, Protocol::Delta, rejected),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_string(), keypair.public())
                 .with_agent_version(format!("hearth/{}", env!("CARGO_PKG_VERSION"))),

@@ -1,6 +1,12 @@
 //! The cloneable handle through which the application drives the network.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
@@ -67,6 +73,7 @@ pub(crate) enum Command {
 pub struct Client {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) local_peer_id: PeerId,
+    pub(crate) rejected_frames: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -80,6 +87,12 @@ impl Client {
             .await
             .map_err(|_| NetError::Stopped)?;
         rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// How many inbound request-response frames were refused for exceeding
+    /// `max_request_bytes` / `max_response_bytes` (they never reach the application).
+    pub fn rejected_frames(&self) -> u64 {
+        self.rejected_frames.load(Ordering::Relaxed)
     }
 
     /// This node's peer id.

@@ -4,7 +4,13 @@
 //! limit is refused before anything else is read, and the body is read through
 //! `take(len)`, so a lying peer can never make us allocate more than the limit.
 
-use std::io;
+use std::{
+    io,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{request_response, StreamProtocol};
@@ -13,12 +19,44 @@ use libp2p::{request_response, StreamProtocol};
 const INITIAL_RESERVE: usize = 64 * 1024;
 
 /// The request-response codec: opaque bytes both ways, each direction with its own cap.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BytesCodec {
-    /// Largest request body accepted, in bytes.
-    pub max_request_bytes: usize,
-    /// Largest response body accepted, in bytes.
-    pub max_response_bytes: usize,
+    max_request_bytes: usize,
+    max_response_bytes: usize,
+    /// Inbound frames refused for their size, shared by every clone.
+    rejected: Arc<AtomicU64>,
+}
+
+impl BytesCodec {
+    /// A codec with these caps and a fresh rejection counter.
+    pub fn new(max_request_bytes: usize, max_response_bytes: usize) -> Self {
+        BytesCodec {
+            max_request_bytes,
+            max_response_bytes,
+            rejected: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The same codec sharing `rejected` as its rejection counter.
+    pub fn with_counter(mut self, rejected: Arc<AtomicU64>) -> Self {
+        self.rejected = rejected;
+        self
+    }
+
+    /// How many inbound frames (requests or responses) were refused as oversized.
+    pub fn rejected_frames(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    fn count<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &result {
+            if e.kind() == io::ErrorKind::InvalidData {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(error = %e, "inbound frame refused");
+        }
+        result
+    }
 }
 
 /// Reads one length-prefixed frame of at most `limit` bytes.
@@ -80,14 +118,16 @@ impl request_response::Codec for BytesCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max_request_bytes, "request").await
+        let read = read_frame(io, self.max_request_bytes, "request").await;
+        self.count(read)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max_response_bytes, "response").await
+        let read = read_frame(io, self.max_response_bytes, "response").await;
+        self.count(read)
     }
 
     async fn write_request<T>(
@@ -179,6 +219,33 @@ mod tests {
         assert!(err.to_string().contains("after 5"), "{err}");
         let mut io = Cursor::new(vec![0u8, 0]);
         assert!(read_frame(&mut io, 100, "request").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn codec_counts_oversized_frames_only() {
+        use libp2p::request_response::Codec;
+        let proto = StreamProtocol::new("/t/1");
+        let mut codec = BytesCodec::new(8, 4);
+        let shared = codec.clone();
+        let mut io = Cursor::new(frame(9, &[0u8; 9]));
+        assert!(codec.read_request(&proto, &mut io).await.is_err());
+        let mut io = Cursor::new(frame(5, &[0u8; 5]));
+        assert!(codec.read_response(&proto, &mut io).await.is_err());
+        let mut io = Cursor::new(frame(3, b"ab"));
+        assert!(
+            codec.read_request(&proto, &mut io).await.is_err(),
+            "truncated"
+        );
+        let mut io = Cursor::new(frame(8, &[1u8; 8]));
+        assert_eq!(
+            codec.read_request(&proto, &mut io).await.unwrap(),
+            vec![1u8; 8]
+        );
+        assert_eq!(
+            shared.rejected_frames(),
+            2,
+            "two oversized frames, truncation not counted"
+        );
     }
 
     #[tokio::test]

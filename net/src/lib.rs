@@ -13,8 +13,11 @@ mod config;
 mod error;
 mod event;
 mod event_loop;
+mod identity;
 mod protocol;
 mod transport;
+
+use std::sync::{atomic::AtomicU64, Arc};
 
 use libp2p::{relay, swarm, Swarm};
 use tokio::sync::mpsc;
@@ -31,6 +34,7 @@ pub use config::{
 pub use error::NetError;
 pub use event::{Event, MessageId, NatStatus, ResponseToken, Validation};
 pub use event_loop::EventLoop;
+pub use identity::load_or_create_identity;
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
 pub use protocol::{Protocol, Topic};
 
@@ -57,7 +61,8 @@ pub fn spawn(config: NetConfig) -> Result<(Client, mpsc::Receiver<Event>), NetEr
         Role::Coordinator => (None, None),
     };
     let transport = transport::build(&keypair, config.psk, relay_transport)?;
-    let behaviour = behaviour::build(&keypair, &config, relay_behaviour)?;
+    let rejected_frames = Arc::new(AtomicU64::new(0));
+    let behaviour = behaviour::build(&keypair, &config, relay_behaviour, &rejected_frames)?;
     let swarm = Swarm::new(
         transport,
         behaviour,
@@ -76,6 +81,7 @@ pub fn spawn(config: NetConfig) -> Result<(Client, mpsc::Receiver<Event>), NetEr
         Client {
             commands: command_tx,
             local_peer_id: peer_id,
+            rejected_frames,
         },
         event_rx,
     ))
