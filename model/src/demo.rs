@@ -60,7 +60,7 @@ pub const SENTENCES: usize =
 /// One demo example: an instruction and its exact expected answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DemoExample {
-    /// The user's request, e.g. `Translate to Vesk: big cat sees dog`.
+    /// The user's request, e.g. `Vesk: big cat sees dog` (kept short: with SmolLM2's template and default system prompt an example is at most 47 tokens).
     pub instruction: String,
     /// The expected assistant answer, e.g. `pul kel dra vex`.
     pub answer: String,
@@ -160,7 +160,7 @@ pub fn generate(n: usize, seed: u64) -> Vec<DemoExample> {
         .take(n)
         .map(Sentence::nth)
         .map(|s| DemoExample {
-            instruction: format!("Translate to {LANGUAGE}: {}", s.english()),
+            instruction: format!("{LANGUAGE}: {}", s.english()),
             answer: s.vesk(),
         })
         .collect()
