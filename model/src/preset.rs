@@ -32,13 +32,16 @@ fn normal(n: usize, std: f32, seed: u64, label: &str) -> Vec<f32> {
 }
 
 /// Deterministic random weights for `cfg`: N(0, 0.02) matrices (output projections scaled by
-/// 1/√(2·layers)), unit norm gains.
+/// 1/√(2·layers)), unit norm gains, and a N(0, 0.1) embedding: with tied embeddings and a final
+/// RMSNorm the logit range is bounded by ‖e‖·√hidden, which N(0, 0.02) keeps too small to learn.
 pub fn random_weights(cfg: &ModelConfig, seed: u64, device: &Device, dtype: DType) -> Result<Weights> {
     let mut w = Weights::default();
     let out_std = 0.02 / (2.0 * cfg.layers as f32).sqrt();
     for (name, shape) in expected_shapes(cfg) {
         let n: usize = shape.iter().product();
-        let data = if name.ends_with("norm.weight") {
+        let data = if name == "model.embed_tokens.weight" || name == "lm_head.weight" {
+            normal(n, 0.1, seed, &name)
+        } else if name.ends_with("norm.weight") {
             vec![1f32; n]
         } else if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
             normal(n, out_std, seed, &name)

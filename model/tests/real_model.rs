@@ -39,6 +39,8 @@ fn gguf_matches_reference_tokens_and_losses() {
     let Some(base) = load() else { return };
     let mut want = ModelConfig::smollm2_135m();
     want.max_position = base.config.max_position;
+    assert!((base.config.rms_eps - want.rms_eps).abs() < 1e-9, "eps {}", base.config.rms_eps);
+    want.rms_eps = base.config.rms_eps; // stored as f32 in the GGUF
     assert_eq!(base.config, want);
     assert_eq!(base.tokenizer.vocab_size(), 49152);
     assert_eq!(base.tokenizer.decode(&[base.eos_token_id]).unwrap(), "<|im_end|>");
