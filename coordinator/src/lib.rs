@@ -2,8 +2,18 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod demo;
 pub mod engine;
+pub mod eval_cmd;
+pub mod evaluator;
+pub mod http;
+pub mod init;
+pub mod ledger;
+pub mod metrics;
 pub mod outer;
 pub mod round;
+pub mod service;
+pub mod state;
+pub mod status;
 pub mod store;
 pub mod verify;

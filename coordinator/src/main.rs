@@ -1,1 +1,177 @@
-fn main() {}
+//! `hearth-coordinator`: thin CLI over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use hearth_coordinator::demo::{demo, DemoOptions};
+use hearth_coordinator::init::{init, InitOptions, Preset};
+use hearth_coordinator::service::{RunOptions, Service};
+use hearth_coordinator::state::State;
+
+/// Hearth coordinator: runs a community LoRA fine-tune that volunteers join with `hearth-worker`.
+#[derive(Parser, Debug)]
+#[command(name = "hearth-coordinator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write DIR/run.toml (every setting spelled out) and prepare the dataset shards.
+    Init {
+        /// Base model preset.
+        #[arg(long, value_enum, default_value = "tiny")]
+        preset: Preset,
+        /// Base model GGUF file (default: where deploy/fetch-model.sh puts SmolLM2).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Dataset (JSONL or plain text); default: the generated demo task.
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of training shards.
+        #[arg(long, default_value_t = 8)]
+        shards: usize,
+    },
+    /// Run the coordinator: listen, open rounds, verify and aggregate deltas, publish checkpoints.
+    Run {
+        /// The run.toml written by `init`.
+        #[arg(long)]
+        config: PathBuf,
+        /// libp2p listen multiaddr (repeatable); overrides run.toml.
+        #[arg(long)]
+        listen: Vec<String>,
+        /// HTTP bind address (dashboard, API, /metrics); overrides run.toml. Empty disables HTTP.
+        #[arg(long)]
+        http: Option<String>,
+        /// Stop after this many committed rounds.
+        #[arg(long)]
+        rounds: Option<u64>,
+        /// Write the dialable multiaddr to this file once listening.
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
+    },
+    /// Start a coordinator and N worker processes on loopback; exit after R rounds with a JSON summary.
+    Demo {
+        /// Base model preset.
+        #[arg(long, value_enum, default_value = "tiny")]
+        preset: Preset,
+        /// Base model GGUF file for smollm2-135m.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Worker processes.
+        #[arg(long, default_value_t = 3)]
+        workers: usize,
+        /// Rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: u64,
+        /// Working directory (default: a fresh temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// HTTP bind address of the dashboard ("" to disable).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
+        /// CPU threads per worker (default: cores / workers).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Copy a round's PEFT adapter (adapter_model.safetensors + adapter_config.json) out of the data dir.
+    Export {
+        /// Coordinator data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Round (default: the latest committed).
+        #[arg(long)]
+        round: Option<u64>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn export(data_dir: &PathBuf, round: Option<u64>, out: &PathBuf) -> Result<()> {
+    let state = State::load(data_dir)?;
+    let round = round.unwrap_or(state.committed_round);
+    if !state.checkpoints.iter().any(|c| c.manifest.round == round) {
+        return Err(anyhow!("round {round} has no committed checkpoint (latest is {})", state.committed_round));
+    }
+    let src = data_dir.join("checkpoints").join(round.to_string());
+    std::fs::create_dir_all(out)?;
+    for f in ["adapter_model.safetensors", "adapter_config.json", "manifest.json"] {
+        std::fs::copy(src.join(f), out.join(f)).with_context(|| format!("copying {f} of round {round}"))?;
+    }
+    println!("{}", out.display());
+    Ok(())
+}
+
+async fn real_main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init { preset, model, dataset, out, shards } => {
+            let mut o = InitOptions::new(preset, out);
+            o.model = model;
+            o.dataset = dataset;
+            o.shards = shards;
+            let path = tokio::task::spawn_blocking(move || init(&o)).await??;
+            println!("{}", path.display());
+        }
+        Command::Run { config, listen, http, rounds, addr_file } => {
+            let listen = listen
+                .iter()
+                .map(|a| a.parse().with_context(|| format!("listen address {a:?}")))
+                .collect::<Result<Vec<_>>>()?;
+            let opts = RunOptions { listen, http, rounds, addr_file: addr_file.clone() };
+            let (svc, events) = Service::start(&config, &opts).await?;
+            let addrs = svc.dial_addrs().await;
+            for a in &addrs {
+                println!("listening on {a}");
+            }
+            if let (Some(f), Some(a)) = (&addr_file, addrs.first()) {
+                hearth_coordinator::store::write_atomic(f, a.to_string().as_bytes())?;
+            }
+            let cfg = hearth_coordinator::config::RunConfig::load(&config)?;
+            let http = opts.http.clone().unwrap_or(cfg.coordinator.http);
+            if !http.is_empty() {
+                let bound =
+                    hearth_coordinator::http::serve(&http, svc.snapshot(), svc.metrics(), svc.data_dir().to_path_buf())
+                        .await?;
+                println!("dashboard on http://{bound}/");
+            }
+            svc.run(events).await?;
+        }
+        Command::Demo { preset, model, workers, rounds, dir, http, threads } => {
+            let summary = demo(&DemoOptions { preset, model, workers, rounds, dir, http, threads }).await?;
+            println!("{summary}");
+        }
+        Command::Export { data_dir, round, out } => export(&data_dir, round, &out)?,
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,libp2p=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hearth-coordinator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(real_main(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearth-coordinator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

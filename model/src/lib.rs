@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod corpus;
 pub mod data;
 pub mod demo;
 pub mod error;
@@ -18,11 +19,13 @@ pub mod peft;
 pub mod preset;
 pub mod schedule;
 pub mod source;
+pub mod spec;
 pub mod tokenizer;
 pub mod train;
 pub mod weights;
 
 pub use batch::Sequence;
+pub use candle_core;
 pub use config::{LoraConfig, LoraTarget, ModelConfig};
 pub use error::{ModelError, Result};
 pub use eval::{evaluate, EvalReport};
@@ -33,3 +36,4 @@ pub use peft::{load_adapter, save_adapter, PeftConfig};
 pub use source::{default_model_path, load_base, BaseModel, ModelSource};
 pub use tokenizer::Tokenizer;
 pub use train::{train, StepInfo, TrainConfig, TrainReport, Trainer};
+pub use candle_core::{DType, Device};

@@ -1,0 +1,120 @@
+//! `hearth-coordinator demo`: a coordinator and N worker processes on loopback, then a summary.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::init::{init, InitOptions, Preset};
+use crate::service::{RunOptions, Service};
+use crate::state::State;
+
+/// What `demo` needs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Base model preset.
+    pub preset: Preset,
+    /// Model file for non-tiny presets.
+    pub model: Option<PathBuf>,
+    /// Worker processes to start.
+    pub workers: usize,
+    /// Rounds to run.
+    pub rounds: u64,
+    /// Working directory (a fresh temporary one when absent).
+    pub dir: Option<PathBuf>,
+    /// HTTP bind address of the coordinator.
+    pub http: String,
+    /// Threads per worker (defaults to the cores divided among the workers).
+    pub threads: Option<usize>,
+}
+
+fn worker_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
+    let candidates = [dir.join("hearth-worker"), dir.join("../hearth-worker")];
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("hearth-worker not found next to {}; build it with `cargo build --bin hearth-worker`", exe.display()))
+}
+
+/// Run the demo and return the one-line JSON summary.
+pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
+    let dir = match &opts.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("hearth-demo-{}", std::process::id())),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut init_opts = InitOptions::new(opts.preset, dir.join("run"));
+    init_opts.model = opts.model.clone();
+    let config = tokio::task::spawn_blocking(move || init(&init_opts)).await??;
+    let run_opts = RunOptions {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
+        http: Some(opts.http.clone()),
+        rounds: Some(opts.rounds),
+        addr_file: None,
+    };
+    let (svc, events) = Service::start(&config, &run_opts).await?;
+    let data_dir = svc.data_dir().to_path_buf();
+    if !opts.http.is_empty() {
+        let bound = crate::http::serve(&opts.http, svc.snapshot(), svc.metrics(), data_dir.clone()).await?;
+        println!("dashboard: http://{bound}/");
+    }
+    let addr = svc
+        .dial_addrs()
+        .await
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the coordinator has no listen address"))?;
+    info!(%addr, "coordinator listening");
+    let worker = worker_binary()?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = opts.threads.unwrap_or_else(|| (cores / opts.workers.max(1)).max(1));
+    let mut children = Vec::new();
+    for i in 0..opts.workers {
+        let child = tokio::process::Command::new(&worker)
+            .arg("join")
+            .arg(addr.to_string())
+            .arg("--cache-dir")
+            .arg(dir.join(format!("worker-{i}")))
+            .arg("--name")
+            .arg(format!("demo-worker-{i}"))
+            .arg("--rounds")
+            .arg(opts.rounds.to_string())
+            .arg("--threads")
+            .arg(threads.to_string())
+            .arg("--quiet")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", worker.display()))?;
+        children.push(child);
+    }
+    svc.run(events).await?;
+    for mut c in children {
+        match tokio::time::timeout(Duration::from_secs(20), c.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => warn!(%status, "a demo worker exited with an error"),
+            _ => {
+                let _ = c.kill().await;
+            }
+        }
+    }
+    let state = State::load(&data_dir)?;
+    let base_loss = state.checkpoints.first().and_then(|c| c.manifest.eval_loss);
+    Ok(json!({
+        "rounds": state.committed_round,
+        "deltas_accepted": state.rounds.iter().map(|r| r.accepted).collect::<Vec<_>>(),
+        "deltas_rejected": state.rounds.iter().map(|r| r.rejected).collect::<Vec<_>>(),
+        "eval_loss": std::iter::once(base_loss).chain(state.rounds.iter().map(|r| r.eval_loss)).collect::<Vec<_>>(),
+        "train_loss": state.rounds.iter().map(|r| r.train_loss).collect::<Vec<_>>(),
+        "outcomes": state.rounds.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>(),
+        "bytes_received": state.rounds.iter().map(|r| r.bytes_received).sum::<u64>(),
+        "tokens": state.rounds.iter().map(|r| r.tokens).sum::<u64>(),
+        "round_seconds": state.rounds.iter().map(|r| r.seconds).collect::<Vec<_>>(),
+        "data_dir": data_dir.display().to_string(),
+    }))
+}

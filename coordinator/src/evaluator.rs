@@ -1,0 +1,55 @@
+//! Held-out evaluation and PEFT export of candidate checkpoints on the coordinator's copy of the model.
+
+use std::path::Path;
+
+use hearth_model::{candle_core::{DType, Device}, spec, Model, PeftConfig, Sequence};
+use hearth_proto::{NamedTensor, RunSpec};
+
+/// The base model with the run's LoRA layout, plus the held-out split (which never leaves here).
+pub struct Evaluator {
+    model: Model,
+    peft: PeftConfig,
+    validation: Vec<Sequence>,
+    batch: usize,
+}
+
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Evaluator({} validation sequences)", self.validation.len())
+    }
+}
+
+impl Evaluator {
+    /// Load the run's base model (`model_file` for GGUF/HF runs, none for the tiny preset).
+    pub fn load(
+        run: &RunSpec,
+        model_file: Option<&Path>,
+        validation: Vec<Sequence>,
+        batch: usize,
+    ) -> hearth_model::Result<Self> {
+        let source = spec::model_source(&run.base.source, model_file);
+        let base = hearth_model::load_base(&source, &Device::Cpu, DType::F32)?;
+        let lora = spec::lora_config(&run.lora)?;
+        let model = base.model(Some(&lora))?;
+        let peft = PeftConfig::from_lora(&lora, &run.base.name);
+        Ok(Self { model, peft, validation, batch: batch.max(1) })
+    }
+
+    /// The freshly initialised trainable adapter (B = 0; A seeded), i.e. checkpoint 0.
+    pub fn initial_params(&self) -> hearth_model::Result<Vec<NamedTensor>> {
+        Ok(spec::to_named(self.model.adapter_tensors()?))
+    }
+
+    /// Mean held-out token loss with `params` as the trainable adapter.
+    pub fn loss(&mut self, params: &[NamedTensor]) -> hearth_model::Result<f64> {
+        self.model.set_adapter(&spec::from_named(params))?;
+        Ok(hearth_model::evaluate(&self.model, &self.validation, self.batch)?.loss)
+    }
+
+    /// Write `params` (with the frozen A matrices) as a PEFT adapter directory.
+    pub fn export(&mut self, params: &[NamedTensor], dir: &Path) -> hearth_model::Result<()> {
+        self.model.set_adapter(&spec::from_named(params))?;
+        let all = self.model.all_adapter_tensors()?;
+        hearth_model::peft::export_peft(dir, &self.peft, &all)
+    }
+}

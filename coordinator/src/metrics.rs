@@ -1,0 +1,109 @@
+//! Prometheus metrics of the coordinator (`hearth_` prefix).
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every coordinator metric, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Round in progress.
+    pub round: IntGauge,
+    /// Workers connected and joined.
+    pub workers_connected: IntGauge,
+    /// Deltas by outcome (accepted/rejected) and reason.
+    pub deltas: IntCounterVec,
+    /// Held-out loss of the latest checkpoint.
+    pub eval_loss: Gauge,
+    /// Mean training loss reported in the last closed round.
+    pub train_loss: Gauge,
+    /// Tokens trained in accepted deltas.
+    pub tokens_trained: IntCounter,
+    /// Bytes received (deltas, requests).
+    pub bytes_received: IntCounter,
+    /// Bytes sent (blobs, responses, announcements).
+    pub bytes_sent: IntCounter,
+    /// Round duration.
+    pub round_seconds: Histogram,
+    /// Time to verify one delta.
+    pub verify_seconds: Histogram,
+    /// Time to aggregate, step and evaluate at round close.
+    pub aggregate_seconds: Histogram,
+    /// Rounds whose update was gated by held-out loss.
+    pub gated_rounds: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+    // Registration only fails on duplicate names, which the fixed set below does not have.
+    if let Err(e) = r.register(Box::new(m.clone())) {
+        tracing::error!("metric registration failed: {e}");
+    }
+    m
+}
+
+impl Metrics {
+    /// Create and register all metrics.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let r = Registry::new();
+        let buckets = |v: &[f64]| v.to_vec();
+        Ok(Self {
+            round: reg(&r, IntGauge::new("hearth_round", "Round in progress")?),
+            workers_connected: reg(&r, IntGauge::new("hearth_workers_connected", "Workers connected and joined")?),
+            deltas: reg(
+                &r,
+                IntCounterVec::new(Opts::new("hearth_deltas_total", "Deltas received by outcome and reason"), &[
+                    "outcome", "reason",
+                ])?,
+            ),
+            eval_loss: reg(&r, Gauge::new("hearth_eval_loss", "Held-out loss of the latest checkpoint")?),
+            train_loss: reg(&r, Gauge::new("hearth_train_loss", "Mean worker training loss of the last round")?),
+            tokens_trained: reg(&r, IntCounter::new("hearth_tokens_trained_total", "Tokens trained in accepted deltas")?),
+            bytes_received: reg(&r, IntCounter::new("hearth_bytes_received_total", "Bytes received from workers")?),
+            bytes_sent: reg(&r, IntCounter::new("hearth_bytes_sent_total", "Bytes sent to workers")?),
+            round_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("hearth_round_seconds", "Round duration")
+                        .buckets(buckets(&[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])),
+                )?,
+            ),
+            verify_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("hearth_verify_seconds", "Time to verify one delta")
+                        .buckets(buckets(&[1e-4, 1e-3, 5e-3, 0.02, 0.1, 0.5, 2.0])),
+                )?,
+            ),
+            aggregate_seconds: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("hearth_aggregate_seconds", "Aggregation, outer step and evaluation at round close")
+                        .buckets(buckets(&[0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0])),
+                )?,
+            ),
+            gated_rounds: reg(&r, IntCounter::new("hearth_gated_rounds_total", "Rounds whose update was rejected by the held-out gate")?),
+            registry: r,
+        })
+    }
+
+    /// Count a delta outcome.
+    pub fn delta(&self, outcome: &str, reason: &str) {
+        self.deltas.with_label_values(&[outcome, reason]).inc();
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!("metrics encoding failed: {e}");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}

@@ -1,0 +1,751 @@
+//! `hearth-coordinator run`: the network event loop around the round engine.
+//!
+//! Data flows one way: network → verify → aggregate → evaluate/gate → store → publish.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context, Result};
+use hearth_model::data::Shard;
+use hearth_net::{Client, Event, Multiaddr, NetConfig, PeerId, Protocol, Role, Topic, Validation};
+use hearth_proto::{
+    decode_bounded, encode, Admission, Announcement, BlobRequest, BlobResponse, CheckpointManifest, ContentId,
+    DeltaAck, JoinRequest, JoinResponse, NamedTensor, RoundInfo, RunSpec, ShardLease, Wire, PROTOCOL_VERSION,
+};
+use tracing::{debug, info, warn};
+
+use crate::aggregate::Aggregator;
+use crate::config::RunConfig;
+use crate::engine::{Closed, Engine};
+use crate::evaluator::Evaluator;
+use crate::metrics::Metrics;
+use crate::outer::{Outer, OuterState};
+use crate::round::{Decision, Round, RoundPolicy};
+use crate::state::{CheckpointRecord, RoundRecord, State};
+use crate::status::{Snapshot, WorkerView};
+use crate::store::{write_atomic, BlobStore};
+use crate::verify::{Reject, Verifier};
+
+/// Largest validation shard read from the store.
+const MAX_SHARD_BYTES: usize = 1 << 30;
+/// Largest checkpoint or outer-state blob decoded.
+const MAX_PARAM_BLOB: usize = 512 << 20;
+/// How many recent accepted norms the norm bound looks at.
+const NORM_WINDOW: usize = 64;
+
+/// Encode checkpoint parameters: the lossless `f32` delta codec over the adapter layout.
+pub fn encode_params(params: &[NamedTensor]) -> Result<Vec<u8>> {
+    let enc = hearth_proto::encode_delta(&hearth_proto::CodecSpec::F32, params, &mut hearth_proto::Residual::new())?;
+    Ok(encode(&enc))
+}
+
+/// Decode checkpoint parameters, validated against `layout`.
+pub fn decode_params(bytes: &[u8], layout: &[hearth_proto::TensorLayout]) -> Result<Vec<NamedTensor>> {
+    let enc: hearth_proto::EncodedDelta = decode_bounded(bytes, MAX_PARAM_BLOB)?;
+    Ok(hearth_proto::decode_delta(&enc, layout)?)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Options of `run` that are not in run.toml.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Listen addresses overriding run.toml.
+    pub listen: Vec<Multiaddr>,
+    /// HTTP bind address overriding run.toml (`None` keeps it; `Some("")` disables HTTP).
+    pub http: Option<String>,
+    /// Stop after this many committed rounds (overrides run.toml when set).
+    pub rounds: Option<u64>,
+    /// Write the dialable multiaddr here once listening (used by `demo` and tests).
+    pub addr_file: Option<PathBuf>,
+}
+
+fn aggregator_of(spec: &RunSpec) -> Aggregator {
+    match spec.aggregate.aggregator {
+        hearth_proto::Aggregator::WeightedMean => Aggregator::WeightedMean,
+        hearth_proto::Aggregator::TrimmedMean { trim_fraction } => Aggregator::TrimmedMean { trim_fraction },
+        hearth_proto::Aggregator::CoordinateMedian => Aggregator::CoordinateMedian,
+        hearth_proto::Aggregator::CenteredClip { tau, iters } => Aggregator::CenteredClip { tau, iters },
+    }
+}
+
+fn outer_of(spec: &RunSpec) -> Outer {
+    match spec.aggregate.outer {
+        hearth_proto::OuterOptimizer::Nesterov { lr, momentum } => Outer::Nesterov { lr, momentum },
+        hearth_proto::OuterOptimizer::Average { lr } => Outer::Average { lr },
+    }
+}
+
+fn policy_of(spec: &RunSpec) -> RoundPolicy {
+    RoundPolicy {
+        target_deltas: spec.aggregate.target_deltas.max(1) as usize,
+        min_deltas: spec.aggregate.min_deltas as usize,
+        grace_ms: spec.aggregate.grace_secs.saturating_mul(1000),
+        deadline_ms: spec.aggregate.deadline_secs.saturating_mul(1000),
+    }
+}
+
+/// The running coordinator.
+pub struct Service {
+    cfg: RunConfig,
+    data_dir: PathBuf,
+    store: Arc<BlobStore>,
+    state: State,
+    verifier: Verifier,
+    engine: Engine,
+    round: Round,
+    evaluator: Arc<Mutex<Evaluator>>,
+    net: Client,
+    peer_id: PeerId,
+    /// Blobs any admitted peer may fetch (model, train shards, checkpoints). Never the validation shard.
+    public: HashSet<ContentId>,
+    /// Peers that joined and are connected, with their last join time.
+    joined: HashMap<PeerId, u64>,
+    connected: HashSet<PeerId>,
+    norms: VecDeque<f32>,
+    metrics: Metrics,
+    snapshot: Arc<RwLock<Snapshot>>,
+    round_rejected: u32,
+    round_bytes: u64,
+    recent_rejections: VecDeque<(u64, String, String)>,
+    stop_after: u64,
+}
+
+impl Service {
+    /// Load the run, restore state (or create checkpoint 0), start the network.
+    pub async fn start(config_path: &Path, opts: &RunOptions) -> Result<(Self, tokio::sync::mpsc::Receiver<Event>)> {
+        let cfg = RunConfig::load(config_path)?;
+        let data_dir = cfg.data_dir(config_path);
+        let store = Arc::new(BlobStore::open(data_dir.join("blobs"))?);
+        let mut state = State::load(&data_dir)?;
+        let spec = cfg.run.clone();
+        let spec_id = spec.spec_id();
+        match state.spec_id {
+            Some(id) if id != spec_id => {
+                return Err(anyhow!(
+                    "{}: the data dir belongs to run spec {id}, but run.toml now has spec {spec_id}; \
+                     use a new data dir for a changed run",
+                    data_dir.display()
+                ))
+            }
+            _ => state.spec_id = Some(spec_id),
+        }
+
+        // Base model: presets are generated; files are served from (and verified in) the blob store.
+        let model_file = match spec.base.blake3 {
+            Some(cid) => {
+                store.verify(&cid).with_context(|| format!("base model blob {cid}"))?;
+                Some(store.path(&cid))
+            }
+            None => None,
+        };
+        let validation = match cfg.coordinator.validation {
+            Some(cid) => {
+                let bytes = store.get(&cid).with_context(|| format!("validation shard {cid}"))?;
+                Shard::from_bytes(&bytes, MAX_SHARD_BYTES)
+                    .with_context(|| format!("validation shard {cid}"))?
+                    .into_sequences()
+            }
+            None => return Err(anyhow!("run.toml names no validation shard (coordinator.validation)")),
+        };
+        info!(sequences = validation.len(), "loading the base model for evaluation");
+        let evaluator = Evaluator::load(&spec, model_file.as_deref(), validation, cfg.coordinator.eval_batch)
+            .context("loading the base model")?;
+        let layout = spec.adapter_layout().context("adapter layout")?;
+
+        let mut public: HashSet<ContentId> = spec.data.shards.iter().map(|s| s.cid).collect();
+        if let Some(cid) = spec.base.blake3 {
+            public.insert(cid);
+        }
+
+        let evaluator = Arc::new(Mutex::new(evaluator));
+        let (params, outer_state) = match state.latest() {
+            Some(rec) => {
+                let m = &rec.manifest;
+                let params = decode_params(&store.get(&m.adapter)?, &layout)
+                    .with_context(|| format!("checkpoint {} adapter", m.round))?;
+                let outer: OuterState = match m.outer_state {
+                    Some(cid) => decode_bounded(&store.get(&cid)?, MAX_PARAM_BLOB)
+                        .with_context(|| format!("checkpoint {} outer state", m.round))?,
+                    None => OuterState::default(),
+                };
+                info!(round = m.round, checkpoint = %rec.id.short(), "resuming from the last committed checkpoint");
+                (params, outer)
+            }
+            None => {
+                let ev = evaluator.clone();
+                let params = tokio::task::spawn_blocking(move || {
+                    ev.lock().map_err(|_| anyhow!("evaluator poisoned"))?.initial_params().map_err(anyhow::Error::from)
+                })
+                .await??;
+                (params, OuterState::default())
+            }
+        };
+        for rec in &state.checkpoints {
+            public.insert(rec.manifest.adapter);
+        }
+        let mut verifier = Verifier::new(spec.clone(), layout.clone());
+        for rec in &state.checkpoints {
+            verifier.checkpoint_committed(rec.manifest.round, rec.id);
+        }
+        let engine = Engine::new(layout, params, outer_state, outer_of(&spec), aggregator_of(&spec));
+
+        let keypair = hearth_net::load_or_create_identity(&data_dir.join("identity.key"))?;
+        let peer_id = keypair.public().to_peer_id();
+        let mut net_cfg = NetConfig::new(keypair, spec.run_id.clone(), Role::Coordinator);
+        net_cfg.listen = if opts.listen.is_empty() {
+            cfg.coordinator
+                .listen
+                .iter()
+                .map(|a| a.parse::<Multiaddr>().with_context(|| format!("listen address {a:?}")))
+                .collect::<Result<_>>()?
+        } else {
+            opts.listen.clone()
+        };
+        net_cfg.max_transmit_size = spec.net.max_transmit_size;
+        net_cfg.max_request_bytes = net_cfg.max_request_bytes.max(spec.net.max_transmit_size + 4096);
+        net_cfg.max_response_bytes = net_cfg.max_response_bytes.max(spec.net.blob_chunk_size as usize + 4096);
+        let (net, events) = hearth_net::spawn(net_cfg)?;
+
+        let metrics = Metrics::new()?;
+        let stop_after = opts.rounds.unwrap_or(cfg.coordinator.rounds);
+        let round = Round::open(state.committed_round + 1, now_ms(), policy_of(&spec));
+        let mut svc = Self {
+            cfg,
+            data_dir,
+            store,
+            state,
+            verifier,
+            engine,
+            round,
+            evaluator,
+            net,
+            peer_id,
+            public,
+            joined: HashMap::new(),
+            connected: HashSet::new(),
+            norms: VecDeque::new(),
+            metrics,
+            snapshot: Arc::new(RwLock::new(Snapshot::default())),
+            round_rejected: 0,
+            round_bytes: 0,
+            recent_rejections: VecDeque::new(),
+            stop_after,
+        };
+        if svc.state.checkpoints.is_empty() {
+            let params = svc.engine.params().to_vec();
+            let outer = svc.engine.outer_state().clone();
+            let loss = svc.eval(params.clone()).await?;
+            svc.commit_checkpoint(0, &params, &outer, Some(loss as f32), None).await?;
+            info!(eval_loss = loss, "checkpoint 0 (base model, fresh adapter) committed");
+        }
+        if let Some(l) = svc.state.latest_eval_loss() {
+            svc.metrics.eval_loss.set(f64::from(l));
+        }
+        svc.metrics.round.set(svc.round.number as i64);
+        svc.verifier.round_opened();
+        svc.refresh_snapshot();
+        Ok((svc, events))
+    }
+
+    /// Peer id of this coordinator.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Shared status for the HTTP side.
+    pub fn snapshot(&self) -> Arc<RwLock<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The addresses a worker should dial, with `/p2p/<peer id>`.
+    pub async fn dial_addrs(&self) -> Vec<Multiaddr> {
+        self.net
+            .listen_addrs()
+            .await
+            .into_iter()
+            .map(|a| hearth_net::with_peer_id(&a, self.peer_id))
+            .collect()
+    }
+
+    /// Run until the round limit is reached or ctrl-c.
+    pub async fn run(mut self, mut events: tokio::sync::mpsc::Receiver<Event>) -> Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.announce(Announcement::RoundOpened(self.round_info()));
+        loop {
+            if self.stop_after > 0 && self.state.committed_round >= self.stop_after {
+                info!(rounds = self.state.committed_round, "round limit reached; stopping");
+                break;
+            }
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await,
+                    None => return Err(anyhow!("the network event loop stopped")),
+                },
+                _ = tick.tick() => self.on_tick().await?,
+                _ = tokio::signal::ctrl_c() => {
+                    info!("interrupted; the last committed round is {}", self.state.committed_round);
+                    break;
+                }
+            }
+        }
+        // Give the last announcements a moment to leave.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.net.shutdown().await;
+        Ok(())
+    }
+
+    fn round_info(&self) -> RoundInfo {
+        RoundInfo {
+            round: self.round.number,
+            base_checkpoint: self.state.latest().map(|c| c.id),
+            opened_unix_ms: self.round.opened_unix_ms,
+            deadline_unix_ms: self.round.deadline_unix_ms,
+        }
+    }
+
+    fn announce(&self, ann: Announcement) {
+        let net = self.net.clone();
+        let bytes = encode(&ann);
+        self.metrics.bytes_sent.inc_by(bytes.len() as u64);
+        tokio::spawn(async move {
+            if let Err(e) = net.publish(Topic::Announce, bytes).await {
+                debug!("announcement not published: {e}");
+            }
+        });
+    }
+
+    fn live_contributors(&self) -> usize {
+        self.joined.keys().filter(|p| self.connected.contains(p)).count()
+    }
+
+    async fn on_tick(&mut self) -> Result<()> {
+        let now = now_ms();
+        let decision = self.round.tick(now, self.engine.pending().len(), self.live_contributors());
+        match decision {
+            Decision::Wait => {}
+            Decision::Extended { deadline_unix_ms } => {
+                info!(round = self.round.number, deadline_unix_ms, "too few deltas by the deadline; extended once");
+                self.announce(Announcement::RoundOpened(self.round_info()));
+            }
+            Decision::CarryOver => {
+                let carried = self.engine.pending().len();
+                info!(round = self.round.number, carried, "too few deltas after the extension; carrying them over");
+                self.round = Round::open(self.round.number, now, policy_of(&self.cfg.run));
+                self.announce(Announcement::RoundOpened(self.round_info()));
+            }
+            Decision::Close => self.close_round(now).await?,
+        }
+        self.refresh_snapshot();
+        Ok(())
+    }
+
+    async fn eval(&self, params: Vec<NamedTensor>) -> Result<f64> {
+        let ev = self.evaluator.clone();
+        tokio::task::spawn_blocking(move || {
+            ev.lock().map_err(|_| anyhow!("evaluator poisoned"))?.loss(&params).map_err(anyhow::Error::from)
+        })
+        .await?
+    }
+
+    async fn close_round(&mut self, now: u64) -> Result<()> {
+        let number = self.round.number;
+        let started = Instant::now();
+        let accepted = self.engine.pending().len() as u32;
+        let Some(closed) = self.engine.close() else {
+            return Ok(());
+        };
+        let Closed { params, outer_state, tokens, train_loss, update_norm, .. } = closed.clone();
+        let loss = self.eval(params.clone()).await? as f32;
+        let prev = self.state.latest_eval_loss();
+        let tol = self.cfg.run.verify.eval_tolerance;
+        let gated = prev.is_some_and(|p| !loss.is_finite() || loss > p * (1.0 + tol));
+        let (outcome, note, eval_loss) = if gated {
+            let p = prev.unwrap_or(f32::NAN);
+            let why = format!("held-out loss {loss:.4} is worse than {p:.4} by more than {:.1} %", tol * 100.0);
+            warn!(round = number, "update gated: {why}; keeping the previous weights");
+            self.metrics.gated_rounds.inc();
+            ("gated", Some(why), prev)
+        } else {
+            self.engine.commit(&closed);
+            ("committed", None, Some(loss))
+        };
+        let (params, outer_state) = if gated {
+            (self.engine.params().to_vec(), self.engine.outer_state().clone())
+        } else {
+            (params, outer_state)
+        };
+        self.metrics.aggregate_seconds.observe(started.elapsed().as_secs_f64());
+        let seconds = now.saturating_sub(self.round.opened_unix_ms) as f64 / 1000.0;
+        self.state.rounds.push(RoundRecord {
+            round: number,
+            accepted,
+            rejected: self.round_rejected,
+            tokens,
+            train_loss,
+            eval_loss,
+            outcome: outcome.into(),
+            note,
+            seconds,
+            bytes_received: self.round_bytes,
+            closed_unix_ms: now_ms(),
+        });
+        self.commit_checkpoint(number, &params, &outer_state, eval_loss, train_loss).await?;
+        self.metrics.round_seconds.observe(seconds);
+        if let Some(l) = eval_loss {
+            self.metrics.eval_loss.set(f64::from(l));
+        }
+        if let Some(l) = train_loss {
+            self.metrics.train_loss.set(f64::from(l));
+        }
+        info!(
+            round = number,
+            accepted,
+            rejected = self.round_rejected,
+            eval_loss = ?eval_loss,
+            train_loss = ?train_loss,
+            update_norm,
+            outcome,
+            "round closed"
+        );
+        self.announce(Announcement::RoundClosed { round: number, accepted, rejected: self.round_rejected });
+        if let Some(rec) = self.state.latest() {
+            self.announce(Announcement::CheckpointReady(rec.manifest.clone()));
+        }
+        self.round_rejected = 0;
+        self.round_bytes = 0;
+        self.round = Round::open(number + 1, now_ms(), policy_of(&self.cfg.run));
+        self.verifier.round_opened();
+        self.metrics.round.set(self.round.number as i64);
+        if self.stop_after == 0 || self.state.committed_round < self.stop_after {
+            self.announce(Announcement::RoundOpened(self.round_info()));
+        }
+        Ok(())
+    }
+
+    /// Store the checkpoint blobs and PEFT directory, then commit the state file.
+    async fn commit_checkpoint(
+        &mut self,
+        round: u64,
+        params: &[NamedTensor],
+        outer: &OuterState,
+        eval_loss: Option<f32>,
+        train_loss: Option<f32>,
+    ) -> Result<()> {
+        let adapter_bytes = encode_params(params)?;
+        let adapter = self.store.put(&adapter_bytes)?;
+        let outer_state = Some(self.store.put(&encode(outer))?);
+        let manifest = CheckpointManifest {
+            round,
+            parent: self.state.latest().map(|c| c.id),
+            adapter,
+            adapter_bytes: adapter_bytes.len() as u64,
+            outer_state,
+            eval_loss,
+            train_loss,
+            created_unix_ms: now_ms(),
+        };
+        let id = self.store.put(&encode(&manifest))?;
+
+        // PEFT directory for this round: written beside, then renamed into place.
+        let dir = self.data_dir.join("checkpoints").join(round.to_string());
+        let tmp = self.data_dir.join("checkpoints").join(format!(".{round}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let ev = self.evaluator.clone();
+        let (p, t) = (params.to_vec(), tmp.clone());
+        tokio::task::spawn_blocking(move || {
+            ev.lock().map_err(|_| anyhow!("evaluator poisoned"))?.export(&p, &t).map_err(anyhow::Error::from)
+        })
+        .await??;
+        let manifest_json = serde_json::json!({
+            "round": round,
+            "id": id.to_hex(),
+            "parent": manifest.parent.map(|c| c.to_hex()),
+            "adapter_blob": adapter.to_hex(),
+            "eval_loss": eval_loss,
+            "train_loss": train_loss,
+            "created_unix_ms": manifest.created_unix_ms,
+            "run_id": self.cfg.run.run_id,
+            "base_model": self.cfg.run.base.name,
+        });
+        write_atomic(&tmp.join("manifest.json"), serde_json::to_string_pretty(&manifest_json)?.as_bytes())?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).with_context(|| format!("moving {} into place", dir.display()))?;
+
+        self.state.checkpoints.push(CheckpointRecord { manifest, id });
+        self.state.committed_round = round;
+        self.state.save(&self.data_dir)?;
+        self.public.insert(adapter);
+        self.verifier.checkpoint_committed(round, id);
+        Ok(())
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::PeerConnected(p) => {
+                self.connected.insert(p);
+            }
+            Event::PeerDisconnected(p) => {
+                self.connected.remove(&p);
+                if self.joined.remove(&p).is_some() {
+                    info!(peer = %p, "worker left");
+                }
+            }
+            Event::Gossip { topic: Topic::Deltas, message_id, propagation_source, source, data } => {
+                let verdict = match self.process_delta(&data, source).await {
+                    Ok(()) => Validation::Accept,
+                    Err(r) if matches!(r, Reject::DuplicatePeer(_) | Reject::Replay(_)) => Validation::Ignore,
+                    Err(_) => Validation::Reject,
+                };
+                if let Err(e) = self.net.report_validation(message_id, propagation_source, verdict).await {
+                    debug!("validation report failed: {e}");
+                }
+            }
+            Event::Gossip { topic: Topic::Announce, message_id, propagation_source, source, .. } => {
+                // Only the coordinator announces; anything else on that topic is dropped.
+                let verdict =
+                    if source == Some(self.peer_id) { Validation::Accept } else { Validation::Reject };
+                let _ = self.net.report_validation(message_id, propagation_source, verdict).await;
+            }
+            Event::Request { peer, protocol, data, channel } => {
+                self.metrics.bytes_received.inc_by(data.len() as u64);
+                let reply = match protocol {
+                    Protocol::Join => self.on_join(peer, &data),
+                    Protocol::Blob => self.on_blob(peer, &data),
+                    Protocol::Delta => {
+                        let ack = match self.process_delta(&data, Some(peer)).await {
+                            Ok(()) => DeltaAck::Accepted,
+                            Err(r) => DeltaAck::Rejected { reason: r.to_string() },
+                        };
+                        encode(&ack)
+                    }
+                };
+                self.metrics.bytes_sent.inc_by(reply.len() as u64);
+                if let Err(e) = self.net.respond(channel, reply).await {
+                    debug!(%peer, "response not sent: {e}");
+                }
+            }
+            Event::InboundFailure { peer, protocol, reason } => {
+                debug!(%peer, ?protocol, "inbound request failed: {reason}");
+            }
+            other => debug!(event = ?other, "network event"),
+        }
+        self.metrics.workers_connected.set(self.live_contributors() as i64);
+    }
+
+    fn admitted(&self, peer: &PeerId) -> Result<(), Reject> {
+        let id = peer.to_base58();
+        if self.state.ledger.is_banned(&id) {
+            return Err(Reject::Banned(id));
+        }
+        match self.cfg.run.admission {
+            Admission::Open => Ok(()),
+            _ if self.joined.contains_key(peer) => Ok(()),
+            _ => Err(Reject::NotAdmitted(id)),
+        }
+    }
+
+    fn on_join(&mut self, peer: PeerId, data: &[u8]) -> Vec<u8> {
+        let rejected = |reason: String| encode(&JoinResponse::Rejected { reason });
+        let req = match JoinRequest::from_bytes(data) {
+            Ok(r) => r,
+            Err(e) => return rejected(format!("malformed join request: {e}")),
+        };
+        let id = peer.to_base58();
+        if req.protocol_version != PROTOCOL_VERSION {
+            return rejected(format!("protocol version {} is not {PROTOCOL_VERSION}", req.protocol_version));
+        }
+        if req.run_id != self.cfg.run.run_id && !req.run_id.is_empty() {
+            return rejected(format!("this coordinator runs {:?}, not {:?}", self.cfg.run.run_id, req.run_id));
+        }
+        if self.state.ledger.is_banned(&id) {
+            return rejected("this peer id is banned from the run".into());
+        }
+        if !self.cfg.run.admission.admits(&peer, req.token.as_deref()) {
+            warn!(%peer, "join refused by the admission policy");
+            return rejected("not admitted: this run needs an allowlisted peer id or a valid join token".into());
+        }
+        let now = now_ms();
+        self.state.ledger.joined(&id, &req.name, &req.device, now);
+        self.joined.insert(peer, now);
+        let lease = self.lease_for(&id);
+        info!(%peer, name = %req.name, device = %req.device, shards = ?lease, "worker joined");
+        encode(&JoinResponse::Accepted {
+            spec: self.cfg.run.clone(),
+            lease: ShardLease { shard_indices: lease },
+            latest: self.state.latest().map(|c| c.manifest.clone()),
+            round: self.round_info(),
+        })
+    }
+
+    /// The peer's shard lease: kept across rejoins; new peers get the least-leased shard.
+    fn lease_for(&mut self, id: &str) -> Vec<u32> {
+        if let Some(l) = self.state.leases.get(id) {
+            return l.clone();
+        }
+        let n = self.cfg.run.data.shards.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut load = vec![0usize; n];
+        for l in self.state.leases.values() {
+            for &i in l {
+                if let Some(c) = load.get_mut(i as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        let best = (0..n).min_by_key(|&i| (load[i], i)).unwrap_or(0) as u32;
+        self.state.leases.insert(id.to_string(), vec![best]);
+        vec![best]
+    }
+
+    fn on_blob(&self, peer: PeerId, data: &[u8]) -> Vec<u8> {
+        let not_found = |cid| encode(&BlobResponse::NotFound { cid });
+        let req = match BlobRequest::from_bytes(data) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(%peer, "malformed blob request: {e}");
+                return not_found(ContentId::of(b""));
+            }
+        };
+        if !self.public.contains(&req.cid) || self.admitted(&peer).is_err() {
+            return not_found(req.cid);
+        }
+        let max = req.max_len.min(self.cfg.run.net.blob_chunk_size).min(hearth_proto::MAX_BLOB_CHUNK) as usize;
+        match self.store.read_range(&req.cid, req.offset, max) {
+            Ok((total_len, bytes)) => {
+                encode(&BlobResponse::Chunk { cid: req.cid, total_len, offset: req.offset.min(total_len), data: bytes })
+            }
+            Err(e) => {
+                warn!(cid = %req.cid, "blob not served: {e}");
+                not_found(req.cid)
+            }
+        }
+    }
+
+    /// The verification pipeline for one delta; counts and logs every outcome.
+    async fn process_delta(&mut self, bytes: &[u8], sender: Option<PeerId>) -> Result<(), Reject> {
+        let started = Instant::now();
+        self.metrics.bytes_received.inc_by(bytes.len() as u64);
+        self.round_bytes += bytes.len() as u64;
+        let result = self.verify_delta(bytes, sender);
+        self.metrics.verify_seconds.observe(started.elapsed().as_secs_f64());
+        let now = now_ms();
+        match result {
+            Ok(v) => {
+                let peer = v.peer.to_base58();
+                self.metrics.delta("accepted", "ok");
+                self.metrics.tokens_trained.inc_by(v.tokens);
+                self.state.ledger.accepted(&peer, v.tokens, now);
+                info!(round = self.round.number, peer = %v.peer, tokens = v.tokens, staleness = v.staleness,
+                      train_loss = v.train_loss, bytes = v.wire_bytes, "delta accepted");
+                self.engine.accept(v);
+                Ok(())
+            }
+            Err((peer, r)) => {
+                self.metrics.delta("rejected", r.label());
+                self.round_rejected += 1;
+                let who = peer.map(|p| p.to_base58()).unwrap_or_else(|| "unknown".into());
+                warn!(round = self.round.number, peer = %who, reason = r.label(), "delta rejected: {r}");
+                self.recent_rejections.push_back((now, who.clone(), r.to_string()));
+                while self.recent_rejections.len() > 50 {
+                    self.recent_rejections.pop_front();
+                }
+                // Duplicates of an accepted delta (gossip echoes) do not count against the peer.
+                if let Some(p) = peer.filter(|_| !matches!(r, Reject::Replay(_) | Reject::DuplicatePeer(_))) {
+                    let total = self.state.ledger.rejected(&who, r.label(), now);
+                    let limit = u64::from(self.cfg.run.verify.ban_after_rejects);
+                    if limit > 0 && total >= limit && !self.state.ledger.is_banned(&who) {
+                        warn!(peer = %who, rejects = total, "banned after repeated rejects");
+                        self.state.ledger.ban(&who, &format!("{total} rejected deltas"), now);
+                        self.engine.drop_peer(&p);
+                        let _ = self.net.ban(p).await;
+                    }
+                }
+                Err(r)
+            }
+        }
+    }
+
+    fn verify_delta(
+        &mut self,
+        bytes: &[u8],
+        sender: Option<PeerId>,
+    ) -> Result<crate::verify::VerifiedDelta, (Option<PeerId>, Reject)> {
+        let (signer, msg, payload_id) =
+            self.verifier.check_envelope(bytes, sender, |p| self.admitted(p)).map_err(|r| (sender, r))?;
+        let v = self.verifier.check_content(signer, msg, payload_id, bytes.len()).map_err(|r| (Some(signer), r))?;
+        // Norm bound: relative to recently accepted norms, plus an absolute cap.
+        let norm = v.tensors.iter().map(|t| t.l2_norm()).map(|n| n * n).sum::<f64>().sqrt() as f32;
+        let cap = self.cfg.run.verify.norm_abs_cap;
+        let mut sorted: Vec<f32> = self.norms.iter().copied().collect();
+        sorted.sort_by(f32::total_cmp);
+        let median = sorted.get(sorted.len() / 2).copied();
+        let kappa = self.cfg.run.verify.norm_kappa;
+        let too_big = (cap > 0.0 && norm > cap)
+            || (sorted.len() >= 3 && kappa > 0.0 && median.is_some_and(|m| m > 0.0 && norm > kappa * m));
+        if too_big {
+            self.verifier.forget_sender(&signer);
+            return Err((
+                Some(signer),
+                Reject::Structure(format!("norm {norm:.4} exceeds the bound (cap {cap}, κ {kappa} × median {median:?})")),
+            ));
+        }
+        self.norms.push_back(norm);
+        while self.norms.len() > NORM_WINDOW {
+            self.norms.pop_front();
+        }
+        Ok(v)
+    }
+
+    fn refresh_snapshot(&self) {
+        let now = now_ms();
+        let workers = self
+            .state
+            .ledger
+            .peers
+            .iter()
+            .map(|(id, r)| {
+                let connected = id.parse::<PeerId>().map(|p| self.joined.contains_key(&p)).unwrap_or(false);
+                WorkerView::from_record(id, r, connected)
+            })
+            .collect();
+        let snap = Snapshot {
+            run_id: self.cfg.run.run_id.clone(),
+            run_name: self.cfg.run.name.clone(),
+            base_model: self.cfg.run.base.name.clone(),
+            peer_id: self.peer_id.to_base58(),
+            round: self.round.number,
+            committed_round: self.state.committed_round,
+            phase: if self.round.extended { "extended".into() } else { "training".into() },
+            deadline_unix_ms: self.round.deadline_unix_ms,
+            now_unix_ms: now,
+            pending_deltas: self.engine.pending().len(),
+            workers_connected: self.live_contributors(),
+            workers,
+            rounds: self.state.rounds.clone(),
+            checkpoints: self.state.checkpoints.clone(),
+            recent_rejections: self.recent_rejections.iter().cloned().collect(),
+        };
+        if let Ok(mut s) = self.snapshot.write() {
+            *s = snap;
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! `hearth-worker join`: join a run, then train, compress, sign and send a delta every round.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use hearth_model::data::Shard;
+use hearth_net::{Client, Event, Multiaddr, NetConfig, PeerId, Protocol, Role, Topic, Validation};
+use hearth_proto::{
+    decode_bounded, encode, encode_delta, Announcement, CheckpointManifest, ContentId, DeltaAck, DeltaMessage,
+    Domain, EncodedDelta, JoinRequest, JoinResponse, ModelSource, NamedTensor, Residual, RoundInfo, RunSpec,
+    SignedEnvelope, TensorLayout, Wire, PROTOCOL_VERSION,
+};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::fetch::{fetch_blob, hash_file};
+use crate::trainer::TrainerHandle;
+
+/// Largest data shard accepted.
+const MAX_SHARD_BYTES: usize = 1 << 30;
+/// Largest checkpoint blob decoded.
+const MAX_CHECKPOINT_BYTES: usize = 512 << 20;
+/// How often a worker waiting for a checkpoint asks the coordinator directly.
+const POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What `join` needs.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// Coordinator multiaddr with `/p2p/<peer id>`.
+    pub coordinator: Multiaddr,
+    /// Cache directory (model, shards, checkpoints).
+    pub cache_dir: PathBuf,
+    /// Identity key file.
+    pub identity: PathBuf,
+    /// Display name.
+    pub name: String,
+    /// Device description.
+    pub device: String,
+    /// CPU threads for training.
+    pub threads: usize,
+    /// Leave after contributing to this many rounds.
+    pub rounds: Option<u64>,
+    /// Join token for closed runs.
+    pub token: Option<String>,
+    /// Subscribe to the deltas topic and relay others' deltas.
+    pub relay: bool,
+    /// Listen addresses (for relayed and hole-punched connections).
+    pub listen: Vec<Multiaddr>,
+}
+
+/// What the event pump learned from the network.
+#[derive(Debug, Clone, Default)]
+struct Latest {
+    checkpoint: Option<CheckpointManifest>,
+    round: Option<RoundInfo>,
+}
+
+fn decode_params(bytes: &[u8], layout: &[TensorLayout]) -> Result<Vec<NamedTensor>> {
+    let enc: EncodedDelta = decode_bounded(bytes, MAX_CHECKPOINT_BYTES)?;
+    Ok(hearth_proto::decode_delta(&enc, layout)?)
+}
+
+/// Forward network events: validate announcements, track the newest checkpoint and round.
+fn spawn_event_pump(
+    net: Client,
+    mut events: tokio::sync::mpsc::Receiver<Event>,
+    coordinator: PeerId,
+    latest: watch::Sender<Latest>,
+    connected: watch::Sender<bool>,
+) {
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                Event::Gossip { topic: Topic::Announce, message_id, propagation_source, source, data } => {
+                    let ann = (source == Some(coordinator)).then(|| Announcement::from_bytes(&data).ok()).flatten();
+                    let verdict = if ann.is_some() { Validation::Accept } else { Validation::Reject };
+                    let _ = net.report_validation(message_id, propagation_source, verdict).await;
+                    match ann {
+                        Some(Announcement::CheckpointReady(m)) => latest.send_modify(|l| {
+                            if l.checkpoint.as_ref().is_none_or(|c| c.round < m.round) {
+                                l.checkpoint = Some(m);
+                            }
+                        }),
+                        Some(Announcement::RoundOpened(r)) => latest.send_modify(|l| {
+                            if l.round.as_ref().is_none_or(|c| c.round <= r.round) {
+                                l.round = Some(r);
+                            }
+                        }),
+                        _ => {}
+                    }
+                }
+                Event::Gossip { topic: Topic::Deltas, message_id, propagation_source, data, .. } => {
+                    // Relaying workers forward only deltas whose signature checks out.
+                    let ok = SignedEnvelope::from_bytes(&data, DeltaMessage::MAX_BYTES)
+                        .ok()
+                        .is_some_and(|e| e.verify(Domain::Delta).is_ok());
+                    let verdict = if ok { Validation::Accept } else { Validation::Reject };
+                    let _ = net.report_validation(message_id, propagation_source, verdict).await;
+                }
+                Event::PeerConnected(p) if p == coordinator => {
+                    let _ = connected.send(true);
+                }
+                Event::PeerDisconnected(p) if p == coordinator => {
+                    warn!("lost the connection to the coordinator");
+                    let _ = connected.send(false);
+                }
+                Event::Request { peer, channel, .. } => {
+                    debug!(%peer, "ignoring a request: workers serve nothing");
+                    drop(channel);
+                }
+                other => debug!(event = ?other, "network event"),
+            }
+        }
+    });
+}
+
+/// The joined session with the coordinator.
+struct Session {
+    opts: JoinOptions,
+    net: Client,
+    coordinator: PeerId,
+    key: hearth_net::Keypair,
+    connected: watch::Receiver<bool>,
+}
+
+impl Session {
+    /// Dial (with backoff) until connected.
+    async fn ensure_connected(&mut self) -> Result<()> {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            if *self.connected.borrow() {
+                return Ok(());
+            }
+            match self.net.dial(self.opts.coordinator.clone()).await {
+                Ok(_) => {
+                    // Wait briefly for the connection event (the dial may have raced it).
+                    let _ = tokio::time::timeout(Duration::from_secs(2), self.connected.wait_for(|c| *c)).await;
+                    if *self.connected.borrow() {
+                        return Ok(());
+                    }
+                }
+                Err(e) => info!("cannot reach the coordinator ({e}); retrying in {:.1} s", delay.as_secs_f64()),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Send a join request (also used to poll the latest state).
+    async fn join(&mut self) -> Result<(RunSpec, Vec<u32>, Option<CheckpointManifest>, RoundInfo)> {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            self.ensure_connected().await?;
+            let req = JoinRequest {
+                protocol_version: PROTOCOL_VERSION,
+                run_id: String::new(),
+                name: self.opts.name.clone(),
+                device: self.opts.device.clone(),
+                threads: self.opts.threads as u32,
+                memory_bytes: 0,
+                token: self.opts.token.clone(),
+            };
+            match self.net.request(self.coordinator, Protocol::Join, encode(&req)).await {
+                Ok(bytes) => {
+                    return match JoinResponse::from_bytes(&bytes).context("malformed join response")? {
+                        JoinResponse::Accepted { spec, lease, latest, round } => {
+                            Ok((spec, lease.shard_indices, latest, round))
+                        }
+                        JoinResponse::Rejected { reason } => Err(anyhow!("the coordinator refused to admit us: {reason}")),
+                    };
+                }
+                Err(e) => {
+                    info!("join request failed ({e}); retrying in {:.1} s", delay.as_secs_f64());
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// The base model file (verified), from the local cache or the coordinator.
+    async fn model_file(&mut self, spec: &RunSpec) -> Result<Option<PathBuf>> {
+        let (ModelSource::Gguf { file_name } | ModelSource::Safetensors { dir_name: file_name }) = &spec.base.source
+        else {
+            return Ok(None);
+        };
+        let cid = spec.base.blake3.ok_or_else(|| anyhow!("the run names model {file_name} without a blake3"))?;
+        // The fetch script's copy, when it is the same file.
+        let default = hearth_model::default_model_path();
+        if default.is_file() && hash_file(&default) == Some(cid) {
+            return Ok(Some(default));
+        }
+        let dest = self.opts.cache_dir.join("models").join(cid.to_hex());
+        info!(model = %file_name, size = spec.base.size_bytes, "fetching the base model from the coordinator");
+        self.fetch(cid, &dest, spec).await?;
+        Ok(Some(dest))
+    }
+
+    async fn fetch(&mut self, cid: ContentId, dest: &std::path::Path, spec: &RunSpec) -> Result<()> {
+        let mut attempts = 0;
+        loop {
+            self.ensure_connected().await?;
+            match fetch_blob(&self.net, self.coordinator, cid, dest, spec.net.blob_chunk_size, |_, _| {}).await {
+                Ok(()) => return Ok(()),
+                Err(e @ crate::fetch::FetchError::Network { .. }) if attempts < 5 => {
+                    attempts += 1;
+                    warn!("download interrupted ({e}); resuming");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn checkpoint_params(
+        &mut self,
+        m: &CheckpointManifest,
+        spec: &RunSpec,
+        layout: &[TensorLayout],
+    ) -> Result<Vec<NamedTensor>> {
+        let dest = self.opts.cache_dir.join("checkpoints").join(m.adapter.to_hex());
+        self.fetch(m.adapter, &dest, spec).await?;
+        let bytes = std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
+        decode_params(&bytes, layout).with_context(|| format!("checkpoint of round {}", m.round))
+    }
+
+    async fn submit(&mut self, bytes: Vec<u8>, spec: &RunSpec) -> Result<Option<DeltaAck>> {
+        if bytes.len() <= spec.net.inline_delta_limit.min(spec.net.max_transmit_size) {
+            match self.net.publish(Topic::Deltas, bytes.clone()).await {
+                Ok(_) => return Ok(None),
+                Err(e) => debug!("gossip publish failed ({e}); submitting directly"),
+            }
+        }
+        self.ensure_connected().await?;
+        let reply = self.net.request(self.coordinator, Protocol::Delta, bytes).await?;
+        Ok(Some(DeltaAck::from_bytes(&reply)?))
+    }
+}
+
+/// Join the run at `opts.coordinator` and contribute until `opts.rounds` or ctrl-c.
+pub async fn join(opts: JoinOptions) -> Result<()> {
+    let coordinator = hearth_net::peer_id_of(&opts.coordinator)
+        .ok_or_else(|| anyhow!("the coordinator address must end in /p2p/<peer id>: {}", opts.coordinator))?;
+    let key = hearth_net::load_or_create_identity(&opts.identity)?;
+    let me = key.public().to_peer_id();
+    info!(peer_id = %me, name = %opts.name, "starting");
+
+    // The run id (topic names) is only known after joining; the first connection uses a
+    // provisional node to fetch the spec, then the real node subscribes to the run's topics.
+    let spec = {
+        let mut cfg = NetConfig::new(key.clone(), "pending", Role::Worker { subscribe_deltas: false });
+        cfg.listen = Vec::new();
+        let (net, events) = hearth_net::spawn(cfg)?;
+        let (_latest_tx, _) = watch::channel(Latest::default());
+        let (conn_tx, conn_rx) = watch::channel(false);
+        spawn_event_pump(net.clone(), events, coordinator, _latest_tx, conn_tx);
+        let mut s = Session { opts: opts.clone(), net: net.clone(), coordinator, key: key.clone(), connected: conn_rx };
+        let (spec, ..) = s.join().await?;
+        net.shutdown().await;
+        spec
+    };
+
+    let mut cfg = NetConfig::new(key.clone(), spec.run_id.clone(), Role::Worker { subscribe_deltas: opts.relay });
+    cfg.listen = opts.listen.clone();
+    cfg.max_transmit_size = spec.net.max_transmit_size;
+    cfg.max_response_bytes = cfg.max_response_bytes.max(spec.net.blob_chunk_size as usize + 4096);
+    cfg.max_request_bytes = cfg.max_request_bytes.max(spec.net.max_transmit_size + 4096);
+    let (net, events) = hearth_net::spawn(cfg)?;
+    let (latest_tx, mut latest_rx) = watch::channel(Latest::default());
+    let (conn_tx, conn_rx) = watch::channel(false);
+    spawn_event_pump(net.clone(), events, coordinator, latest_tx.clone(), conn_tx);
+    let mut s = Session { opts: opts.clone(), net: net.clone(), coordinator, key, connected: conn_rx };
+    let (spec, shards, mut checkpoint, round) = s.join().await?;
+    latest_tx.send_modify(|l| l.round = Some(round));
+    info!(run = %spec.run_id, shards = ?shards, "joined");
+
+    let layout = spec.adapter_layout()?;
+    let model_file = s.model_file(&spec).await?;
+    let mut data = Vec::new();
+    for i in &shards {
+        let info = spec.data.shards.get(*i as usize).ok_or_else(|| anyhow!("leased shard {i} is not in the run"))?;
+        let dest = opts.cache_dir.join("shards").join(info.cid.to_hex());
+        s.fetch(info.cid, &dest, &spec).await?;
+        let bytes = std::fs::read(&dest)?;
+        data.extend(Shard::from_bytes(&bytes, MAX_SHARD_BYTES)?.into_sequences());
+    }
+    if data.is_empty() {
+        return Err(anyhow!("the run gave us no training data"));
+    }
+    let seed = u64::from_le_bytes(ContentId::of(&me.to_bytes()).as_bytes()[..8].try_into().unwrap_or([0; 8]));
+    let trainer = TrainerHandle::spawn(spec.clone(), model_file, data, seed).await?;
+    let stop_on_signal = trainer.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            info!("stopping after the current step");
+            stop_on_signal.request_stop();
+        }
+    });
+
+    let mut residual = Residual::new();
+    let mut done = 0u64;
+    let mut credit_tokens = 0u64;
+    loop {
+        if opts.rounds.is_some_and(|r| done >= r) {
+            break;
+        }
+        let m = match checkpoint.clone() {
+            Some(m) => m,
+            None => {
+                let (_, _, latest, _) = s.join().await?;
+                checkpoint = latest;
+                if checkpoint.is_none() {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+                continue;
+            }
+        };
+        let params = s.checkpoint_params(&m, &spec, &layout).await?;
+        let round_no = latest_rx.borrow().round.as_ref().map(|r| r.round).unwrap_or(m.round + 1);
+        info!(round = round_no, base = m.round, "training");
+        let trained = trainer.train(params.clone(), |_| {}).await?;
+        let report = &trained.report;
+        if report.steps == 0 {
+            info!("stopped before the first step; leaving");
+            break;
+        }
+        let delta: Vec<NamedTensor> = trained
+            .params
+            .iter()
+            .zip(&params)
+            .map(|(new, old)| NamedTensor {
+                name: new.name.clone(),
+                shape: new.shape.clone(),
+                data: new.data.iter().zip(&old.data).map(|(a, b)| a - b).collect(),
+            })
+            .collect();
+        let encoded = encode_delta(&spec.aggregate.codec, &delta, &mut residual)?;
+        let msg = DeltaMessage {
+            run_id: spec.run_id.clone(),
+            round: round_no,
+            base_round: m.round,
+            base_checkpoint: Some(m.id()),
+            tokens_trained: report.tokens as u64,
+            steps: report.steps as u32,
+            train_loss: report.mean_loss as f32,
+            delta: encoded,
+        };
+        let env = SignedEnvelope::seal(&s.key, Domain::Delta, &msg)?;
+        let bytes = env.to_bytes();
+        let size = bytes.len();
+        let outcome = match s.submit(bytes, &spec).await {
+            Ok(None) => "sent by gossip".to_string(),
+            Ok(Some(DeltaAck::Accepted)) => "accepted".to_string(),
+            Ok(Some(DeltaAck::Rejected { reason })) => format!("rejected: {reason}"),
+            Err(e) => format!("not delivered: {e}"),
+        };
+        done += 1;
+        credit_tokens += report.tokens as u64;
+        info!(
+            round = round_no,
+            steps = report.steps,
+            loss = format!("{:.4}", report.mean_loss),
+            tokens_per_s = format!("{:.0}", report.tokens_per_second),
+            bytes = size,
+            "round {round_no}: delta {outcome}; {credit_tokens} tokens contributed so far"
+        );
+
+        if opts.rounds.is_some_and(|r| done >= r) {
+            break;
+        }
+        // Wait for a newer checkpoint: gossip usually brings it; poll the coordinator otherwise.
+        let mut next = None;
+        while next.is_none() {
+            if let Some(c) = latest_rx.borrow().checkpoint.clone().filter(|c| c.round > m.round) {
+                next = Some(c);
+                break;
+            }
+            match tokio::time::timeout(POLL_INTERVAL, latest_rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(anyhow!("the network task stopped")),
+                Err(_) => {
+                    let (_, _, latest, round) = s.join().await?;
+                    latest_tx.send_modify(|l| {
+                        if l.round.as_ref().is_none_or(|r| r.round <= round.round) {
+                            l.round = Some(round);
+                        }
+                        if let Some(c) = latest {
+                            if l.checkpoint.as_ref().is_none_or(|x| x.round < c.round) {
+                                l.checkpoint = Some(c);
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        checkpoint = next;
+    }
+    info!(rounds = done, tokens = credit_tokens, "leaving the swarm");
+    net.shutdown().await;
+    Ok(())
+}

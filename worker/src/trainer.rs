@@ -1,0 +1,128 @@
+//! The training thread: owns the model and the inner optimizer, trains one round per job.
+//!
+//! Training is CPU/GPU-bound and blocking, so it runs on its own thread, off the async runtime.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use hearth_model::candle_core::{DType, Device};
+use hearth_model::{spec, Model, Sequence, StepInfo, TrainReport, Trainer};
+use hearth_proto::{NamedTensor, RunSpec, TensorLayout};
+use tokio::sync::oneshot;
+
+/// One round of local training from `params`.
+struct Job {
+    params: Vec<NamedTensor>,
+    progress: Box<dyn FnMut(&StepInfo) + Send>,
+    reply: oneshot::Sender<Result<Trained>>,
+}
+
+/// The result of a round of local training.
+#[derive(Debug)]
+pub struct Trained {
+    /// Adapter after training, in layout order.
+    pub params: Vec<NamedTensor>,
+    /// Steps, tokens, loss, time.
+    pub report: TrainReport,
+}
+
+/// Handle to the training thread.
+#[derive(Debug, Clone)]
+pub struct TrainerHandle {
+    tx: std::sync::mpsc::Sender<Job>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Put `tensors` in `layout` order, checking names and shapes.
+pub fn arrange(layout: &[TensorLayout], tensors: Vec<hearth_model::AdapterTensor>) -> Result<Vec<NamedTensor>> {
+    let mut by_name: std::collections::HashMap<String, hearth_model::AdapterTensor> =
+        tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
+    layout
+        .iter()
+        .map(|l| {
+            let t = by_name.remove(&l.name).ok_or_else(|| anyhow!("the model has no adapter tensor {}", l.name))?;
+            if t.shape != l.shape {
+                return Err(anyhow!("adapter tensor {} has shape {:?}, the run expects {:?}", l.name, t.shape, l.shape));
+            }
+            Ok(NamedTensor { name: t.name, shape: t.shape, data: t.data })
+        })
+        .collect()
+}
+
+impl TrainerHandle {
+    /// Load the run's model on a new thread (returns once loaded) and train on `data` per job.
+    pub async fn spawn(spec: RunSpec, model_file: Option<PathBuf>, data: Vec<Sequence>, seed: u64) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_t = stop.clone();
+        std::thread::Builder::new()
+            .name("hearth-trainer".into())
+            .spawn(move || {
+                let setup = (|| -> Result<(Model, Trainer, Vec<TensorLayout>)> {
+                    let source = spec::model_source(&spec.base.source, model_file.as_deref());
+                    let base = hearth_model::load_base(&source, &Device::Cpu, DType::F32).context("loading the base model")?;
+                    let lora = spec::lora_config(&spec.lora)?;
+                    let model = base.model(Some(&lora))?;
+                    let mut cfg = spec::train_config(&spec.train, seed);
+                    // One inner optimizer across rounds (DiLoCo keeps the inner AdamW state); the
+                    // schedule warms up once and then stays near the peak learning rate.
+                    cfg.schedule_steps = Some(cfg.max_steps.saturating_mul(1000).max(1));
+                    let trainer = Trainer::new(&model, cfg)?;
+                    let layout = spec.adapter_layout()?;
+                    Ok((model, trainer, layout))
+                })();
+                let (mut model, mut trainer, layout) = match setup {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(()));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(mut job) = rx.recv() {
+                    let result = (|| -> Result<Trained> {
+                        model.set_adapter(&spec::from_named(&job.params))?;
+                        let stop = &stop_t;
+                        let report = trainer.train(&model, &data, |info| {
+                            (job.progress)(info);
+                            if stop.load(Ordering::Relaxed) {
+                                ControlFlow::Break(())
+                            } else {
+                                ControlFlow::Continue(())
+                            }
+                        })?;
+                        let params = arrange(&layout, model.adapter_tensors()?)?;
+                        Ok(Trained { params, report })
+                    })();
+                    let _ = job.reply.send(result);
+                }
+            })
+            .context("starting the training thread")?;
+        ready_rx.await.map_err(|_| anyhow!("the training thread died while loading"))??;
+        Ok(Self { tx, stop })
+    }
+
+    /// Train one round from `params`.
+    pub async fn train(
+        &self,
+        params: Vec<NamedTensor>,
+        progress: impl FnMut(&StepInfo) + Send + 'static,
+    ) -> Result<Trained> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { params, progress: Box::new(progress), reply })
+            .map_err(|_| anyhow!("the training thread is gone"))?;
+        rx.await.map_err(|_| anyhow!("the training thread died"))?
+    }
+
+    /// Ask the current round's training to stop after the step in progress.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
