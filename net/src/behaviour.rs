@@ -120,6 +120,9 @@ fn rr_behaviour(
 
 fn relay_server_config() -> relay::Config {
     relay::Config {
+        // One coordinator serves a whole community: room for every NATed volunteer.
+        max_reservations: 1024,
+        max_circuits: 256,
         max_circuit_duration: RELAY_CIRCUIT_DURATION,
         max_circuit_bytes: RELAY_CIRCUIT_BYTES,
         ..relay::Config::default()

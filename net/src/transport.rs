@@ -15,7 +15,7 @@ use libp2p::{
 use crate::error::NetError;
 
 /// Time allowed for the security and multiplexer handshakes of one connection.
-const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An authenticated, multiplexed transport as the swarm needs it.
 pub type BoxedTransport = Boxed<(PeerId, StreamMuxerBox)>;
