@@ -41,7 +41,7 @@ tagged_enum! {
         /// Dense int8 with one f32 scale per chunk.
         Int8,
         /// Top-k per chunk by magnitude, kept values quantized to `bits` bits.
-        TopK {
+        TopK as "topk" {
             /// Fraction of values kept per chunk, in (0, 1].
             density: f32,
             /// Bits per kept value: 1, 2, 4 or 8.
@@ -95,7 +95,8 @@ pub fn kept_per_chunk(n: usize, density: f32) -> usize {
     if n == 0 {
         return 0;
     }
-    let k = (n as f64 * f64::from(density)).ceil();
+    // The small slack keeps f32 densities such as 0.1 (stored as 0.100000001) from rounding k up.
+    let k = (n as f64 * f64::from(density) - 1e-6).ceil();
     if k.is_nan() || k < 1.0 {
         1
     } else if k >= n as f64 {
@@ -400,9 +401,8 @@ pub fn encode(
 ) -> Result<EncodedDelta, CodecError> {
     spec.validate()?;
     let chunk = spec.chunk_size();
-    let layout: Vec<TensorLayout> = tensors.iter().map(NamedTensor::layout).collect();
-    let mut numel = 0u64;
-    let mut payloads = Vec::with_capacity(tensors.len());
+    // Check every tensor before touching the residual, so a failed call leaves it unchanged.
+    let mut accs = Vec::with_capacity(tensors.len());
     for t in tensors {
         if t.layout().numel() != Some(t.data.len()) {
             return Err(CodecError::ShapeMismatch {
@@ -424,14 +424,19 @@ pub fn encode(
                 value,
             });
         }
+        accs.push(acc);
+    }
+    let layout: Vec<TensorLayout> = tensors.iter().map(NamedTensor::layout).collect();
+    let mut numel = 0u64;
+    let mut payloads = Vec::with_capacity(tensors.len());
+    for (t, mut acc) in tensors.iter().zip(accs) {
         let mut sent = vec![0.0f32; acc.len()];
-        let payload = encode_tensor(spec, chunk, &acc, &mut sent);
+        payloads.push(encode_tensor(spec, chunk, &acc, &mut sent));
         for (a, s) in acc.iter_mut().zip(&sent) {
             *a -= s;
         }
+        numel += acc.len() as u64;
         residual.map.insert(t.name.clone(), acc);
-        numel += t.data.len() as u64;
-        payloads.push(payload);
     }
     Ok(EncodedDelta {
         codec: *spec,

@@ -527,6 +527,42 @@ fn encode_rejects_bad_input() {
         ),
         Err(CodecError::BadBits(5))
     );
+    // A failing call leaves the error-feedback memory as it was.
+    let good = NamedTensor {
+        name: "g".into(),
+        shape: vec![4],
+        data: vec![1.0, -2.0, 3.0, 0.5],
+    };
+    let mut r = Residual::new();
+    encode(
+        &CodecSpec::TopK {
+            density: 0.25,
+            bits: 2,
+        },
+        std::slice::from_ref(&good),
+        &mut r,
+    )
+    .unwrap();
+    let before = r.clone();
+    let bad = NamedTensor {
+        name: "h".into(),
+        shape: vec![1],
+        data: vec![f32::INFINITY],
+    };
+    assert!(encode(
+        &CodecSpec::TopK {
+            density: 0.25,
+            bits: 2
+        },
+        &[good, bad],
+        &mut r
+    )
+    .is_err());
+    assert_eq!(r, before);
+    assert_eq!(kept_per_chunk(100, 0.1), 10);
+    assert_eq!(kept_per_chunk(4096, 1.0 / 64.0), 64);
+    assert_eq!(kept_per_chunk(3, 1e-9), 1);
+    assert_eq!(kept_per_chunk(3, 1.0), 3);
 }
 
 fn ratio_for(train_a: bool, spec: CodecSpec) -> (f64, usize, u64) {

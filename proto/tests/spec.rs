@@ -9,7 +9,7 @@ fn default_spec_is_valid_and_survives_toml() {
     let text = spec.to_toml().unwrap();
     assert_eq!(RunSpec::from_toml(&text).unwrap(), spec);
     assert!(text.contains("kind = \"centered_clip\""), "{text}");
-    assert!(text.contains("kind = \"top_k\""), "{text}");
+    assert!(text.contains("kind = \"topk\""), "{text}");
 }
 
 #[test]
@@ -87,7 +87,7 @@ run_id = "demo"
 [lora]
 rank = 4
 [aggregate]
-codec = { kind = "top_k", density = 0.03125, bits = 4 }
+codec = { kind = "topk", density = 0.03125, bits = 4 }
 aggregator = { kind = "trimmed_mean", trim_fraction = 0.2 }
 "#,
     )
