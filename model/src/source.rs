@@ -129,3 +129,27 @@ pub fn real_model_for_tests() -> Option<PathBuf> {
     println!("skipped: real model not found at {}", p.display());
     None
 }
+
+/// Parses `cpu` or `cuda:N` (CUDA needs the `cuda` feature).
+pub fn parse_device(s: &str) -> Result<Device> {
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let idx = s
+        .strip_prefix("cuda:")
+        .or_else(|| (s == "cuda").then_some("0"))
+        .and_then(|n| n.parse::<usize>().ok())
+        .ok_or_else(|| ModelError::Config(format!("device {s:?} is not cpu or cuda:N")))?;
+    Ok(Device::new_cuda(idx)?)
+}
+
+/// A name for `base_model_name_or_path`: the Hugging Face id for the SmolLM2 GGUF, else the path.
+pub fn base_model_name(source: &ModelSource) -> String {
+    match source {
+        ModelSource::Tiny { seed } => format!("hearth/tiny-seed{seed}"),
+        ModelSource::Gguf(p) if p.to_string_lossy().contains("SmolLM2-135M-Instruct") => {
+            "HuggingFaceTB/SmolLM2-135M-Instruct".to_string()
+        }
+        ModelSource::Gguf(p) | ModelSource::HfDir(p) => p.display().to_string(),
+    }
+}

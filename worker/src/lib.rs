@@ -4,3 +4,4 @@ pub mod fetch;
 pub mod session;
 pub mod trainer;
 pub mod train_cmd;
+pub mod train_cmd;
