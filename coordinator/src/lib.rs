@@ -5,7 +5,6 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod eval_cmd;
-pub mod eval_cmd;
 pub mod evaluator;
 pub mod http;
 pub mod init;

@@ -4,4 +4,3 @@ pub mod fetch;
 pub mod session;
 pub mod trainer;
 pub mod train_cmd;
-pub mod train_cmd;
