@@ -23,6 +23,8 @@ const MAX_SHARD_BYTES: usize = 1 << 30;
 const MAX_CHECKPOINT_BYTES: usize = 512 << 20;
 /// How often a worker waiting for a checkpoint asks the coordinator directly.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a leaving worker waits for the checkpoint its last delta went into.
+const LAST_CHECKPOINT_WAIT: Duration = Duration::from_secs(60);
 
 /// What `join` needs.
 #[derive(Debug, Clone)]
@@ -366,12 +368,15 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             "round {round_no}: delta {outcome}; {credit_tokens} tokens contributed so far"
         );
 
-        if opts.rounds.is_some_and(|r| done >= r) {
-            break;
-        }
+        let last = opts.rounds.is_some_and(|r| done >= r);
         // Wait for a newer checkpoint: gossip usually brings it; poll the coordinator otherwise.
+        // After the last round, wait a bounded time only: to report the checkpoint we end on.
         let mut next = None;
+        let give_up = tokio::time::Instant::now() + LAST_CHECKPOINT_WAIT;
         while next.is_none() {
+            if last && tokio::time::Instant::now() >= give_up {
+                break;
+            }
             if let Some(c) = latest_rx.borrow().checkpoint.clone().filter(|c| c.round > m.round) {
                 next = Some(c);
                 break;
@@ -380,7 +385,15 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(anyhow!("the network task stopped")),
                 Err(_) => {
-                    let (_, _, latest, round) = s.join().await?;
+                    let polled = if last {
+                        match tokio::time::timeout(POLL_INTERVAL, s.join()).await {
+                            Ok(r) => r,
+                            Err(_) => continue,
+                        }
+                    } else {
+                        s.join().await
+                    };
+                    let (_, _, latest, round) = polled?;
                     latest_tx.send_modify(|l| {
                         if l.round.as_ref().is_none_or(|r| r.round <= round.round) {
                             l.round = Some(round);
@@ -394,9 +407,25 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 }
             }
         }
+        if last {
+            checkpoint = next.or(Some(m));
+            break;
+        }
         checkpoint = next;
     }
-    info!(rounds = done, tokens = credit_tokens, "leaving the swarm");
+    let end = checkpoint.as_ref();
+    info!(rounds = done, tokens = credit_tokens, checkpoint_round = ?end.map(|c| c.round), "leaving the swarm");
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "left",
+            "peer_id": me.to_base58(),
+            "rounds": done,
+            "tokens": credit_tokens,
+            "checkpoint_round": end.map(|c| c.round),
+            "checkpoint": end.map(|c| c.id().to_hex()),
+        })
+    );
     net.shutdown().await;
     Ok(())
 }
