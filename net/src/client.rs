@@ -112,6 +112,20 @@ impl Client {
         self.call(|tx| Command::ListenOn(addr, tx)).await?
     }
 
+    /// Holds a reservation on the relay at `relay_addr` (which must end in `/p2p/<relay>`), so
+    /// peers can reach this node through `<relay_addr>/p2p-circuit/p2p/<us>`. The reservation is
+    /// confirmed by [`crate::Event::RelayReservation`].
+    pub async fn listen_via_relay(&self, relay_addr: Multiaddr) -> Result<(), NetError> {
+        let Some(relay) = crate::config::peer_id_of(&relay_addr) else {
+            return Err(NetError::Listen {
+                addr: relay_addr,
+                reason: "a relay address must end in /p2p/<relay peer id>".into(),
+            });
+        };
+        self.listen_on(crate::config::relay_listen_addr(&relay_addr, relay))
+            .await
+    }
+
     /// Dials `addr` and resolves with the remote peer id once the connection is established.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NetError> {
         self.call(|tx| Command::Dial(addr, tx)).await?

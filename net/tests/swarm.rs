@@ -3,9 +3,8 @@
 use std::{future::Future, time::Duration};
 
 use hearth_net::{
-    is_quic, loopback_listen_addrs, relay_listen_addr, relayed_addr, spawn, with_peer_id, Client,
-    Event, Keypair, MessageId, Multiaddr, NetConfig, NetError, PeerId, Protocol, Role, Topic,
-    Validation,
+    is_quic, loopback_listen_addrs, relayed_addr, spawn, with_peer_id, Client, Event, Keypair,
+    MessageId, Multiaddr, NetConfig, NetError, PeerId, Protocol, Role, Topic, Validation,
 };
 use tokio::{sync::mpsc::Receiver, time::timeout};
 
@@ -569,9 +568,15 @@ async fn workers_reach_each_other_through_the_coordinator_relay() {
         .await
         .unwrap();
     let coord_tcp = coord.tcp();
+    let err = hidden
+        .client
+        .listen_via_relay("/ip4/127.0.0.1/tcp/9".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("/p2p/<relay peer id>"), "{err}");
     hidden
         .client
-        .listen_on(relay_listen_addr(&coord_tcp, coord.peer))
+        .listen_via_relay(coord_tcp.clone())
         .await
         .expect("listen via relay");
     let relay = hidden
