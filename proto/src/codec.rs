@@ -41,7 +41,7 @@ tagged_enum! {
         /// Dense int8 with one f32 scale per chunk.
         Int8,
         /// Top-k per chunk by magnitude, kept values quantized to `bits` bits.
-        TopK as "topk" {
+        TopK as "topk" | "top_k" {
             /// Fraction of values kept per chunk, in (0, 1].
             density: f32,
             /// Bits per kept value: 1, 2, 4 or 8.

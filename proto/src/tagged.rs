@@ -2,14 +2,14 @@
 //! and as compact variant indices in bincode.
 
 /// Declares an enum whose human-readable serde form is internally tagged by `kind`
-/// (snake_case variant names, or the name after `as`) and whose binary form is serde's default (variant index).
+/// (snake_case variant names, or the name after `as` with `|`-separated aliases) and whose binary form is serde's default (variant index).
 macro_rules! tagged_enum {
     (
         $(#[$meta:meta])*
         $vis:vis enum $name:ident {
             $(
                 $(#[$vmeta:meta])*
-                $variant:ident $( as $tag:literal )? $( { $( $(#[$fmeta:meta])* $field:ident : $fty:ty ),* $(,)? } )?
+                $variant:ident $( as $tag:literal $( | $alias:literal )* )? $( { $( $(#[$fmeta:meta])* $field:ident : $fty:ty ),* $(,)? } )?
             ),* $(,)?
         }
     ) => {
@@ -24,7 +24,7 @@ macro_rules! tagged_enum {
             #[derive(serde::Serialize, serde::Deserialize)]
             #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
             enum Tagged {
-                $( $( #[serde(rename = $tag)] )? $variant $( { $( $(#[$fmeta])* $field : $fty ),* } )? ),*
+                $( $( #[serde(rename = $tag $( , alias = $alias )* )] )? $variant $( { $( $(#[$fmeta])* $field : $fty ),* } )? ),*
             }
 
             impl serde::Serialize for $name {

@@ -110,6 +110,16 @@ aggregator = { kind = "trimmed_mean", trim_fraction = 0.2 }
     assert!(RunSpec::from_toml("run_idd = \"x\"").is_err());
     assert!(RunSpec::from_toml("[lora]\nrnak = 4").is_err());
     assert!(RunSpec::from_toml("[aggregate]\ncodec = { kind = \"zip\" }").is_err());
+    let alias =
+        RunSpec::from_toml("[aggregate]\ncodec = { kind = \"top_k\", density = 0.5, bits = 8 }")
+            .unwrap();
+    assert_eq!(
+        alias.aggregate.codec,
+        CodecSpec::TopK {
+            density: 0.5,
+            bits: 8
+        }
+    );
 }
 
 #[test]
