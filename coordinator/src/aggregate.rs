@@ -40,7 +40,7 @@ pub fn aggregate(agg: Aggregator, deltas: &[&[f32]], weights: &[f32]) -> Option<
         return None;
     }
     let total: f32 = weights.iter().map(|w| w.max(0.0)).sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return None;
     }
     Some(match agg {
@@ -57,8 +57,17 @@ pub fn aggregate(agg: Aggregator, deltas: &[&[f32]], weights: &[f32]) -> Option<
                 let mut step = vec![0.0f32; dim];
                 for (d, w) in deltas.iter().zip(weights) {
                     let w = w.max(0.0) / total;
-                    let norm = d.iter().zip(&v).map(|(x, c)| (x - c) * (x - c)).sum::<f32>().sqrt();
-                    let scale = if norm > tau && norm > 0.0 { tau / norm } else { 1.0 };
+                    let norm = d
+                        .iter()
+                        .zip(&v)
+                        .map(|(x, c)| (x - c) * (x - c))
+                        .sum::<f32>()
+                        .sqrt();
+                    let scale = if norm > tau && norm > 0.0 {
+                        tau / norm
+                    } else {
+                        1.0
+                    };
                     for ((s, x), c) in step.iter_mut().zip(d.iter()).zip(&v) {
                         *s += w * scale * (x - c);
                     }
@@ -124,8 +133,18 @@ mod tests {
         let rows: Vec<Vec<f32>> = vec![vec![1.0], vec![2.0], vec![3.0], vec![1000.0]];
         let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
         let w = [1.0; 4];
-        assert_eq!(aggregate(Aggregator::CoordinateMedian, &refs, &w).unwrap(), vec![2.5]);
-        let t = aggregate(Aggregator::TrimmedMean { trim_fraction: 0.25 }, &refs, &w).unwrap();
+        assert_eq!(
+            aggregate(Aggregator::CoordinateMedian, &refs, &w).unwrap(),
+            vec![2.5]
+        );
+        let t = aggregate(
+            Aggregator::TrimmedMean {
+                trim_fraction: 0.25,
+            },
+            &refs,
+            &w,
+        )
+        .unwrap();
         assert_eq!(t, vec![2.5]);
         let mean = aggregate(Aggregator::WeightedMean, &refs, &w).unwrap();
         assert!(mean[0] > 200.0);
@@ -136,7 +155,12 @@ mod tests {
         let honest = [0.1f32, -0.2, 0.05];
         let attacker: Vec<f32> = honest.iter().map(|x| x * -100.0).collect();
         let rows: Vec<&[f32]> = vec![&honest, &honest, &honest, &honest, &attacker];
-        let out = aggregate(Aggregator::CenteredClip { tau: 0.1, iters: 3 }, &rows, &[1.0; 5]).unwrap();
+        let out = aggregate(
+            Aggregator::CenteredClip { tau: 0.1, iters: 3 },
+            &rows,
+            &[1.0; 5],
+        )
+        .unwrap();
         let err: f32 = out.iter().zip(&honest).map(|(a, b)| (a - b).abs()).sum();
         assert!(err < 0.07, "centered clipping drifted by {err}");
         let mean = aggregate(Aggregator::WeightedMean, &rows, &[1.0; 5]).unwrap();

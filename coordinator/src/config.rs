@@ -53,7 +53,10 @@ impl Default for CoordinatorSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
-            listen: vec!["/ip4/0.0.0.0/tcp/4001".into(), "/ip4/0.0.0.0/udp/4001/quic-v1".into()],
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4001".into(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
+            ],
             http: "127.0.0.1:8080".into(),
             model_path: PathBuf::new(),
             validation: None,
@@ -137,20 +140,29 @@ const COMMENTS: &[(&str, &str)] = &[
 impl RunConfig {
     /// Read and validate run.toml.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let io = |source| ConfigError::Io { path: path.to_path_buf(), source };
+        let io = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let meta = std::fs::metadata(path).map_err(io)?;
         if meta.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
-                reason: format!("{} bytes, more than the {MAX_CONFIG_BYTES}-byte limit", meta.len()),
+                reason: format!(
+                    "{} bytes, more than the {MAX_CONFIG_BYTES}-byte limit",
+                    meta.len()
+                ),
             });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
-        let cfg: RunConfig = toml::from_str(&text)
-            .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?;
-        cfg.run
-            .validate()
-            .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?;
+        let cfg: RunConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        cfg.run.validate().map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         Ok(cfg)
     }
 
@@ -182,7 +194,11 @@ impl RunConfig {
             if trimmed.starts_with('[') && trimmed.ends_with(']') {
                 section = trimmed.trim_matches(|c| c == '[' || c == ']').to_string();
             } else if let Some((key, _)) = trimmed.split_once(" = ") {
-                let dotted = if section.is_empty() { key.to_string() } else { format!("{section}.{key}") };
+                let dotted = if section.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{section}.{key}")
+                };
                 if let Some((_, c)) = COMMENTS.iter().find(|(k, _)| *k == dotted) {
                     out.push_str("# ");
                     out.push_str(c);
@@ -202,7 +218,10 @@ mod tests {
 
     #[test]
     fn commented_toml_round_trips() {
-        let cfg = RunConfig { run: RunSpec::tiny(), ..Default::default() };
+        let cfg = RunConfig {
+            run: RunSpec::tiny(),
+            ..Default::default()
+        };
         let text = cfg.to_commented_toml().unwrap();
         assert!(text.contains("# LoRA rank r."), "{text}");
         assert!(text.contains("# Outer optimizer"), "{text}");

@@ -33,12 +33,16 @@ pub struct DemoOptions {
 
 fn worker_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("no directory for {}", exe.display()))?;
     let candidates = [dir.join("hearth-worker"), dir.join("../hearth-worker")];
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("hearth-worker not found next to {}; build it with `cargo build --bin hearth-worker`", exe.display()))
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        anyhow!(
+            "hearth-worker not found next to {}; build it with `cargo build --bin hearth-worker`",
+            exe.display()
+        )
+    })
 }
 
 /// Run the demo and return the one-line JSON summary.
@@ -60,7 +64,8 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
     let (svc, events) = Service::start(&config, &run_opts).await?;
     let data_dir = svc.data_dir().to_path_buf();
     if !opts.http.is_empty() {
-        let bound = crate::http::serve(&opts.http, svc.snapshot(), svc.metrics(), data_dir.clone()).await?;
+        let bound =
+            crate::http::serve(&opts.http, svc.snapshot(), svc.metrics(), data_dir.clone()).await?;
         println!("dashboard: http://{bound}/");
     }
     let addr = svc
@@ -71,8 +76,12 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         .ok_or_else(|| anyhow!("the coordinator has no listen address"))?;
     info!(%addr, "coordinator listening");
     let worker = worker_binary()?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let threads = opts.threads.unwrap_or_else(|| (cores / opts.workers.max(1)).max(1));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| (cores / opts.workers.max(1)).max(1));
     let mut children = Vec::new();
     for i in 0..opts.workers {
         let child = tokio::process::Command::new(&worker)

@@ -55,7 +55,10 @@ pub struct Engine {
 
 /// Concatenate tensors in order.
 pub fn flatten(tensors: &[NamedTensor]) -> Vec<f32> {
-    tensors.iter().flat_map(|t| t.data.iter().copied()).collect()
+    tensors
+        .iter()
+        .flat_map(|t| t.data.iter().copied())
+        .collect()
 }
 
 /// Split a flat vector back into tensors of `layout` (lengths must add up).
@@ -65,9 +68,16 @@ pub fn unflatten(layout: &[TensorLayout], flat: &[f32]) -> Vec<NamedTensor> {
         .iter()
         .map(|l| {
             let n: usize = l.shape.iter().product();
-            let data = flat.get(at..at + n).map(<[f32]>::to_vec).unwrap_or_else(|| vec![0.0; n]);
+            let data = flat
+                .get(at..at + n)
+                .map(<[f32]>::to_vec)
+                .unwrap_or_else(|| vec![0.0; n]);
             at += n;
-            NamedTensor { name: l.name.clone(), shape: l.shape.clone(), data }
+            NamedTensor {
+                name: l.name.clone(),
+                shape: l.shape.clone(),
+                data,
+            }
         })
         .collect()
 }
@@ -81,7 +91,14 @@ impl Engine {
         outer: Outer,
         aggregator: Aggregator,
     ) -> Self {
-        Self { layout, params, outer_state, outer, aggregator, pending: Vec::new() }
+        Self {
+            layout,
+            params,
+            outer_state,
+            outer,
+            aggregator,
+            pending: Vec::new(),
+        }
     }
 
     /// Current (committed) parameters.
@@ -129,7 +146,11 @@ impl Engine {
         self.outer.step(&mut flat, &delta, &mut outer_state);
         let tokens: u64 = pending.iter().map(|p| p.tokens).sum();
         let train_loss = (tokens > 0).then(|| {
-            pending.iter().map(|p| p.train_loss * p.tokens as f32).sum::<f32>() / tokens as f32
+            pending
+                .iter()
+                .map(|p| p.train_loss * p.tokens as f32)
+                .sum::<f32>()
+                / tokens as f32
         });
         Some(Closed {
             params: unflatten(&self.layout, &flat),
@@ -160,19 +181,34 @@ mod tests {
 
     fn layout() -> Vec<TensorLayout> {
         vec![
-            TensorLayout { name: "a".into(), shape: vec![2, 1] },
-            TensorLayout { name: "b".into(), shape: vec![1] },
+            TensorLayout {
+                name: "a".into(),
+                shape: vec![2, 1],
+            },
+            TensorLayout {
+                name: "b".into(),
+                shape: vec![1],
+            },
         ]
     }
 
     fn peer(seed: u8) -> PeerId {
-        libp2p_identity::Keypair::ed25519_from_bytes([seed; 32]).unwrap().public().to_peer_id()
+        libp2p_identity::Keypair::ed25519_from_bytes([seed; 32])
+            .unwrap()
+            .public()
+            .to_peer_id()
     }
 
     fn delta(peer: PeerId, vals: [f32; 3], tokens: u64, staleness: u64) -> VerifiedDelta {
         VerifiedDelta {
             peer,
-            payload_id: ContentId::of(&vals.map(f32::to_bits).iter().flat_map(|b| b.to_le_bytes()).collect::<Vec<_>>()),
+            payload_id: ContentId::of(
+                &vals
+                    .map(f32::to_bits)
+                    .iter()
+                    .flat_map(|b| b.to_le_bytes())
+                    .collect::<Vec<_>>(),
+            ),
             base_round: 0,
             staleness,
             tensors: unflatten(&layout(), &vals),
@@ -185,7 +221,13 @@ mod tests {
     #[test]
     fn weighted_average_with_staleness_and_plain_outer_step() {
         let zeros = unflatten(&layout(), &[0.0; 3]);
-        let mut e = Engine::new(layout(), zeros, OuterState::default(), Outer::Average { lr: 1.0 }, Aggregator::WeightedMean);
+        let mut e = Engine::new(
+            layout(),
+            zeros,
+            OuterState::default(),
+            Outer::Average { lr: 1.0 },
+            Aggregator::WeightedMean,
+        );
         let (p1, p2) = (peer(1), peer(2));
         e.accept(delta(p1, [1.0, 0.0, 2.0], 100, 0));
         e.accept(delta(p2, [3.0, 4.0, 2.0], 100, 3)); // weight 100 / 2 = 50
@@ -198,7 +240,10 @@ mod tests {
         assert_eq!(closed.tokens, 200);
         assert_eq!(closed.contributors, vec![p1, p2]);
         assert!(e.pending().is_empty());
-        assert!(flatten(e.params()).iter().all(|x| *x == 0.0), "nothing committed before commit()");
+        assert!(
+            flatten(e.params()).iter().all(|x| *x == 0.0),
+            "nothing committed before commit()"
+        );
         e.commit(&closed);
         assert_eq!(flatten(e.params()), flat);
         assert!(e.close().is_none());

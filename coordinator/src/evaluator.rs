@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
-use hearth_model::{candle_core::{DType, Device}, spec, Model, PeftConfig, Sequence};
+use hearth_model::{
+    candle_core::{DType, Device},
+    spec, Model, PeftConfig, Sequence,
+};
 use hearth_proto::{NamedTensor, RunSpec};
 
 /// The base model with the run's LoRA layout, plus the held-out split (which never leaves here).
@@ -15,7 +18,11 @@ pub struct Evaluator {
 
 impl std::fmt::Debug for Evaluator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Evaluator({} validation sequences)", self.validation.len())
+        write!(
+            f,
+            "Evaluator({} validation sequences)",
+            self.validation.len()
+        )
     }
 }
 
@@ -32,7 +39,12 @@ impl Evaluator {
         let lora = spec::lora_config(&run.lora)?;
         let model = base.model(Some(&lora))?;
         let peft = PeftConfig::from_lora(&lora, &run.base.name);
-        Ok(Self { model, peft, validation, batch: batch.max(1) })
+        Ok(Self {
+            model,
+            peft,
+            validation,
+            batch: batch.max(1),
+        })
     }
 
     /// The freshly initialised trainable adapter (B = 0; A seeded), i.e. checkpoint 0.

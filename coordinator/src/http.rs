@@ -15,7 +15,11 @@ use crate::metrics::Metrics;
 use crate::status::Snapshot;
 
 /// Files of a round's checkpoint directory that may be downloaded.
-const CHECKPOINT_FILES: &[&str] = &["adapter_model.safetensors", "adapter_config.json", "manifest.json"];
+const CHECKPOINT_FILES: &[&str] = &[
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "manifest.json",
+];
 
 #[derive(Clone)]
 struct AppState {
@@ -30,7 +34,11 @@ fn snap(s: &AppState) -> Snapshot {
 
 /// The router (exposed for tests).
 pub fn router(snapshot: Arc<RwLock<Snapshot>>, metrics: Metrics, data_dir: PathBuf) -> Router {
-    let state = AppState { snapshot, metrics, data_dir };
+    let state = AppState {
+        snapshot,
+        metrics,
+        data_dir,
+    };
     Router::new()
         .route("/", get(dashboard))
         .route("/metrics", get(metrics_text))
@@ -49,7 +57,9 @@ pub async fn serve(
     metrics: Metrics,
     data_dir: PathBuf,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("http {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("http {addr}: {e}"))?;
     let bound = listener.local_addr()?;
     let app = router(snapshot, metrics, data_dir);
     tokio::spawn(async move {
@@ -65,7 +75,11 @@ async fn dashboard() -> Html<&'static str> {
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -111,16 +125,31 @@ async fn latest(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn checkpoint_file(State(s): State<AppState>, Path((round, file)): Path<(u64, String)>) -> Response {
+async fn checkpoint_file(
+    State(s): State<AppState>,
+    Path((round, file)): Path<(u64, String)>,
+) -> Response {
     if !CHECKPOINT_FILES.contains(&file.as_str()) {
         return (StatusCode::NOT_FOUND, "no such checkpoint file").into_response();
     }
-    let path = s.data_dir.join("checkpoints").join(round.to_string()).join(&file);
+    let path = s
+        .data_dir
+        .join("checkpoints")
+        .join(round.to_string())
+        .join(&file);
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
-            let ct = if file.ends_with(".json") { "application/json" } else { "application/octet-stream" };
+            let ct = if file.ends_with(".json") {
+                "application/json"
+            } else {
+                "application/octet-stream"
+            };
             ([(header::CONTENT_TYPE, ct)], bytes).into_response()
         }
-        Err(_) => (StatusCode::NOT_FOUND, format!("round {round} has no {file}")).into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            format!("round {round} has no {file}"),
+        )
+            .into_response(),
     }
 }

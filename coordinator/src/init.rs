@@ -44,7 +44,15 @@ pub struct InitOptions {
 impl InitOptions {
     /// Defaults for `preset` writing to `out`.
     pub fn new(preset: Preset, out: impl Into<PathBuf>) -> Self {
-        Self { preset, model: None, dataset: None, out: out.into(), shards: 8, demo_examples: 1500, seed: 7 }
+        Self {
+            preset,
+            model: None,
+            dataset: None,
+            out: out.into(),
+            shards: 8,
+            demo_examples: 1500,
+            seed: 7,
+        }
     }
 }
 
@@ -52,7 +60,10 @@ impl InitOptions {
 fn base_spec(preset: Preset, model: Option<(&Path, ContentId, u64)>) -> RunSpec {
     let mut s = match (preset, model) {
         (Preset::Smollm2_135m, Some((path, cid, size))) => {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             RunSpec::smollm2_135m(name, Some(cid), size)
         }
         _ => RunSpec::tiny(),
@@ -72,10 +83,14 @@ fn base_spec(preset: Preset, model: Option<(&Path, ContentId, u64)>) -> RunSpec 
 /// Create `out/run.toml` and `out/data/` with the shards, the validation split and (for file
 /// models) the base model as content-addressed blobs. Returns the run.toml path.
 pub fn init(opts: &InitOptions) -> Result<PathBuf> {
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
     let config_path = opts.out.join("run.toml");
     if config_path.exists() {
-        return Err(anyhow!("{} already exists; choose another --out", config_path.display()));
+        return Err(anyhow!(
+            "{} already exists; choose another --out",
+            config_path.display()
+        ));
     }
     let settings = CoordinatorSettings::default();
     let data_dir = opts.out.join(&settings.data_dir);
@@ -84,7 +99,10 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
     let model_file = match opts.preset {
         Preset::Tiny => None,
         Preset::Smollm2_135m => {
-            let path = opts.model.clone().unwrap_or_else(hearth_model::default_model_path);
+            let path = opts
+                .model
+                .clone()
+                .unwrap_or_else(hearth_model::default_model_path);
             if !path.is_file() {
                 return Err(anyhow!(
                     "model file {} not found; run deploy/fetch-model.sh or pass --model FILE",
@@ -93,11 +111,16 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
             }
             let size = std::fs::metadata(&path)?.len();
             info!(path = %path.display(), "hashing and storing the base model");
-            let cid = store.put_file(&path).with_context(|| format!("storing {}", path.display()))?;
+            let cid = store
+                .put_file(&path)
+                .with_context(|| format!("storing {}", path.display()))?;
             Some((path, cid, size))
         }
     };
-    let mut spec = base_spec(opts.preset, model_file.as_ref().map(|(p, c, s)| (p.as_path(), *c, *s)));
+    let mut spec = base_spec(
+        opts.preset,
+        model_file.as_ref().map(|(p, c, s)| (p.as_path(), *c, *s)),
+    );
     let stored_model = model_file.as_ref().map(|(_, cid, _)| store.path(cid));
     let base = hearth_model::load_base(
         &spec::model_source(&spec.base.source, stored_model.as_deref()),
@@ -115,25 +138,54 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
             p
         }
     };
-    let prepared = spec::prepare_run_dataset(&base, &dataset, spec.data.seq_len, 0.1, opts.shards, opts.seed)
-        .with_context(|| format!("preparing {}", dataset.display()))?;
+    let prepared = spec::prepare_run_dataset(
+        &base,
+        &dataset,
+        spec.data.seq_len,
+        0.1,
+        opts.shards,
+        opts.seed,
+    )
+    .with_context(|| format!("preparing {}", dataset.display()))?;
     spec.data.shards = prepared
         .train_shards
         .iter()
         .map(|s| {
             let cid = store.put(&s.to_bytes())?;
-            Ok(ShardInfo { cid, sequences: s.len() as u64, tokens: s.target_count() as u64 })
+            Ok(ShardInfo {
+                cid,
+                sequences: s.len() as u64,
+                tokens: s.target_count() as u64,
+            })
         })
         .collect::<Result<_>>()?;
     let validation = Shard::new(spec.data.seq_len, prepared.validation.clone())?;
     let validation_cid = store.put(&validation.to_bytes())?;
-    let tag = ContentId::of(format!("{}{:?}{}", opts.out.display(), std::time::SystemTime::now(), std::process::id()).as_bytes());
-    spec.run_id = format!("{}-{}", if opts.preset == Preset::Tiny { "tiny" } else { "smollm2" }, &tag.to_hex()[..8]);
+    let tag = ContentId::of(
+        format!(
+            "{}{:?}{}",
+            opts.out.display(),
+            std::time::SystemTime::now(),
+            std::process::id()
+        )
+        .as_bytes(),
+    );
+    spec.run_id = format!(
+        "{}-{}",
+        if opts.preset == Preset::Tiny {
+            "tiny"
+        } else {
+            "smollm2"
+        },
+        &tag.to_hex()[..8]
+    );
     spec.validate()?;
 
     let cfg = RunConfig {
         coordinator: CoordinatorSettings {
-            model_path: model_file.map(|(p, _, _)| std::path::absolute(&p).unwrap_or(p)).unwrap_or_default(),
+            model_path: model_file
+                .map(|(p, _, _)| std::path::absolute(&p).unwrap_or(p))
+                .unwrap_or_default(),
             validation: Some(validation_cid),
             ..settings
         },

@@ -58,11 +58,14 @@ pub struct Ledger {
 
 impl Ledger {
     fn entry(&mut self, peer: &str, now: u64) -> &mut PeerRecord {
-        let rec = self.peers.entry(peer.to_string()).or_insert_with(|| PeerRecord {
-            joined_unix_ms: now,
-            recent_credit_unix_ms: now,
-            ..Default::default()
-        });
+        let rec = self
+            .peers
+            .entry(peer.to_string())
+            .or_insert_with(|| PeerRecord {
+                joined_unix_ms: now,
+                recent_credit_unix_ms: now,
+                ..Default::default()
+            });
         rec.last_seen_unix_ms = rec.last_seen_unix_ms.max(now);
         rec
     }
@@ -71,7 +74,11 @@ impl Ledger {
     pub fn joined(&mut self, peer: &str, name: &str, device: &str, now: u64) {
         let rec = self.entry(peer, now);
         rec.name = name.chars().filter(|c| !c.is_control()).take(64).collect();
-        rec.device = device.chars().filter(|c| !c.is_control()).take(64).collect();
+        rec.device = device
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
     }
 
     /// A delta of `tokens` tokens was accepted.

@@ -1,6 +1,6 @@
 //! `hearth-coordinator`: thin CLI over the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
@@ -94,16 +94,24 @@ enum Command {
     },
 }
 
-fn export(data_dir: &PathBuf, round: Option<u64>, out: &PathBuf) -> Result<()> {
+fn export(data_dir: &Path, round: Option<u64>, out: &Path) -> Result<()> {
     let state = State::load(data_dir)?;
     let round = round.unwrap_or(state.committed_round);
     if !state.checkpoints.iter().any(|c| c.manifest.round == round) {
-        return Err(anyhow!("round {round} has no committed checkpoint (latest is {})", state.committed_round));
+        return Err(anyhow!(
+            "round {round} has no committed checkpoint (latest is {})",
+            state.committed_round
+        ));
     }
     let src = data_dir.join("checkpoints").join(round.to_string());
     std::fs::create_dir_all(out)?;
-    for f in ["adapter_model.safetensors", "adapter_config.json", "manifest.json"] {
-        std::fs::copy(src.join(f), out.join(f)).with_context(|| format!("copying {f} of round {round}"))?;
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "manifest.json",
+    ] {
+        std::fs::copy(src.join(f), out.join(f))
+            .with_context(|| format!("copying {f} of round {round}"))?;
     }
     println!("{}", out.display());
     Ok(())
@@ -111,7 +119,13 @@ fn export(data_dir: &PathBuf, round: Option<u64>, out: &PathBuf) -> Result<()> {
 
 async fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Init { preset, model, dataset, out, shards } => {
+        Command::Init {
+            preset,
+            model,
+            dataset,
+            out,
+            shards,
+        } => {
             let mut o = InitOptions::new(preset, out);
             o.model = model;
             o.dataset = dataset;
@@ -119,12 +133,23 @@ async fn real_main(cli: Cli) -> Result<()> {
             let path = tokio::task::spawn_blocking(move || init(&o)).await??;
             println!("{}", path.display());
         }
-        Command::Run { config, listen, http, rounds, addr_file } => {
+        Command::Run {
+            config,
+            listen,
+            http,
+            rounds,
+            addr_file,
+        } => {
             let listen = listen
                 .iter()
                 .map(|a| a.parse().with_context(|| format!("listen address {a:?}")))
                 .collect::<Result<Vec<_>>>()?;
-            let opts = RunOptions { listen, http, rounds, addr_file: addr_file.clone() };
+            let opts = RunOptions {
+                listen,
+                http,
+                rounds,
+                addr_file: addr_file.clone(),
+            };
             let (svc, events) = Service::start(&config, &opts).await?;
             let addrs = svc.dial_addrs().await;
             for a in &addrs {
@@ -136,18 +161,43 @@ async fn real_main(cli: Cli) -> Result<()> {
             let cfg = hearth_coordinator::config::RunConfig::load(&config)?;
             let http = opts.http.clone().unwrap_or(cfg.coordinator.http);
             if !http.is_empty() {
-                let bound =
-                    hearth_coordinator::http::serve(&http, svc.snapshot(), svc.metrics(), svc.data_dir().to_path_buf())
-                        .await?;
+                let bound = hearth_coordinator::http::serve(
+                    &http,
+                    svc.snapshot(),
+                    svc.metrics(),
+                    svc.data_dir().to_path_buf(),
+                )
+                .await?;
                 println!("dashboard on http://{bound}/");
             }
             svc.run(events).await?;
         }
-        Command::Demo { preset, model, workers, rounds, dir, http, threads } => {
-            let summary = demo(&DemoOptions { preset, model, workers, rounds, dir, http, threads }).await?;
+        Command::Demo {
+            preset,
+            model,
+            workers,
+            rounds,
+            dir,
+            http,
+            threads,
+        } => {
+            let summary = demo(&DemoOptions {
+                preset,
+                model,
+                workers,
+                rounds,
+                dir,
+                http,
+                threads,
+            })
+            .await?;
             println!("{summary}");
         }
-        Command::Export { data_dir, round, out } => export(&data_dir, round, &out)?,
+        Command::Export {
+            data_dir,
+            round,
+            out,
+        } => export(&data_dir, round, &out)?,
     }
     Ok(())
 }
@@ -156,7 +206,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,libp2p=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,libp2p=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the coordinator (`hearth_` prefix).
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every coordinator metric, registered in one registry.
@@ -55,23 +56,52 @@ impl Metrics {
         let buckets = |v: &[f64]| v.to_vec();
         Ok(Self {
             round: reg(&r, IntGauge::new("hearth_round", "Round in progress")?),
-            workers_connected: reg(&r, IntGauge::new("hearth_workers_connected", "Workers connected and joined")?),
+            workers_connected: reg(
+                &r,
+                IntGauge::new("hearth_workers_connected", "Workers connected and joined")?,
+            ),
             deltas: reg(
                 &r,
-                IntCounterVec::new(Opts::new("hearth_deltas_total", "Deltas received by outcome and reason"), &[
-                    "outcome", "reason",
-                ])?,
+                IntCounterVec::new(
+                    Opts::new(
+                        "hearth_deltas_total",
+                        "Deltas received by outcome and reason",
+                    ),
+                    &["outcome", "reason"],
+                )?,
             ),
-            eval_loss: reg(&r, Gauge::new("hearth_eval_loss", "Held-out loss of the latest checkpoint")?),
-            train_loss: reg(&r, Gauge::new("hearth_train_loss", "Mean worker training loss of the last round")?),
-            tokens_trained: reg(&r, IntCounter::new("hearth_tokens_trained_total", "Tokens trained in accepted deltas")?),
-            bytes_received: reg(&r, IntCounter::new("hearth_bytes_received_total", "Bytes received from workers")?),
-            bytes_sent: reg(&r, IntCounter::new("hearth_bytes_sent_total", "Bytes sent to workers")?),
+            eval_loss: reg(
+                &r,
+                Gauge::new("hearth_eval_loss", "Held-out loss of the latest checkpoint")?,
+            ),
+            train_loss: reg(
+                &r,
+                Gauge::new(
+                    "hearth_train_loss",
+                    "Mean worker training loss of the last round",
+                )?,
+            ),
+            tokens_trained: reg(
+                &r,
+                IntCounter::new(
+                    "hearth_tokens_trained_total",
+                    "Tokens trained in accepted deltas",
+                )?,
+            ),
+            bytes_received: reg(
+                &r,
+                IntCounter::new("hearth_bytes_received_total", "Bytes received from workers")?,
+            ),
+            bytes_sent: reg(
+                &r,
+                IntCounter::new("hearth_bytes_sent_total", "Bytes sent to workers")?,
+            ),
             round_seconds: reg(
                 &r,
                 Histogram::with_opts(
-                    HistogramOpts::new("hearth_round_seconds", "Round duration")
-                        .buckets(buckets(&[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0])),
+                    HistogramOpts::new("hearth_round_seconds", "Round duration").buckets(buckets(
+                        &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
+                    )),
                 )?,
             ),
             verify_seconds: reg(
@@ -84,11 +114,20 @@ impl Metrics {
             aggregate_seconds: reg(
                 &r,
                 Histogram::with_opts(
-                    HistogramOpts::new("hearth_aggregate_seconds", "Aggregation, outer step and evaluation at round close")
-                        .buckets(buckets(&[0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0])),
+                    HistogramOpts::new(
+                        "hearth_aggregate_seconds",
+                        "Aggregation, outer step and evaluation at round close",
+                    )
+                    .buckets(buckets(&[0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0])),
                 )?,
             ),
-            gated_rounds: reg(&r, IntCounter::new("hearth_gated_rounds_total", "Rounds whose update was rejected by the held-out gate")?),
+            gated_rounds: reg(
+                &r,
+                IntCounter::new(
+                    "hearth_gated_rounds_total",
+                    "Rounds whose update was rejected by the held-out gate",
+                )?,
+            ),
             registry: r,
         })
     }

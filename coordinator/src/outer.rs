@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn nesterov_first_and_second_step() {
-        let opt = Outer::Nesterov { lr: 0.7, momentum: 0.9 };
+        let opt = Outer::Nesterov {
+            lr: 0.7,
+            momentum: 0.9,
+        };
         let mut st = OuterState::default();
         let mut p = vec![0.0];
         opt.step(&mut p, &[1.0], &mut st);

@@ -119,7 +119,11 @@ mod tests {
         let mut r = Round::open(1, 0, policy());
         assert_eq!(r.tick(100, 2, 5), Decision::Wait);
         assert_eq!(r.tick(200, 3, 5), Decision::Wait, "grace not over");
-        assert_eq!(r.tick(1_100, 3, 5), Decision::Wait, "grace counts from when the target was met");
+        assert_eq!(
+            r.tick(1_100, 3, 5),
+            Decision::Wait,
+            "grace counts from when the target was met"
+        );
         assert_eq!(r.tick(1_200, 3, 5), Decision::Close);
     }
 
@@ -139,7 +143,14 @@ mod tests {
 
     #[test]
     fn deadline_closes_with_enough_deltas() {
-        let mut r = Round::open(1, 0, RoundPolicy { target_deltas: 10, ..policy() });
+        let mut r = Round::open(
+            1,
+            0,
+            RoundPolicy {
+                target_deltas: 10,
+                ..policy()
+            },
+        );
         assert_eq!(r.tick(9_999, 2, 10), Decision::Wait);
         assert_eq!(r.tick(10_000, 2, 10), Decision::Close);
     }
@@ -147,7 +158,12 @@ mod tests {
     #[test]
     fn too_few_deltas_extends_once_then_carries_over() {
         let mut r = Round::open(7, 1_000, policy());
-        assert_eq!(r.tick(11_000, 1, 4), Decision::Extended { deadline_unix_ms: 21_000 });
+        assert_eq!(
+            r.tick(11_000, 1, 4),
+            Decision::Extended {
+                deadline_unix_ms: 21_000
+            }
+        );
         assert!(r.extended);
         assert_eq!(r.tick(15_000, 1, 4), Decision::Wait);
         assert_eq!(r.tick(21_000, 1, 4), Decision::CarryOver);

@@ -11,8 +11,9 @@ use anyhow::{anyhow, Context, Result};
 use hearth_model::data::Shard;
 use hearth_net::{Client, Event, Multiaddr, NetConfig, PeerId, Protocol, Role, Topic, Validation};
 use hearth_proto::{
-    decode_bounded, encode, Admission, Announcement, BlobRequest, BlobResponse, CheckpointManifest, ContentId,
-    DeltaAck, JoinRequest, JoinResponse, NamedTensor, RoundInfo, RunSpec, ShardLease, Wire, PROTOCOL_VERSION,
+    decode_bounded, encode, Admission, Announcement, BlobRequest, BlobResponse, CheckpointManifest,
+    ContentId, DeltaAck, JoinRequest, JoinResponse, NamedTensor, RoundInfo, RunSpec, ShardLease,
+    Wire, PROTOCOL_VERSION,
 };
 use tracing::{debug, info, warn};
 
@@ -37,19 +38,29 @@ const NORM_WINDOW: usize = 64;
 
 /// Encode checkpoint parameters: the lossless `f32` delta codec over the adapter layout.
 pub fn encode_params(params: &[NamedTensor]) -> Result<Vec<u8>> {
-    let enc = hearth_proto::encode_delta(&hearth_proto::CodecSpec::F32, params, &mut hearth_proto::Residual::new())?;
+    let enc = hearth_proto::encode_delta(
+        &hearth_proto::CodecSpec::F32,
+        params,
+        &mut hearth_proto::Residual::new(),
+    )?;
     Ok(encode(&enc))
 }
 
 /// Decode checkpoint parameters, validated against `layout`.
-pub fn decode_params(bytes: &[u8], layout: &[hearth_proto::TensorLayout]) -> Result<Vec<NamedTensor>> {
+pub fn decode_params(
+    bytes: &[u8],
+    layout: &[hearth_proto::TensorLayout],
+) -> Result<Vec<NamedTensor>> {
     let enc: hearth_proto::EncodedDelta = decode_bounded(bytes, MAX_PARAM_BLOB)?;
     Ok(hearth_proto::decode_delta(&enc, layout)?)
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Options of `run` that are not in run.toml.
@@ -68,9 +79,13 @@ pub struct RunOptions {
 fn aggregator_of(spec: &RunSpec) -> Aggregator {
     match spec.aggregate.aggregator {
         hearth_proto::Aggregator::WeightedMean => Aggregator::WeightedMean,
-        hearth_proto::Aggregator::TrimmedMean { trim_fraction } => Aggregator::TrimmedMean { trim_fraction },
+        hearth_proto::Aggregator::TrimmedMean { trim_fraction } => {
+            Aggregator::TrimmedMean { trim_fraction }
+        }
         hearth_proto::Aggregator::CoordinateMedian => Aggregator::CoordinateMedian,
-        hearth_proto::Aggregator::CenteredClip { tau, iters } => Aggregator::CenteredClip { tau, iters },
+        hearth_proto::Aggregator::CenteredClip { tau, iters } => {
+            Aggregator::CenteredClip { tau, iters }
+        }
     }
 }
 
@@ -118,7 +133,10 @@ pub struct Service {
 
 impl Service {
     /// Load the run, restore state (or create checkpoint 0), start the network.
-    pub async fn start(config_path: &Path, opts: &RunOptions) -> Result<(Self, tokio::sync::mpsc::Receiver<Event>)> {
+    pub async fn start(
+        config_path: &Path,
+        opts: &RunOptions,
+    ) -> Result<(Self, tokio::sync::mpsc::Receiver<Event>)> {
         let cfg = RunConfig::load(config_path)?;
         let data_dir = cfg.data_dir(config_path);
         let store = Arc::new(BlobStore::open(data_dir.join("blobs"))?);
@@ -126,36 +144,50 @@ impl Service {
         let spec = cfg.run.clone();
         let spec_id = spec.spec_id();
         match state.spec_id {
-            Some(id) if id != spec_id => {
-                return Err(anyhow!(
-                    "{}: the data dir belongs to run spec {id}, but run.toml now has spec {spec_id}; \
+            Some(id) if id != spec_id => return Err(anyhow!(
+                "{}: the data dir belongs to run spec {id}, but run.toml now has spec {spec_id}; \
                      use a new data dir for a changed run",
-                    data_dir.display()
-                ))
-            }
+                data_dir.display()
+            )),
             _ => state.spec_id = Some(spec_id),
         }
 
         // Base model: presets are generated; files are served from (and verified in) the blob store.
         let model_file = match spec.base.blake3 {
             Some(cid) => {
-                store.verify(&cid).with_context(|| format!("base model blob {cid}"))?;
+                store
+                    .verify(&cid)
+                    .with_context(|| format!("base model blob {cid}"))?;
                 Some(store.path(&cid))
             }
             None => None,
         };
         let validation = match cfg.coordinator.validation {
             Some(cid) => {
-                let bytes = store.get(&cid).with_context(|| format!("validation shard {cid}"))?;
+                let bytes = store
+                    .get(&cid)
+                    .with_context(|| format!("validation shard {cid}"))?;
                 Shard::from_bytes(&bytes, MAX_SHARD_BYTES)
                     .with_context(|| format!("validation shard {cid}"))?
                     .into_sequences()
             }
-            None => return Err(anyhow!("run.toml names no validation shard (coordinator.validation)")),
+            None => {
+                return Err(anyhow!(
+                    "run.toml names no validation shard (coordinator.validation)"
+                ))
+            }
         };
-        info!(sequences = validation.len(), "loading the base model for evaluation");
-        let evaluator = Evaluator::load(&spec, model_file.as_deref(), validation, cfg.coordinator.eval_batch)
-            .context("loading the base model")?;
+        info!(
+            sequences = validation.len(),
+            "loading the base model for evaluation"
+        );
+        let evaluator = Evaluator::load(
+            &spec,
+            model_file.as_deref(),
+            validation,
+            cfg.coordinator.eval_batch,
+        )
+        .context("loading the base model")?;
         let layout = spec.adapter_layout().context("adapter layout")?;
 
         let mut public: HashSet<ContentId> = spec.data.shards.iter().map(|s| s.cid).collect();
@@ -180,7 +212,10 @@ impl Service {
             None => {
                 let ev = evaluator.clone();
                 let params = tokio::task::spawn_blocking(move || {
-                    ev.lock().map_err(|_| anyhow!("evaluator poisoned"))?.initial_params().map_err(anyhow::Error::from)
+                    ev.lock()
+                        .map_err(|_| anyhow!("evaluator poisoned"))?
+                        .initial_params()
+                        .map_err(anyhow::Error::from)
                 })
                 .await??;
                 (params, OuterState::default())
@@ -193,7 +228,13 @@ impl Service {
         for rec in &state.checkpoints {
             verifier.checkpoint_committed(rec.manifest.round, rec.id);
         }
-        let engine = Engine::new(layout, params, outer_state, outer_of(&spec), aggregator_of(&spec));
+        let engine = Engine::new(
+            layout,
+            params,
+            outer_state,
+            outer_of(&spec),
+            aggregator_of(&spec),
+        );
 
         let keypair = hearth_net::load_or_create_identity(&data_dir.join("identity.key"))?;
         let peer_id = keypair.public().to_peer_id();
@@ -202,14 +243,21 @@ impl Service {
             cfg.coordinator
                 .listen
                 .iter()
-                .map(|a| a.parse::<Multiaddr>().with_context(|| format!("listen address {a:?}")))
+                .map(|a| {
+                    a.parse::<Multiaddr>()
+                        .with_context(|| format!("listen address {a:?}"))
+                })
                 .collect::<Result<_>>()?
         } else {
             opts.listen.clone()
         };
         net_cfg.max_transmit_size = spec.net.max_transmit_size;
-        net_cfg.max_request_bytes = net_cfg.max_request_bytes.max(spec.net.max_transmit_size + 4096);
-        net_cfg.max_response_bytes = net_cfg.max_response_bytes.max(spec.net.blob_chunk_size as usize + 4096);
+        net_cfg.max_request_bytes = net_cfg
+            .max_request_bytes
+            .max(spec.net.max_transmit_size + 4096);
+        net_cfg.max_response_bytes = net_cfg
+            .max_response_bytes
+            .max(spec.net.blob_chunk_size as usize + 4096);
         let (net, events) = hearth_net::spawn(net_cfg)?;
 
         let metrics = Metrics::new()?;
@@ -241,8 +289,12 @@ impl Service {
             let params = svc.engine.params().to_vec();
             let outer = svc.engine.outer_state().clone();
             let loss = svc.eval(params.clone()).await?;
-            svc.commit_checkpoint(0, &params, &outer, Some(loss as f32), None).await?;
-            info!(eval_loss = loss, "checkpoint 0 (base model, fresh adapter) committed");
+            svc.commit_checkpoint(0, &params, &outer, Some(loss as f32), None)
+                .await?;
+            info!(
+                eval_loss = loss,
+                "checkpoint 0 (base model, fresh adapter) committed"
+            );
         }
         if let Some(l) = svc.state.latest_eval_loss() {
             svc.metrics.eval_loss.set(f64::from(l));
@@ -290,7 +342,10 @@ impl Service {
         self.announce(Announcement::RoundOpened(self.round_info()));
         loop {
             if self.stop_after > 0 && self.state.committed_round >= self.stop_after {
-                info!(rounds = self.state.committed_round, "round limit reached; stopping");
+                info!(
+                    rounds = self.state.committed_round,
+                    "round limit reached; stopping"
+                );
                 break;
             }
             tokio::select! {
@@ -332,21 +387,32 @@ impl Service {
     }
 
     fn live_contributors(&self) -> usize {
-        self.joined.keys().filter(|p| self.connected.contains(p)).count()
+        self.joined
+            .keys()
+            .filter(|p| self.connected.contains(p))
+            .count()
     }
 
     async fn on_tick(&mut self) -> Result<()> {
         let now = now_ms();
-        let decision = self.round.tick(now, self.engine.pending().len(), self.live_contributors());
+        let decision = self
+            .round
+            .tick(now, self.engine.pending().len(), self.live_contributors());
         match decision {
             Decision::Wait => {}
             Decision::Extended { deadline_unix_ms } => {
-                info!(round = self.round.number, deadline_unix_ms, "too few deltas by the deadline; extended once");
+                info!(
+                    round = self.round.number,
+                    deadline_unix_ms, "too few deltas by the deadline; extended once"
+                );
                 self.announce(Announcement::RoundOpened(self.round_info()));
             }
             Decision::CarryOver => {
                 let carried = self.engine.pending().len();
-                info!(round = self.round.number, carried, "too few deltas after the extension; carrying them over");
+                info!(
+                    round = self.round.number,
+                    carried, "too few deltas after the extension; carrying them over"
+                );
                 self.round = Round::open(self.round.number, now, policy_of(&self.cfg.run));
                 self.announce(Announcement::RoundOpened(self.round_info()));
             }
@@ -359,7 +425,10 @@ impl Service {
     async fn eval(&self, params: Vec<NamedTensor>) -> Result<f64> {
         let ev = self.evaluator.clone();
         tokio::task::spawn_blocking(move || {
-            ev.lock().map_err(|_| anyhow!("evaluator poisoned"))?.loss(&params).map_err(anyhow::Error::from)
+            ev.lock()
+                .map_err(|_| anyhow!("evaluator poisoned"))?
+                .loss(&params)
+                .map_err(anyhow::Error::from)
         })
         .await?
     }
@@ -371,15 +440,28 @@ impl Service {
         let Some(closed) = self.engine.close() else {
             return Ok(());
         };
-        let Closed { params, outer_state, tokens, train_loss, update_norm, .. } = closed.clone();
+        let Closed {
+            params,
+            outer_state,
+            tokens,
+            train_loss,
+            update_norm,
+            ..
+        } = closed.clone();
         let loss = self.eval(params.clone()).await? as f32;
         let prev = self.state.latest_eval_loss();
         let tol = self.cfg.run.verify.eval_tolerance;
         let gated = prev.is_some_and(|p| !loss.is_finite() || loss > p * (1.0 + tol));
         let (outcome, note, eval_loss) = if gated {
             let p = prev.unwrap_or(f32::NAN);
-            let why = format!("held-out loss {loss:.4} is worse than {p:.4} by more than {:.1} %", tol * 100.0);
-            warn!(round = number, "update gated: {why}; keeping the previous weights");
+            let why = format!(
+                "held-out loss {loss:.4} is worse than {p:.4} by more than {:.1} %",
+                tol * 100.0
+            );
+            warn!(
+                round = number,
+                "update gated: {why}; keeping the previous weights"
+            );
             self.metrics.gated_rounds.inc();
             ("gated", Some(why), prev)
         } else {
@@ -387,11 +469,16 @@ impl Service {
             ("committed", None, Some(loss))
         };
         let (params, outer_state) = if gated {
-            (self.engine.params().to_vec(), self.engine.outer_state().clone())
+            (
+                self.engine.params().to_vec(),
+                self.engine.outer_state().clone(),
+            )
         } else {
             (params, outer_state)
         };
-        self.metrics.aggregate_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .aggregate_seconds
+            .observe(started.elapsed().as_secs_f64());
         let seconds = now.saturating_sub(self.round.opened_unix_ms) as f64 / 1000.0;
         self.state.rounds.push(RoundRecord {
             round: number,
@@ -406,7 +493,8 @@ impl Service {
             bytes_received: self.round_bytes,
             closed_unix_ms: now_ms(),
         });
-        self.commit_checkpoint(number, &params, &outer_state, eval_loss, train_loss).await?;
+        self.commit_checkpoint(number, &params, &outer_state, eval_loss, train_loss)
+            .await?;
         self.metrics.round_seconds.observe(seconds);
         if let Some(l) = eval_loss {
             self.metrics.eval_loss.set(f64::from(l));
@@ -424,7 +512,11 @@ impl Service {
             outcome,
             "round closed"
         );
-        self.announce(Announcement::RoundClosed { round: number, accepted, rejected: self.round_rejected });
+        self.announce(Announcement::RoundClosed {
+            round: number,
+            accepted,
+            rejected: self.round_rejected,
+        });
         if let Some(rec) = self.state.latest() {
             self.announce(Announcement::CheckpointReady(rec.manifest.clone()));
         }
@@ -465,12 +557,18 @@ impl Service {
 
         // PEFT directory for this round: written beside, then renamed into place.
         let dir = self.data_dir.join("checkpoints").join(round.to_string());
-        let tmp = self.data_dir.join("checkpoints").join(format!(".{round}.tmp"));
+        let tmp = self
+            .data_dir
+            .join("checkpoints")
+            .join(format!(".{round}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         let ev = self.evaluator.clone();
         let (p, t) = (params.to_vec(), tmp.clone());
         tokio::task::spawn_blocking(move || {
-            ev.lock().map_err(|_| anyhow!("evaluator poisoned"))?.export(&p, &t).map_err(anyhow::Error::from)
+            ev.lock()
+                .map_err(|_| anyhow!("evaluator poisoned"))?
+                .export(&p, &t)
+                .map_err(anyhow::Error::from)
         })
         .await??;
         let manifest_json = serde_json::json!({
@@ -484,11 +582,17 @@ impl Service {
             "run_id": self.cfg.run.run_id,
             "base_model": self.cfg.run.base.name,
         });
-        write_atomic(&tmp.join("manifest.json"), serde_json::to_string_pretty(&manifest_json)?.as_bytes())?;
+        write_atomic(
+            &tmp.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest_json)?.as_bytes(),
+        )?;
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir).with_context(|| format!("moving {} into place", dir.display()))?;
+        std::fs::rename(&tmp, &dir)
+            .with_context(|| format!("moving {} into place", dir.display()))?;
 
-        self.state.checkpoints.push(CheckpointRecord { manifest, id });
+        self.state
+            .checkpoints
+            .push(CheckpointRecord { manifest, id });
         self.state.committed_round = round;
         self.state.save(&self.data_dir)?;
         self.public.insert(adapter);
@@ -507,23 +611,50 @@ impl Service {
                     info!(peer = %p, "worker left");
                 }
             }
-            Event::Gossip { topic: Topic::Deltas, message_id, propagation_source, source, data } => {
+            Event::Gossip {
+                topic: Topic::Deltas,
+                message_id,
+                propagation_source,
+                source,
+                data,
+            } => {
                 let verdict = match self.process_delta(&data, source).await {
                     Ok(()) => Validation::Accept,
-                    Err(r) if matches!(r, Reject::DuplicatePeer(_) | Reject::Replay(_)) => Validation::Ignore,
+                    Err(Reject::DuplicatePeer(_) | Reject::Replay(_)) => Validation::Ignore,
                     Err(_) => Validation::Reject,
                 };
-                if let Err(e) = self.net.report_validation(message_id, propagation_source, verdict).await {
+                if let Err(e) = self
+                    .net
+                    .report_validation(message_id, propagation_source, verdict)
+                    .await
+                {
                     debug!("validation report failed: {e}");
                 }
             }
-            Event::Gossip { topic: Topic::Announce, message_id, propagation_source, source, .. } => {
+            Event::Gossip {
+                topic: Topic::Announce,
+                message_id,
+                propagation_source,
+                source,
+                ..
+            } => {
                 // Only the coordinator announces; anything else on that topic is dropped.
-                let verdict =
-                    if source == Some(self.peer_id) { Validation::Accept } else { Validation::Reject };
-                let _ = self.net.report_validation(message_id, propagation_source, verdict).await;
+                let verdict = if source == Some(self.peer_id) {
+                    Validation::Accept
+                } else {
+                    Validation::Reject
+                };
+                let _ = self
+                    .net
+                    .report_validation(message_id, propagation_source, verdict)
+                    .await;
             }
-            Event::Request { peer, protocol, data, channel } => {
+            Event::Request {
+                peer,
+                protocol,
+                data,
+                channel,
+            } => {
                 self.metrics.bytes_received.inc_by(data.len() as u64);
                 let reply = match protocol {
                     Protocol::Join => self.on_join(peer, &data),
@@ -531,7 +662,9 @@ impl Service {
                     Protocol::Delta => {
                         let ack = match self.process_delta(&data, Some(peer)).await {
                             Ok(()) => DeltaAck::Accepted,
-                            Err(r) => DeltaAck::Rejected { reason: r.to_string() },
+                            Err(r) => DeltaAck::Rejected {
+                                reason: r.to_string(),
+                            },
                         };
                         encode(&ack)
                     }
@@ -541,12 +674,18 @@ impl Service {
                     debug!(%peer, "response not sent: {e}");
                 }
             }
-            Event::InboundFailure { peer, protocol, reason } => {
+            Event::InboundFailure {
+                peer,
+                protocol,
+                reason,
+            } => {
                 debug!(%peer, ?protocol, "inbound request failed: {reason}");
             }
             other => debug!(event = ?other, "network event"),
         }
-        self.metrics.workers_connected.set(self.live_contributors() as i64);
+        self.metrics
+            .workers_connected
+            .set(self.live_contributors() as i64);
     }
 
     fn admitted(&self, peer: &PeerId) -> Result<(), Reject> {
@@ -569,17 +708,25 @@ impl Service {
         };
         let id = peer.to_base58();
         if req.protocol_version != PROTOCOL_VERSION {
-            return rejected(format!("protocol version {} is not {PROTOCOL_VERSION}", req.protocol_version));
+            return rejected(format!(
+                "protocol version {} is not {PROTOCOL_VERSION}",
+                req.protocol_version
+            ));
         }
         if req.run_id != self.cfg.run.run_id && !req.run_id.is_empty() {
-            return rejected(format!("this coordinator runs {:?}, not {:?}", self.cfg.run.run_id, req.run_id));
+            return rejected(format!(
+                "this coordinator runs {:?}, not {:?}",
+                self.cfg.run.run_id, req.run_id
+            ));
         }
         if self.state.ledger.is_banned(&id) {
             return rejected("this peer id is banned from the run".into());
         }
         if !self.cfg.run.admission.admits(&peer, req.token.as_deref()) {
             warn!(%peer, "join refused by the admission policy");
-            return rejected("not admitted: this run needs an allowlisted peer id or a valid join token".into());
+            return rejected(
+                "not admitted: this run needs an allowlisted peer id or a valid join token".into(),
+            );
         }
         let now = now_ms();
         self.state.ledger.joined(&id, &req.name, &req.device, now);
@@ -588,7 +735,9 @@ impl Service {
         info!(%peer, name = %req.name, device = %req.device, shards = ?lease, "worker joined");
         encode(&JoinResponse::Accepted {
             spec: self.cfg.run.clone(),
-            lease: ShardLease { shard_indices: lease },
+            lease: ShardLease {
+                shard_indices: lease,
+            },
             latest: self.state.latest().map(|c| c.manifest.clone()),
             round: self.round_info(),
         })
@@ -628,11 +777,17 @@ impl Service {
         if !self.public.contains(&req.cid) || self.admitted(&peer).is_err() {
             return not_found(req.cid);
         }
-        let max = req.max_len.min(self.cfg.run.net.blob_chunk_size).min(hearth_proto::MAX_BLOB_CHUNK) as usize;
+        let max = req
+            .max_len
+            .min(self.cfg.run.net.blob_chunk_size)
+            .min(hearth_proto::MAX_BLOB_CHUNK) as usize;
         match self.store.read_range(&req.cid, req.offset, max) {
-            Ok((total_len, bytes)) => {
-                encode(&BlobResponse::Chunk { cid: req.cid, total_len, offset: req.offset.min(total_len), data: bytes })
-            }
+            Ok((total_len, bytes)) => encode(&BlobResponse::Chunk {
+                cid: req.cid,
+                total_len,
+                offset: req.offset.min(total_len),
+                data: bytes,
+            }),
             Err(e) => {
                 warn!(cid = %req.cid, "blob not served: {e}");
                 not_found(req.cid)
@@ -646,7 +801,9 @@ impl Service {
         self.metrics.bytes_received.inc_by(bytes.len() as u64);
         self.round_bytes += bytes.len() as u64;
         let result = self.verify_delta(bytes, sender);
-        self.metrics.verify_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .verify_seconds
+            .observe(started.elapsed().as_secs_f64());
         let now = now_ms();
         match result {
             Ok(v) => {
@@ -659,22 +816,30 @@ impl Service {
                 self.engine.accept(v);
                 Ok(())
             }
-            Err((peer, r)) => {
+            Err(rejected) => {
+                let (peer, r) = *rejected;
                 self.metrics.delta("rejected", r.label());
                 self.round_rejected += 1;
-                let who = peer.map(|p| p.to_base58()).unwrap_or_else(|| "unknown".into());
+                let who = peer
+                    .map(|p| p.to_base58())
+                    .unwrap_or_else(|| "unknown".into());
                 warn!(round = self.round.number, peer = %who, reason = r.label(), "delta rejected: {r}");
-                self.recent_rejections.push_back((now, who.clone(), r.to_string()));
+                self.recent_rejections
+                    .push_back((now, who.clone(), r.to_string()));
                 while self.recent_rejections.len() > 50 {
                     self.recent_rejections.pop_front();
                 }
                 // Duplicates of an accepted delta (gossip echoes) do not count against the peer.
-                if let Some(p) = peer.filter(|_| !matches!(r, Reject::Replay(_) | Reject::DuplicatePeer(_))) {
+                if let Some(p) =
+                    peer.filter(|_| !matches!(r, Reject::Replay(_) | Reject::DuplicatePeer(_)))
+                {
                     let total = self.state.ledger.rejected(&who, r.label(), now);
                     let limit = u64::from(self.cfg.run.verify.ban_after_rejects);
                     if limit > 0 && total >= limit && !self.state.ledger.is_banned(&who) {
                         warn!(peer = %who, rejects = total, "banned after repeated rejects");
-                        self.state.ledger.ban(&who, &format!("{total} rejected deltas"), now);
+                        self.state
+                            .ledger
+                            .ban(&who, &format!("{total} rejected deltas"), now);
                         self.engine.drop_peer(&p);
                         let _ = self.net.ban(p).await;
                     }
@@ -688,25 +853,40 @@ impl Service {
         &mut self,
         bytes: &[u8],
         sender: Option<PeerId>,
-    ) -> Result<crate::verify::VerifiedDelta, (Option<PeerId>, Reject)> {
-        let (signer, msg, payload_id) =
-            self.verifier.check_envelope(bytes, sender, |p| self.admitted(p)).map_err(|r| (sender, r))?;
-        let v = self.verifier.check_content(signer, msg, payload_id, bytes.len()).map_err(|r| (Some(signer), r))?;
+    ) -> Result<crate::verify::VerifiedDelta, Box<(Option<PeerId>, Reject)>> {
+        let (signer, msg, payload_id) = self
+            .verifier
+            .check_envelope(bytes, sender, |p| self.admitted(p))
+            .map_err(|r| Box::new((sender, r)))?;
+        let v = self
+            .verifier
+            .check_content(signer, msg, payload_id, bytes.len())
+            .map_err(|r| Box::new((Some(signer), r)))?;
         // Norm bound: relative to recently accepted norms, plus an absolute cap.
-        let norm = v.tensors.iter().map(|t| t.l2_norm()).map(|n| n * n).sum::<f64>().sqrt() as f32;
+        let norm = v
+            .tensors
+            .iter()
+            .map(|t| t.l2_norm())
+            .map(|n| n * n)
+            .sum::<f64>()
+            .sqrt() as f32;
         let cap = self.cfg.run.verify.norm_abs_cap;
         let mut sorted: Vec<f32> = self.norms.iter().copied().collect();
         sorted.sort_by(f32::total_cmp);
         let median = sorted.get(sorted.len() / 2).copied();
         let kappa = self.cfg.run.verify.norm_kappa;
         let too_big = (cap > 0.0 && norm > cap)
-            || (sorted.len() >= 3 && kappa > 0.0 && median.is_some_and(|m| m > 0.0 && norm > kappa * m));
+            || (sorted.len() >= 3
+                && kappa > 0.0
+                && median.is_some_and(|m| m > 0.0 && norm > kappa * m));
         if too_big {
             self.verifier.forget_sender(&signer);
-            return Err((
+            return Err(Box::new((
                 Some(signer),
-                Reject::Structure(format!("norm {norm:.4} exceeds the bound (cap {cap}, κ {kappa} × median {median:?})")),
-            ));
+                Reject::Norm(format!(
+                    "{norm:.4} exceeds the bound (cap {cap}, κ {kappa} × median {median:?})"
+                )),
+            )));
         }
         self.norms.push_back(norm);
         while self.norms.len() > NORM_WINDOW {
@@ -723,7 +903,10 @@ impl Service {
             .peers
             .iter()
             .map(|(id, r)| {
-                let connected = id.parse::<PeerId>().map(|p| self.joined.contains_key(&p)).unwrap_or(false);
+                let connected = id
+                    .parse::<PeerId>()
+                    .map(|p| self.joined.contains_key(&p))
+                    .unwrap_or(false);
                 WorkerView::from_record(id, r, connected)
             })
             .collect();
@@ -734,7 +917,11 @@ impl Service {
             peer_id: self.peer_id.to_base58(),
             round: self.round.number,
             committed_round: self.state.committed_round,
-            phase: if self.round.extended { "extended".into() } else { "training".into() },
+            phase: if self.round.extended {
+                "extended".into()
+            } else {
+                "training".into()
+            },
             deadline_unix_ms: self.round.deadline_unix_ms,
             now_unix_ms: now,
             pending_deltas: self.engine.pending().len(),

@@ -42,14 +42,20 @@ pub enum StoreError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     {
         let mut f = File::create(&tmp).map_err(io(&tmp))?;
@@ -81,13 +87,21 @@ pub fn read_json<T: DeserializeOwned>(path: &Path, limit: u64) -> Result<Option<
         Err(e) => return Err(io(path)(e)),
     };
     let mut bytes = Vec::new();
-    f.take(limit + 1).read_to_end(&mut bytes).map_err(io(path))?;
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io(path))?;
     if bytes.len() as u64 > limit {
-        return Err(StoreError::BadState { path: path.to_path_buf(), reason: format!("larger than {limit} bytes") });
+        return Err(StoreError::BadState {
+            path: path.to_path_buf(),
+            reason: format!("larger than {limit} bytes"),
+        });
     }
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| StoreError::BadState { path: path.to_path_buf(), reason: e.to_string() })
+        .map_err(|e| StoreError::BadState {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
 }
 
 /// Blobs named by the blake3 of their bytes under `<dir>/<hex>`.
@@ -108,7 +122,10 @@ impl BlobStore {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(Self { dir, verified: Mutex::new(HashSet::new()) })
+        Ok(Self {
+            dir,
+            verified: Mutex::new(HashSet::new()),
+        })
     }
 
     /// Where blob `cid` lives (whether or not it exists).
@@ -140,9 +157,13 @@ impl BlobStore {
         let cid = ContentId::from_hasher(&hasher);
         let path = self.path(&cid);
         if !path.is_file() {
-            let tmp = self.dir.join(format!(".{}.tmp{}", cid.to_hex(), std::process::id()));
+            let tmp = self
+                .dir
+                .join(format!(".{}.tmp{}", cid.to_hex(), std::process::id()));
             fs::copy(src, &tmp).map_err(io(&tmp))?;
-            File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&tmp))?;
             fs::rename(&tmp, &path).map_err(io(&path))?;
             sync_dir(&self.dir)?;
         }
@@ -158,13 +179,20 @@ impl BlobStore {
 
     /// Hash blob `cid` (once per process) and fail when its bytes do not match its name.
     pub fn verify(&self, cid: &ContentId) -> Result<(), StoreError> {
-        if self.verified.lock().map(|v| v.contains(cid)).unwrap_or(false) {
+        if self
+            .verified
+            .lock()
+            .map(|v| v.contains(cid))
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         let path = self.path(cid);
         let mut f = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(*cid)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(*cid))
+            }
             Err(e) => return Err(io(&path)(e)),
         };
         let mut hasher = blake3::Hasher::new();
@@ -182,7 +210,9 @@ impl BlobStore {
         let path = self.path(cid);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(*cid)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(*cid))
+            }
             Err(e) => return Err(io(&path)(e)),
         };
         let actual = ContentId::of(&bytes);
@@ -194,7 +224,12 @@ impl BlobStore {
     }
 
     /// Total length and up to `max_len` bytes from `offset` of a verified blob.
-    pub fn read_range(&self, cid: &ContentId, offset: u64, max_len: usize) -> Result<(u64, Vec<u8>), StoreError> {
+    pub fn read_range(
+        &self,
+        cid: &ContentId,
+        offset: u64,
+        max_len: usize,
+    ) -> Result<(u64, Vec<u8>), StoreError> {
         self.verify(cid)?;
         let path = self.path(cid);
         let mut f = File::open(&path).map_err(io(&path))?;
@@ -230,11 +265,17 @@ mod tests {
     #[test]
     fn corrupt_blob_is_reported_not_loaded() {
         let dir = tempfile::tempdir().unwrap();
-        let cid = BlobStore::open(dir.path()).unwrap().put(b"checkpoint bytes").unwrap();
+        let cid = BlobStore::open(dir.path())
+            .unwrap()
+            .put(b"checkpoint bytes")
+            .unwrap();
         fs::write(dir.path().join(cid.to_hex()), b"checkpoint bytez").unwrap();
         let fresh = BlobStore::open(dir.path()).unwrap();
         assert!(matches!(fresh.get(&cid), Err(StoreError::Corrupt { .. })));
-        assert!(matches!(fresh.read_range(&cid, 0, 4), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            fresh.read_range(&cid, 0, 4),
+            Err(StoreError::Corrupt { .. })
+        ));
         let missing = ContentId::of(b"nope");
         assert!(matches!(fresh.get(&missing), Err(StoreError::NotFound(_))));
     }
@@ -245,9 +286,15 @@ mod tests {
         let p = dir.path().join("state.json");
         assert_eq!(read_json::<Vec<u32>>(&p, 1024).unwrap(), None);
         write_json(&p, &vec![1u32, 2, 3]).unwrap();
-        assert_eq!(read_json::<Vec<u32>>(&p, 1024).unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(
+            read_json::<Vec<u32>>(&p, 1024).unwrap(),
+            Some(vec![1, 2, 3])
+        );
         assert!(read_json::<Vec<u32>>(&p, 4).is_err());
         fs::write(&p, b"{ not json").unwrap();
-        assert!(matches!(read_json::<Vec<u32>>(&p, 1024), Err(StoreError::BadState { .. })));
+        assert!(matches!(
+            read_json::<Vec<u32>>(&p, 1024),
+            Err(StoreError::BadState { .. })
+        ));
     }
 }

@@ -3,7 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use hearth_proto::{
-    decode_delta, layout_id, ContentId, DeltaMessage, Domain, NamedTensor, RunSpec, SignedEnvelope, TensorLayout, Wire,
+    decode_delta, layout_id, ContentId, DeltaMessage, Domain, NamedTensor, RunSpec, SignedEnvelope,
+    TensorLayout, Wire,
 };
 use libp2p_identity::PeerId;
 
@@ -63,6 +64,9 @@ pub enum Reject {
     /// Values are not finite.
     #[error("non-finite value in {0}")]
     NonFinite(String),
+    /// The delta's norm is out of bounds.
+    #[error("norm {0}")]
+    Norm(String),
     /// Reported figures make no sense (tokens, steps, loss).
     #[error("implausible report: {0}")]
     Report(String),
@@ -83,6 +87,7 @@ impl Reject {
             Reject::Replay(_) => "replay",
             Reject::Structure(_) => "structure",
             Reject::NonFinite(_) => "non_finite",
+            Reject::Norm(_) => "norm",
             Reject::Report(_) => "report",
         }
     }
@@ -128,7 +133,15 @@ impl Verifier {
     /// A verifier for `spec` with the trainable `layout`.
     pub fn new(spec: RunSpec, layout: Vec<TensorLayout>) -> Self {
         let layout_id = layout_id(&layout);
-        Self { spec, layout, layout_id, checkpoints: HashMap::new(), latest_round: 0, senders: HashSet::new(), seen: HashSet::new() }
+        Self {
+            spec,
+            layout,
+            layout_id,
+            checkpoints: HashMap::new(),
+            latest_round: 0,
+            senders: HashSet::new(),
+            seen: HashSet::new(),
+        }
     }
 
     /// The trainable adapter layout.
@@ -165,28 +178,48 @@ impl Verifier {
         sender: Option<PeerId>,
         admitted: impl Fn(&PeerId) -> Result<(), Reject>,
     ) -> Result<(PeerId, DeltaMessage, ContentId), Reject> {
-        let limit = self.spec.net.max_transmit_size.max(DeltaMessage::MAX_BYTES.min(64 << 20));
+        let limit = self
+            .spec
+            .net
+            .max_transmit_size
+            .max(DeltaMessage::MAX_BYTES.min(64 << 20));
         if bytes.len() > limit {
             return Err(Reject::TooLarge(bytes.len()));
         }
-        let env = SignedEnvelope::from_bytes(bytes, limit).map_err(|e| Reject::Decode(e.to_string()))?;
-        let signer = env.verify(Domain::Delta).map_err(|e| Reject::Signature(e.to_string()))?;
+        let env =
+            SignedEnvelope::from_bytes(bytes, limit).map_err(|e| Reject::Decode(e.to_string()))?;
+        let signer = env
+            .verify(Domain::Delta)
+            .map_err(|e| Reject::Signature(e.to_string()))?;
         if let Some(sender) = sender {
             if sender != signer {
-                return Err(Reject::SenderMismatch { sender: sender.to_base58(), signer: signer.to_base58() });
+                return Err(Reject::SenderMismatch {
+                    sender: sender.to_base58(),
+                    signer: signer.to_base58(),
+                });
             }
         }
         admitted(&signer)?;
-        let msg = DeltaMessage::from_bytes(&env.payload).map_err(|e| Reject::Decode(e.to_string()))?;
+        let msg =
+            DeltaMessage::from_bytes(&env.payload).map_err(|e| Reject::Decode(e.to_string()))?;
         if msg.run_id != self.spec.run_id {
-            return Err(Reject::RunId { got: msg.run_id, want: self.spec.run_id.clone() });
+            return Err(Reject::RunId {
+                got: msg.run_id,
+                want: self.spec.run_id.clone(),
+            });
         }
-        let stale = Reject::Stale { base: msg.base_round, checkpoint: msg.base_checkpoint, latest: self.latest_round };
+        let stale = Reject::Stale {
+            base: msg.base_round,
+            checkpoint: msg.base_checkpoint,
+            latest: self.latest_round,
+        };
         match (self.checkpoints.get(&msg.base_round), msg.base_checkpoint) {
             (Some(known), Some(claimed)) if *known == claimed => {}
             _ => return Err(stale),
         }
-        if self.latest_round.saturating_sub(msg.base_round) > u64::from(self.spec.aggregate.max_staleness) {
+        if self.latest_round.saturating_sub(msg.base_round)
+            > u64::from(self.spec.aggregate.max_staleness)
+        {
             return Err(stale);
         }
         if self.senders.contains(&signer) {
@@ -213,8 +246,12 @@ impl Verifier {
                 msg.delta.layout, self.layout_id
             )));
         }
-        let tensors = decode_delta(&msg.delta, &self.layout).map_err(|e| Reject::Structure(e.to_string()))?;
-        if let Some(bad) = tensors.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+        let tensors =
+            decode_delta(&msg.delta, &self.layout).map_err(|e| Reject::Structure(e.to_string()))?;
+        if let Some(bad) = tensors
+            .iter()
+            .find(|t| t.data.iter().any(|v| !v.is_finite()))
+        {
             return Err(Reject::NonFinite(bad.name.clone()));
         }
         if !msg.train_loss.is_finite() || msg.train_loss < 0.0 {

@@ -12,7 +12,11 @@ use serde_json::Value;
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     profile_dir.join(name)
 }
 
@@ -99,20 +103,36 @@ pub fn set_toml(text: String, key: &str, value: &str) -> String {
 }
 
 /// Start `hearth-coordinator run` on a loopback port; returns it and the dialable address.
-pub fn start_coordinator(config: &Path, listen: &str, rounds: u64, log: &Path) -> Result<(Proc, String)> {
+pub fn start_coordinator(
+    config: &Path,
+    listen: &str,
+    rounds: u64,
+    log: &Path,
+) -> Result<(Proc, String)> {
     let addr_file = config.with_file_name(format!("addr-{}", std::process::id()));
     let _ = std::fs::remove_file(&addr_file);
     let child = Command::new(bin("hearth-coordinator"))
         .arg("run")
         .arg("--config")
         .arg(config)
-        .args(["--listen", listen, "--http", "", "--rounds", &rounds.to_string(), "--addr-file"])
+        .args([
+            "--listen",
+            listen,
+            "--http",
+            "",
+            "--rounds",
+            &rounds.to_string(),
+            "--addr-file",
+        ])
         .arg(&addr_file)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log)?)
         .spawn()
         .context("starting hearth-coordinator run")?;
-    let mut proc = Proc { child, label: "coordinator".into() };
+    let mut proc = Proc {
+        child,
+        label: "coordinator".into(),
+    };
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(a) = std::fs::read_to_string(&addr_file) {
@@ -121,7 +141,10 @@ pub fn start_coordinator(config: &Path, listen: &str, rounds: u64, log: &Path) -
             }
         }
         if let Some(status) = proc.child.try_wait()? {
-            return Err(anyhow!("coordinator exited early ({status}); log: {}", std::fs::read_to_string(log)?));
+            return Err(anyhow!(
+                "coordinator exited early ({status}); log: {}",
+                std::fs::read_to_string(log)?
+            ));
         }
         if Instant::now() > end {
             return Err(anyhow!("coordinator did not start listening"));
@@ -135,19 +158,33 @@ pub fn start_worker(addr: &str, dir: &Path, name: &str, rounds: u64) -> Result<P
     let cache = dir.join(name);
     std::fs::create_dir_all(&cache)?;
     let child = Command::new(bin("hearth-worker"))
-        .args(["join", addr, "--name", name, "--threads", "1", "--rounds", &rounds.to_string(), "--cache-dir"])
+        .args([
+            "join",
+            addr,
+            "--name",
+            name,
+            "--threads",
+            "1",
+            "--rounds",
+            &rounds.to_string(),
+            "--cache-dir",
+        ])
         .arg(&cache)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
         .spawn()
         .context("starting hearth-worker")?;
-    Ok(Proc { child, label: name.to_string() })
+    Ok(Proc {
+        child,
+        label: name.to_string(),
+    })
 }
 
 /// The coordinator's committed state (state.json) as JSON.
 pub fn state(config: &Path) -> Result<Value> {
     let path = config.with_file_name("data").join("state.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -161,7 +198,9 @@ pub fn wait_for_round(config: &Path, round: u64, timeout: Duration) -> Result<Va
             }
         }
         if Instant::now() > end {
-            return Err(anyhow!("round {round} was not committed within {timeout:?}"));
+            return Err(anyhow!(
+                "round {round} was not committed within {timeout:?}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -52,7 +52,10 @@ pub enum FetchError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io { path: path.to_path_buf(), source }
+    move |source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// blake3 of a file, or `None` if it cannot be read.
@@ -96,37 +99,65 @@ pub async fn fetch_blob(
     }
     let partial = dest.with_extension("partial");
     let mut offset = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&partial).map_err(io(&partial))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&partial)
+        .map_err(io(&partial))?;
     let mut total: Option<u64> = None;
     loop {
         if total.is_some_and(|t| offset >= t) {
             break;
         }
-        let req = BlobRequest { cid, offset, max_len: chunk.max(1) };
+        let req = BlobRequest {
+            cid,
+            offset,
+            max_len: chunk.max(1),
+        };
         let mut attempt = 0;
         let resp = loop {
             attempt += 1;
             match net.request(peer, Protocol::Blob, encode(&req)).await {
                 Ok(bytes) => match BlobResponse::from_bytes(&bytes) {
                     Ok(r) => break r,
-                    Err(e) => return Err(FetchError::BadResponse { cid, reason: e.to_string() }),
+                    Err(e) => {
+                        return Err(FetchError::BadResponse {
+                            cid,
+                            reason: e.to_string(),
+                        })
+                    }
                 },
                 Err(e) if attempt < CHUNK_ATTEMPTS => {
                     debug!(%cid, offset, attempt, "chunk request failed, retrying: {e}");
                     tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
                 }
-                Err(e) => return Err(FetchError::Network { cid, reason: e.to_string() }),
+                Err(e) => {
+                    return Err(FetchError::Network {
+                        cid,
+                        reason: e.to_string(),
+                    })
+                }
             }
         };
-        resp.check_answers(&req).map_err(|e| FetchError::BadResponse { cid, reason: e.to_string() })?;
+        resp.check_answers(&req)
+            .map_err(|e| FetchError::BadResponse {
+                cid,
+                reason: e.to_string(),
+            })?;
         match resp {
             BlobResponse::NotFound { .. } => return Err(FetchError::NotFound(cid)),
-            BlobResponse::Chunk { total_len, data, .. } => {
+            BlobResponse::Chunk {
+                total_len, data, ..
+            } => {
                 if offset > total_len {
                     // A stale partial file longer than the blob: start over.
                     drop(file);
                     std::fs::remove_file(&partial).map_err(io(&partial))?;
-                    file = std::fs::OpenOptions::new().create(true).append(true).open(&partial).map_err(io(&partial))?;
+                    file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&partial)
+                        .map_err(io(&partial))?;
                     offset = 0;
                     continue;
                 }
@@ -135,7 +166,10 @@ pub async fn fetch_blob(
                 offset += data.len() as u64;
                 progress(offset, total_len);
                 if data.is_empty() && offset < total_len {
-                    return Err(FetchError::BadResponse { cid, reason: "empty chunk before the end".into() });
+                    return Err(FetchError::BadResponse {
+                        cid,
+                        reason: "empty chunk before the end".into(),
+                    });
                 }
             }
         }
@@ -148,7 +182,12 @@ pub async fn fetch_blob(
             let _ = std::fs::remove_file(&partial);
             return Err(FetchError::Corrupt { cid, actual });
         }
-        None => return Err(FetchError::Io { path: partial, source: std::io::Error::other("unreadable") }),
+        None => {
+            return Err(FetchError::Io {
+                path: partial,
+                source: std::io::Error::other("unreadable"),
+            })
+        }
     }
     std::fs::rename(&partial, dest).map_err(io(dest))?;
     Ok(())

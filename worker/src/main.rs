@@ -55,13 +55,15 @@ enum Command {
 }
 
 fn default_cache_dir() -> PathBuf {
-    std::env::var_os("HEARTH_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        hearth_model::default_model_path()
-            .parent()
-            .and_then(|p| p.parent())
-            .map(|p| p.to_path_buf())
-            .unwrap_or_else(|| PathBuf::from(".hearth"))
-    })
+    std::env::var_os("HEARTH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            hearth_model::default_model_path()
+                .parent()
+                .and_then(|p| p.parent())
+                .map(|p| p.to_path_buf())
+                .unwrap_or_else(|| PathBuf::from(".hearth"))
+        })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -72,16 +74,34 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", key.public().to_peer_id());
             Ok(())
         }
-        Command::Join { coordinator, device, threads, cache_dir, name, rounds, token, relay, quiet } => {
+        Command::Join {
+            coordinator,
+            device,
+            threads,
+            cache_dir,
+            name,
+            rounds,
+            token,
+            relay,
+            quiet,
+        } => {
             init_logging(quiet);
             if device != "cpu" {
-                anyhow::bail!("device {device:?} is not available in this build (use --device cpu)");
+                anyhow::bail!(
+                    "device {device:?} is not available in this build (use --device cpu)"
+                );
             }
-            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
             // candle's CPU kernels size their thread pool from this variable on first use.
             std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
             let dir = cache_dir.unwrap_or_else(default_cache_dir);
-            let addr = coordinator.parse().with_context(|| format!("coordinator address {coordinator:?}"))?;
+            let addr = coordinator
+                .parse()
+                .with_context(|| format!("coordinator address {coordinator:?}"))?;
             let opts = JoinOptions {
                 coordinator: addr,
                 identity: dir.join("identity.key"),
@@ -103,7 +123,10 @@ fn run(cli: Cli) -> Result<()> {
 fn init_logging(quiet: bool) {
     let default = if quiet { "warn" } else { "info,libp2p=warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
 }

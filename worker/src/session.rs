@@ -7,9 +7,9 @@ use anyhow::{anyhow, Context, Result};
 use hearth_model::data::Shard;
 use hearth_net::{Client, Event, Multiaddr, NetConfig, PeerId, Protocol, Role, Topic, Validation};
 use hearth_proto::{
-    decode_bounded, encode, encode_delta, Announcement, CheckpointManifest, ContentId, DeltaAck, DeltaMessage,
-    Domain, EncodedDelta, JoinRequest, JoinResponse, ModelSource, NamedTensor, Residual, RoundInfo, RunSpec,
-    SignedEnvelope, TensorLayout, Wire, PROTOCOL_VERSION,
+    decode_bounded, encode, encode_delta, Announcement, CheckpointManifest, ContentId, DeltaAck,
+    DeltaMessage, Domain, EncodedDelta, JoinRequest, JoinResponse, ModelSource, NamedTensor,
+    Residual, RoundInfo, RunSpec, SignedEnvelope, TensorLayout, Wire, PROTOCOL_VERSION,
 };
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -74,10 +74,24 @@ fn spawn_event_pump(
     tokio::spawn(async move {
         while let Some(ev) = events.recv().await {
             match ev {
-                Event::Gossip { topic: Topic::Announce, message_id, propagation_source, source, data } => {
-                    let ann = (source == Some(coordinator)).then(|| Announcement::from_bytes(&data).ok()).flatten();
-                    let verdict = if ann.is_some() { Validation::Accept } else { Validation::Reject };
-                    let _ = net.report_validation(message_id, propagation_source, verdict).await;
+                Event::Gossip {
+                    topic: Topic::Announce,
+                    message_id,
+                    propagation_source,
+                    source,
+                    data,
+                } => {
+                    let ann = (source == Some(coordinator))
+                        .then(|| Announcement::from_bytes(&data).ok())
+                        .flatten();
+                    let verdict = if ann.is_some() {
+                        Validation::Accept
+                    } else {
+                        Validation::Reject
+                    };
+                    let _ = net
+                        .report_validation(message_id, propagation_source, verdict)
+                        .await;
                     match ann {
                         Some(Announcement::CheckpointReady(m)) => latest.send_modify(|l| {
                             if l.checkpoint.as_ref().is_none_or(|c| c.round < m.round) {
@@ -92,13 +106,25 @@ fn spawn_event_pump(
                         _ => {}
                     }
                 }
-                Event::Gossip { topic: Topic::Deltas, message_id, propagation_source, data, .. } => {
+                Event::Gossip {
+                    topic: Topic::Deltas,
+                    message_id,
+                    propagation_source,
+                    data,
+                    ..
+                } => {
                     // Relaying workers forward only deltas whose signature checks out.
                     let ok = SignedEnvelope::from_bytes(&data, DeltaMessage::MAX_BYTES)
                         .ok()
                         .is_some_and(|e| e.verify(Domain::Delta).is_ok());
-                    let verdict = if ok { Validation::Accept } else { Validation::Reject };
-                    let _ = net.report_validation(message_id, propagation_source, verdict).await;
+                    let verdict = if ok {
+                        Validation::Accept
+                    } else {
+                        Validation::Reject
+                    };
+                    let _ = net
+                        .report_validation(message_id, propagation_source, verdict)
+                        .await;
                 }
                 Event::PeerConnected(p) if p == coordinator => {
                     let _ = connected.send(true);
@@ -137,12 +163,19 @@ impl Session {
             match self.net.dial(self.opts.coordinator.clone()).await {
                 Ok(_) => {
                     // Wait briefly for the connection event (the dial may have raced it).
-                    let _ = tokio::time::timeout(Duration::from_secs(2), self.connected.wait_for(|c| *c)).await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        self.connected.wait_for(|c| *c),
+                    )
+                    .await;
                     if *self.connected.borrow() {
                         return Ok(());
                     }
                 }
-                Err(e) => info!("cannot reach the coordinator ({e}); retrying in {:.1} s", delay.as_secs_f64()),
+                Err(e) => info!(
+                    "cannot reach the coordinator ({e}); retrying in {:.1} s",
+                    delay.as_secs_f64()
+                ),
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));
@@ -163,17 +196,31 @@ impl Session {
                 memory_bytes: 0,
                 token: self.opts.token.clone(),
             };
-            match self.net.request(self.coordinator, Protocol::Join, encode(&req)).await {
+            match self
+                .net
+                .request(self.coordinator, Protocol::Join, encode(&req))
+                .await
+            {
                 Ok(bytes) => {
-                    return match JoinResponse::from_bytes(&bytes).context("malformed join response")? {
-                        JoinResponse::Accepted { spec, lease, latest, round } => {
-                            Ok((spec, lease.shard_indices, latest, round))
+                    return match JoinResponse::from_bytes(&bytes)
+                        .context("malformed join response")?
+                    {
+                        JoinResponse::Accepted {
+                            spec,
+                            lease,
+                            latest,
+                            round,
+                        } => Ok((spec, lease.shard_indices, latest, round)),
+                        JoinResponse::Rejected { reason } => {
+                            Err(anyhow!("the coordinator refused to admit us: {reason}"))
                         }
-                        JoinResponse::Rejected { reason } => Err(anyhow!("the coordinator refused to admit us: {reason}")),
                     };
                 }
                 Err(e) => {
-                    info!("join request failed ({e}); retrying in {:.1} s", delay.as_secs_f64());
+                    info!(
+                        "join request failed ({e}); retrying in {:.1} s",
+                        delay.as_secs_f64()
+                    );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
@@ -183,11 +230,17 @@ impl Session {
 
     /// The base model file (verified), from the local cache or the coordinator.
     async fn model_file(&mut self, spec: &RunSpec) -> Result<Option<PathBuf>> {
-        let (ModelSource::Gguf { file_name } | ModelSource::Safetensors { dir_name: file_name }) = &spec.base.source
+        let (ModelSource::Gguf { file_name }
+        | ModelSource::Safetensors {
+            dir_name: file_name,
+        }) = &spec.base.source
         else {
             return Ok(None);
         };
-        let cid = spec.base.blake3.ok_or_else(|| anyhow!("the run names model {file_name} without a blake3"))?;
+        let cid = spec
+            .base
+            .blake3
+            .ok_or_else(|| anyhow!("the run names model {file_name} without a blake3"))?;
         // The fetch script's copy, when it is the same file.
         let default = hearth_model::default_model_path();
         if default.is_file() && hash_file(&default) == Some(cid) {
@@ -199,11 +252,25 @@ impl Session {
         Ok(Some(dest))
     }
 
-    async fn fetch(&mut self, cid: ContentId, dest: &std::path::Path, spec: &RunSpec) -> Result<()> {
+    async fn fetch(
+        &mut self,
+        cid: ContentId,
+        dest: &std::path::Path,
+        spec: &RunSpec,
+    ) -> Result<()> {
         let mut attempts = 0;
         loop {
             self.ensure_connected().await?;
-            match fetch_blob(&self.net, self.coordinator, cid, dest, spec.net.blob_chunk_size, |_, _| {}).await {
+            match fetch_blob(
+                &self.net,
+                self.coordinator,
+                cid,
+                dest,
+                spec.net.blob_chunk_size,
+                |_, _| {},
+            )
+            .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e @ crate::fetch::FetchError::Network { .. }) if attempts < 5 => {
                     attempts += 1;
@@ -221,7 +288,11 @@ impl Session {
         spec: &RunSpec,
         layout: &[TensorLayout],
     ) -> Result<Vec<NamedTensor>> {
-        let dest = self.opts.cache_dir.join("checkpoints").join(m.adapter.to_hex());
+        let dest = self
+            .opts
+            .cache_dir
+            .join("checkpoints")
+            .join(m.adapter.to_hex());
         self.fetch(m.adapter, &dest, spec).await?;
         let bytes = std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
         decode_params(&bytes, layout).with_context(|| format!("checkpoint of round {}", m.round))
@@ -235,15 +306,22 @@ impl Session {
             }
         }
         self.ensure_connected().await?;
-        let reply = self.net.request(self.coordinator, Protocol::Delta, bytes).await?;
+        let reply = self
+            .net
+            .request(self.coordinator, Protocol::Delta, bytes)
+            .await?;
         Ok(Some(DeltaAck::from_bytes(&reply)?))
     }
 }
 
 /// Join the run at `opts.coordinator` and contribute until `opts.rounds` or ctrl-c.
 pub async fn join(opts: JoinOptions) -> Result<()> {
-    let coordinator = hearth_net::peer_id_of(&opts.coordinator)
-        .ok_or_else(|| anyhow!("the coordinator address must end in /p2p/<peer id>: {}", opts.coordinator))?;
+    let coordinator = hearth_net::peer_id_of(&opts.coordinator).ok_or_else(|| {
+        anyhow!(
+            "the coordinator address must end in /p2p/<peer id>: {}",
+            opts.coordinator
+        )
+    })?;
     let key = hearth_net::load_or_create_identity(&opts.identity)?;
     let me = key.public().to_peer_id();
     info!(peer_id = %me, name = %opts.name, "starting");
@@ -251,28 +329,54 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     // The run id (topic names) is only known after joining; the first connection uses a
     // provisional node to fetch the spec, then the real node subscribes to the run's topics.
     let spec = {
-        let mut cfg = NetConfig::new(key.clone(), "pending", Role::Worker { subscribe_deltas: false });
+        let mut cfg = NetConfig::new(
+            key.clone(),
+            "pending",
+            Role::Worker {
+                subscribe_deltas: false,
+            },
+        );
         cfg.listen = Vec::new();
         let (net, events) = hearth_net::spawn(cfg)?;
         let (_latest_tx, _) = watch::channel(Latest::default());
         let (conn_tx, conn_rx) = watch::channel(false);
         spawn_event_pump(net.clone(), events, coordinator, _latest_tx, conn_tx);
-        let mut s = Session { opts: opts.clone(), net: net.clone(), coordinator, key: key.clone(), connected: conn_rx };
+        let mut s = Session {
+            opts: opts.clone(),
+            net: net.clone(),
+            coordinator,
+            key: key.clone(),
+            connected: conn_rx,
+        };
         let (spec, ..) = s.join().await?;
         net.shutdown().await;
         spec
     };
 
-    let mut cfg = NetConfig::new(key.clone(), spec.run_id.clone(), Role::Worker { subscribe_deltas: opts.relay });
+    let mut cfg = NetConfig::new(
+        key.clone(),
+        spec.run_id.clone(),
+        Role::Worker {
+            subscribe_deltas: opts.relay,
+        },
+    );
     cfg.listen = opts.listen.clone();
     cfg.max_transmit_size = spec.net.max_transmit_size;
-    cfg.max_response_bytes = cfg.max_response_bytes.max(spec.net.blob_chunk_size as usize + 4096);
+    cfg.max_response_bytes = cfg
+        .max_response_bytes
+        .max(spec.net.blob_chunk_size as usize + 4096);
     cfg.max_request_bytes = cfg.max_request_bytes.max(spec.net.max_transmit_size + 4096);
     let (net, events) = hearth_net::spawn(cfg)?;
     let (latest_tx, mut latest_rx) = watch::channel(Latest::default());
     let (conn_tx, conn_rx) = watch::channel(false);
     spawn_event_pump(net.clone(), events, coordinator, latest_tx.clone(), conn_tx);
-    let mut s = Session { opts: opts.clone(), net: net.clone(), coordinator, key, connected: conn_rx };
+    let mut s = Session {
+        opts: opts.clone(),
+        net: net.clone(),
+        coordinator,
+        key,
+        connected: conn_rx,
+    };
     let (spec, shards, mut checkpoint, round) = s.join().await?;
     latest_tx.send_modify(|l| l.round = Some(round));
     info!(run = %spec.run_id, shards = ?shards, "joined");
@@ -281,7 +385,11 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     let model_file = s.model_file(&spec).await?;
     let mut data = Vec::new();
     for i in &shards {
-        let info = spec.data.shards.get(*i as usize).ok_or_else(|| anyhow!("leased shard {i} is not in the run"))?;
+        let info = spec
+            .data
+            .shards
+            .get(*i as usize)
+            .ok_or_else(|| anyhow!("leased shard {i} is not in the run"))?;
         let dest = opts.cache_dir.join("shards").join(info.cid.to_hex());
         s.fetch(info.cid, &dest, &spec).await?;
         let bytes = std::fs::read(&dest)?;
@@ -290,7 +398,11 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     if data.is_empty() {
         return Err(anyhow!("the run gave us no training data"));
     }
-    let seed = u64::from_le_bytes(ContentId::of(&me.to_bytes()).as_bytes()[..8].try_into().unwrap_or([0; 8]));
+    let seed = u64::from_le_bytes(
+        ContentId::of(&me.to_bytes()).as_bytes()[..8]
+            .try_into()
+            .unwrap_or([0; 8]),
+    );
     let trainer = TrainerHandle::spawn(spec.clone(), model_file, data, seed).await?;
     let stop_on_signal = trainer.clone();
     tokio::spawn(async move {
@@ -319,7 +431,12 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             }
         };
         let params = s.checkpoint_params(&m, &spec, &layout).await?;
-        let round_no = latest_rx.borrow().round.as_ref().map(|r| r.round).unwrap_or(m.round + 1);
+        let round_no = latest_rx
+            .borrow()
+            .round
+            .as_ref()
+            .map(|r| r.round)
+            .unwrap_or(m.round + 1);
         info!(round = round_no, base = m.round, "training");
         let trained = trainer.train(params.clone(), |_| {}).await?;
         let report = &trained.report;
@@ -377,7 +494,12 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             if last && tokio::time::Instant::now() >= give_up {
                 break;
             }
-            if let Some(c) = latest_rx.borrow().checkpoint.clone().filter(|c| c.round > m.round) {
+            if let Some(c) = latest_rx
+                .borrow()
+                .checkpoint
+                .clone()
+                .filter(|c| c.round > m.round)
+            {
                 next = Some(c);
                 break;
             }

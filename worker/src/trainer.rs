@@ -37,24 +37,43 @@ pub struct TrainerHandle {
 }
 
 /// Put `tensors` in `layout` order, checking names and shapes.
-pub fn arrange(layout: &[TensorLayout], tensors: Vec<hearth_model::AdapterTensor>) -> Result<Vec<NamedTensor>> {
+pub fn arrange(
+    layout: &[TensorLayout],
+    tensors: Vec<hearth_model::AdapterTensor>,
+) -> Result<Vec<NamedTensor>> {
     let mut by_name: std::collections::HashMap<String, hearth_model::AdapterTensor> =
         tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
     layout
         .iter()
         .map(|l| {
-            let t = by_name.remove(&l.name).ok_or_else(|| anyhow!("the model has no adapter tensor {}", l.name))?;
+            let t = by_name
+                .remove(&l.name)
+                .ok_or_else(|| anyhow!("the model has no adapter tensor {}", l.name))?;
             if t.shape != l.shape {
-                return Err(anyhow!("adapter tensor {} has shape {:?}, the run expects {:?}", l.name, t.shape, l.shape));
+                return Err(anyhow!(
+                    "adapter tensor {} has shape {:?}, the run expects {:?}",
+                    l.name,
+                    t.shape,
+                    l.shape
+                ));
             }
-            Ok(NamedTensor { name: t.name, shape: t.shape, data: t.data })
+            Ok(NamedTensor {
+                name: t.name,
+                shape: t.shape,
+                data: t.data,
+            })
         })
         .collect()
 }
 
 impl TrainerHandle {
     /// Load the run's model on a new thread (returns once loaded) and train on `data` per job.
-    pub async fn spawn(spec: RunSpec, model_file: Option<PathBuf>, data: Vec<Sequence>, seed: u64) -> Result<Self> {
+    pub async fn spawn(
+        spec: RunSpec,
+        model_file: Option<PathBuf>,
+        data: Vec<Sequence>,
+        seed: u64,
+    ) -> Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
         let stop = Arc::new(AtomicBool::new(false));
@@ -64,7 +83,8 @@ impl TrainerHandle {
             .spawn(move || {
                 let setup = (|| -> Result<(Model, Trainer, Vec<TensorLayout>)> {
                     let source = spec::model_source(&spec.base.source, model_file.as_deref());
-                    let base = hearth_model::load_base(&source, &Device::Cpu, DType::F32).context("loading the base model")?;
+                    let base = hearth_model::load_base(&source, &Device::Cpu, DType::F32)
+                        .context("loading the base model")?;
                     let lora = spec::lora_config(&spec.lora)?;
                     let model = base.model(Some(&lora))?;
                     let mut cfg = spec::train_config(&spec.train, seed);
@@ -104,7 +124,9 @@ impl TrainerHandle {
                 }
             })
             .context("starting the training thread")?;
-        ready_rx.await.map_err(|_| anyhow!("the training thread died while loading"))??;
+        ready_rx
+            .await
+            .map_err(|_| anyhow!("the training thread died while loading"))??;
         Ok(Self { tx, stop })
     }
 
@@ -116,7 +138,11 @@ impl TrainerHandle {
     ) -> Result<Trained> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { params, progress: Box::new(progress), reply })
+            .send(Job {
+                params,
+                progress: Box::new(progress),
+                reply,
+            })
             .map_err(|_| anyhow!("the training thread is gone"))?;
         rx.await.map_err(|_| anyhow!("the training thread died"))?
     }
