@@ -80,6 +80,8 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Held-out loss of a model (and optional PEFT adapter) on a text or dataset file, as one JSON line.
+    Eval(hearth_coordinator::eval_cmd::EvalArgs),
     /// Copy a round's PEFT adapter (adapter_model.safetensors + adapter_config.json) out of the data dir.
     Export {
         /// Coordinator data directory.
@@ -198,6 +200,9 @@ async fn real_main(cli: Cli) -> Result<()> {
             round,
             out,
         } => export(&data_dir, round, &out)?,
+        Command::Eval(args) => {
+            tokio::task::spawn_blocking(move || hearth_coordinator::eval_cmd::run(args)).await??
+        }
     }
     Ok(())
 }

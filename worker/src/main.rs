@@ -46,6 +46,8 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Train LoRA locally without a swarm (a hardware check, or a single-machine baseline) and write a PEFT adapter.
+    Train(hearth_worker::train_cmd::TrainArgs),
     /// Print this machine's peer id (the identity your credit is tied to).
     Id {
         /// Where the identity lives (default: the cache directory).
@@ -73,6 +75,10 @@ fn run(cli: Cli) -> Result<()> {
             let key = hearth_net::load_or_create_identity(&dir.join("identity.key"))?;
             println!("{}", key.public().to_peer_id());
             Ok(())
+        }
+        Command::Train(args) => {
+            init_logging(false);
+            hearth_worker::train_cmd::run(args)
         }
         Command::Join {
             coordinator,
