@@ -5,7 +5,8 @@
 //! `cargo test -p hearth-model --test demo_experiment -- --ignored --nocapture`.
 //! Knobs (env): HEARTH_DEMO_STEPS (200), HEARTH_DEMO_LR (2e-3), HEARTH_DEMO_TARGETS (`qv` or
 //! `all`, default `all`), HEARTH_DEMO_RANK (8), HEARTH_DEMO_TRAIN (2000 examples),
-//! HEARTH_DEMO_EVAL (50 held-out examples), HEARTH_DEMO_BATCH (4 sequences of 96 tokens: two examples each).
+//! HEARTH_DEMO_EVAL (50 held-out examples), HEARTH_DEMO_ACC (how many of them to decode for exact
+//! match; default all), HEARTH_DEMO_BASE_GEN (0 skips decoding with the base model), HEARTH_DEMO_BATCH (4 sequences of 96 tokens: two examples each).
 
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -42,7 +43,7 @@ fn accuracy(
         };
         let (prompt_msgs, answer) = messages.split_at(messages.len() - 1);
         let prompt = encode_prompt(tok, template, prompt_msgs).unwrap();
-        let out = generate_greedy(model, &prompt, 16, Some(base.eos_token_id)).unwrap();
+        let out = generate_greedy(model, &prompt, 12, Some(base.eos_token_id)).unwrap();
         let ids: Vec<u32> = out
             .into_iter()
             .take_while(|t| *t != base.eos_token_id)
@@ -74,6 +75,8 @@ fn lora_beats_base_model_on_held_out_vesk() {
     let n_train: usize = env("HEARTH_DEMO_TRAIN", 2000);
     let n_eval: usize = env("HEARTH_DEMO_EVAL", 50);
     let batch: usize = env("HEARTH_DEMO_BATCH", 4);
+    let n_acc: usize = env("HEARTH_DEMO_ACC", n_eval);
+    let base_gen: usize = env("HEARTH_DEMO_BASE_GEN", 1);
     let targets = match std::env::var("HEARTH_DEMO_TARGETS").as_deref() {
         Ok("qv") => vec![LoraTarget::Q, LoraTarget::V],
         _ => vec![
@@ -129,10 +132,12 @@ fn lora_beats_base_model_on_held_out_vesk() {
         "base",
     );
     println!(
-        "base:  held-out loss {:.4} over {} tokens, exact match {:.1}% ({:.0} s)",
+        "base:  held-out loss {:.4} over {} tokens, exact match {:.1}% of {} (decoded: {}) ({:.0} s)",
         before.loss,
         before.tokens,
         100.0 * acc_before,
+        acc_examples.len(),
+        base_gen != 0,
         t0.elapsed().as_secs_f64()
     );
 
@@ -170,9 +175,10 @@ fn lora_beats_base_model_on_held_out_vesk() {
         "lora",
     );
     println!(
-        "lora:  held-out loss {:.4}, exact match {:.1}% after {} steps ({} tokens, {:.0} tokens/s, {:.0} s)",
+        "lora:  held-out loss {:.4}, exact match {:.1}% of {} after {} steps ({} tokens, {:.0} tokens/s, {:.0} s)",
         after.loss,
         100.0 * acc_after,
+        acc_examples.len(),
         report.steps,
         report.tokens,
         report.tokens_per_second,
