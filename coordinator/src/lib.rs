@@ -15,5 +15,6 @@ pub mod round;
 pub mod service;
 pub mod state;
 pub mod status;
+pub mod status_cmd;
 pub mod store;
 pub mod verify;

@@ -82,6 +82,8 @@ enum Command {
     },
     /// Held-out loss of a model (and optional PEFT adapter) on a text or dataset file, as one JSON line.
     Eval(hearth_coordinator::eval_cmd::EvalArgs),
+    /// Print the swarm (round, loss, workers, leaderboard, rejections) from a coordinator's HTTP API.
+    Status(hearth_coordinator::status_cmd::StatusArgs),
     /// Copy a round's PEFT adapter (adapter_model.safetensors + adapter_config.json) out of the data dir.
     Export {
         /// Coordinator data directory.
@@ -200,6 +202,10 @@ async fn real_main(cli: Cli) -> Result<()> {
             round,
             out,
         } => export(&data_dir, round, &out)?,
+        Command::Status(args) => {
+            tokio::task::spawn_blocking(move || hearth_coordinator::status_cmd::run(&args))
+                .await??
+        }
         Command::Eval(args) => {
             tokio::task::spawn_blocking(move || hearth_coordinator::eval_cmd::run(args)).await??
         }

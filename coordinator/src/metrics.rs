@@ -5,6 +5,9 @@ use prometheus::{
     TextEncoder,
 };
 
+/// The content type of the Prometheus text exposition format.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
 /// Every coordinator metric, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -54,7 +57,7 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let r = Registry::new();
         let buckets = |v: &[f64]| v.to_vec();
-        Ok(Self {
+        let m = Self {
             round: reg(&r, IntGauge::new("hearth_round", "Round in progress")?),
             workers_connected: reg(
                 &r,
@@ -129,7 +132,16 @@ impl Metrics {
                 )?,
             ),
             registry: r,
-        })
+        };
+        // Series that exist from the start, so dashboards and scrapers see the family at 0.
+        m.deltas.with_label_values(&["accepted", "ok"]);
+        Ok(m)
+    }
+
+    /// Names of every metric family this registry exports (histograms without their
+    /// `_bucket`/`_sum`/`_count` suffixes), sorted.
+    pub fn names(&self) -> Vec<String> {
+        family_names(&self.registry)
     }
 
     /// Count a delta outcome.
@@ -144,5 +156,61 @@ impl Metrics {
             tracing::error!("metrics encoding failed: {e}");
         }
         String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+/// Names of the metric families `registry` exports now, sorted (a label vector appears once it has
+/// a series: pre-create the ones dashboards rely on).
+pub fn family_names(registry: &Registry) -> Vec<String> {
+    let mut names: Vec<String> = registry
+        .gather()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exported_from_the_start() {
+        let m = Metrics::new().expect("metrics");
+        let names = m.names();
+        for n in [
+            "hearth_round",
+            "hearth_workers_connected",
+            "hearth_deltas_total",
+            "hearth_eval_loss",
+            "hearth_train_loss",
+            "hearth_tokens_trained_total",
+            "hearth_bytes_received_total",
+            "hearth_bytes_sent_total",
+            "hearth_round_seconds",
+            "hearth_verify_seconds",
+            "hearth_aggregate_seconds",
+            "hearth_gated_rounds_total",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        assert_eq!(names.len(), 12, "{names:?}");
+    }
+
+    #[test]
+    fn render_shows_values_and_labels() {
+        let m = Metrics::new().expect("metrics");
+        m.round.set(7);
+        m.delta("rejected", "norm");
+        m.delta("rejected", "norm");
+        m.round_seconds.observe(3.0);
+        let text = m.render();
+        assert!(text.contains("hearth_round 7\n"), "{text}");
+        assert!(text.contains(r#"hearth_deltas_total{outcome="rejected",reason="norm"} 2"#));
+        assert!(text.contains(r#"hearth_deltas_total{outcome="accepted",reason="ok"} 0"#));
+        assert!(text.contains(r#"hearth_round_seconds_bucket{le="5"} 1"#));
+        assert!(text.contains("hearth_round_seconds_count 1\n"));
     }
 }
