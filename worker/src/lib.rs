@@ -1,6 +1,7 @@
 //! Hearth worker: join a swarm, train LoRA locally, send compressed signed deltas.
 
 pub mod fetch;
+pub mod metrics;
 pub mod session;
-pub mod trainer;
 pub mod train_cmd;
+pub mod trainer;

@@ -45,6 +45,9 @@ enum Command {
         /// Only print warnings and errors.
         #[arg(long)]
         quiet: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Train LoRA locally without a swarm (a hardware check, or a single-machine baseline) and write a PEFT adapter.
     Train(hearth_worker::train_cmd::TrainArgs),
@@ -90,6 +93,7 @@ fn run(cli: Cli) -> Result<()> {
             token,
             relay,
             quiet,
+            metrics,
         } => {
             init_logging(quiet);
             if device != "cpu" {
@@ -119,6 +123,7 @@ fn run(cli: Cli) -> Result<()> {
                 token,
                 relay,
                 listen: Vec::new(),
+                metrics,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(join(opts))

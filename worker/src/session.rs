@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::fetch::{fetch_blob, hash_file};
+use crate::metrics::{SubmitOutcome, WorkerMetrics, WorkerState};
 use crate::trainer::TrainerHandle;
 
 /// Largest data shard accepted.
@@ -49,6 +50,8 @@ pub struct JoinOptions {
     pub relay: bool,
     /// Listen addresses (for relayed and hole-punched connections).
     pub listen: Vec<Multiaddr>,
+    /// Serve Prometheus metrics on this address (`--metrics`).
+    pub metrics: Option<String>,
 }
 
 /// What the event pump learned from the network.
@@ -325,6 +328,11 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     let key = hearth_net::load_or_create_identity(&opts.identity)?;
     let me = key.public().to_peer_id();
     info!(peer_id = %me, name = %opts.name, "starting");
+    let metrics = WorkerMetrics::new()?;
+    if let Some(addr) = &opts.metrics {
+        let bound = crate::metrics::serve(addr, metrics.clone()).await?;
+        info!("metrics on http://{bound}/metrics");
+    }
 
     // The run id (topic names) is only known after joining; the first connection uses a
     // provisional node to fetch the spec, then the real node subscribes to the run's topics.
@@ -380,6 +388,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     let (spec, shards, mut checkpoint, round) = s.join().await?;
     latest_tx.send_modify(|l| l.round = Some(round));
     info!(run = %spec.run_id, shards = ?shards, "joined");
+    metrics.set_state(WorkerState::Fetching);
 
     let layout = spec.adapter_layout()?;
     let model_file = s.model_file(&spec).await?;
@@ -430,6 +439,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 continue;
             }
         };
+        metrics.set_state(WorkerState::Fetching);
         let params = s.checkpoint_params(&m, &spec, &layout).await?;
         let round_no = latest_rx
             .borrow()
@@ -438,7 +448,12 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             .map(|r| r.round)
             .unwrap_or(m.round + 1);
         info!(round = round_no, base = m.round, "training");
-        let trained = trainer.train(params.clone(), |_| {}).await?;
+        metrics.set_state(WorkerState::Training);
+        let trained = trainer
+            .train(params.clone(), metrics.step_observer())
+            .await?;
+        metrics.round_trained(round_no, &trained.report);
+        metrics.set_state(WorkerState::Submitting);
         let report = &trained.report;
         if report.steps == 0 {
             info!("stopped before the first step; leaving");
@@ -468,12 +483,16 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         let env = SignedEnvelope::seal(&s.key, Domain::Delta, &msg)?;
         let bytes = env.to_bytes();
         let size = bytes.len();
-        let outcome = match s.submit(bytes, &spec).await {
-            Ok(None) => "sent by gossip".to_string(),
-            Ok(Some(DeltaAck::Accepted)) => "accepted".to_string(),
-            Ok(Some(DeltaAck::Rejected { reason })) => format!("rejected: {reason}"),
-            Err(e) => format!("not delivered: {e}"),
+        let (kind, outcome) = match s.submit(bytes, &spec).await {
+            Ok(None) => (SubmitOutcome::Gossip, "sent by gossip".to_string()),
+            Ok(Some(DeltaAck::Accepted)) => (SubmitOutcome::Accepted, "accepted".to_string()),
+            Ok(Some(DeltaAck::Rejected { reason })) => {
+                (SubmitOutcome::Rejected, format!("rejected: {reason}"))
+            }
+            Err(e) => (SubmitOutcome::Failed, format!("not delivered: {e}")),
         };
+        metrics.submitted(size, kind);
+        metrics.set_state(WorkerState::Waiting);
         done += 1;
         credit_tokens += report.tokens as u64;
         info!(
@@ -535,6 +554,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         }
         checkpoint = next;
     }
+    metrics.set_state(WorkerState::Stopped);
     let end = checkpoint.as_ref();
     info!(rounds = done, tokens = credit_tokens, checkpoint_round = ?end.map(|c| c.round), "leaving the swarm");
     println!(
