@@ -72,14 +72,17 @@ impl ModelConfig {
         if self.vocab == 0 || self.hidden == 0 || self.intermediate == 0 || self.layers == 0 {
             return bad(format!("zero-sized dimension in {self:?}"));
         }
-        if self.heads == 0 || self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.heads == 0 || self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
                 "heads {} must be a positive multiple of kv_heads {}",
                 self.heads, self.kv_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
-            return bad(format!("head_dim {} must be even and positive", self.head_dim));
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head_dim {} must be even and positive",
+                self.head_dim
+            ));
         }
         if self.max_position == 0 || self.max_position > 1 << 20 {
             return bad(format!("max_position {} out of range", self.max_position));
@@ -111,7 +114,11 @@ impl ModelConfig {
         let q = self.heads * self.head_dim;
         let kv = self.kv_heads * self.head_dim;
         let block = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
-        let head = if self.tie_embeddings { 0 } else { self.vocab * h };
+        let head = if self.tie_embeddings {
+            0
+        } else {
+            self.vocab * h
+        };
         self.vocab * h + self.layers * block + h + head
     }
 }
@@ -236,13 +243,22 @@ impl LoraConfig {
     /// Checks rank, dropout and targets.
     pub fn validate(&self) -> Result<()> {
         if self.rank == 0 || self.rank > 4096 {
-            return Err(ModelError::Config(format!("lora rank {} out of 1..=4096", self.rank)));
+            return Err(ModelError::Config(format!(
+                "lora rank {} out of 1..=4096",
+                self.rank
+            )));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(ModelError::Config(format!("lora dropout {} out of [0, 1)", self.dropout)));
+            return Err(ModelError::Config(format!(
+                "lora dropout {} out of [0, 1)",
+                self.dropout
+            )));
         }
         if !self.alpha.is_finite() || self.alpha <= 0.0 {
-            return Err(ModelError::Config(format!("lora alpha {} must be positive", self.alpha)));
+            return Err(ModelError::Config(format!(
+                "lora alpha {} must be positive",
+                self.alpha
+            )));
         }
         if self.targets.is_empty() {
             return Err(ModelError::Config("lora targets are empty".into()));
@@ -251,7 +267,10 @@ impl LoraConfig {
         seen.sort();
         seen.dedup();
         if seen.len() != self.targets.len() {
-            return Err(ModelError::Config(format!("duplicate lora targets in {:?}", self.targets)));
+            return Err(ModelError::Config(format!(
+                "duplicate lora targets in {:?}",
+                self.targets
+            )));
         }
         Ok(())
     }

@@ -40,7 +40,10 @@ pub fn evaluate(model: &Model, data: &[Sequence], batch_size: usize) -> Result<E
         tokens += batch.target_count;
     }
     if tokens == 0 {
-        return Err(ModelError::Input(format!("none of the {} sequences has a scored token", data.len())));
+        return Err(ModelError::Input(format!(
+            "none of the {} sequences has a scored token",
+            data.len()
+        )));
     }
     Ok(EvalReport {
         loss: sum / tokens as f64,

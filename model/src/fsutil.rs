@@ -17,7 +17,9 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
         });
     }
     let mut buf = Vec::with_capacity(size as usize);
-    f.take(limit + 1).read_to_end(&mut buf).map_err(|e| ModelError::io(path, e))?;
+    f.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| ModelError::io(path, e))?;
     if buf.len() as u64 > limit {
         return Err(ModelError::TooLarge {
             path: path.to_path_buf(),
@@ -30,11 +32,18 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
 
 /// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .ok_or_else(|| ModelError::io(path, std::io::Error::other("no file name")))?;
-    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

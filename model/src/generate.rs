@@ -6,7 +6,12 @@ use crate::error::{ModelError, Result};
 use crate::llama::Model;
 
 /// Greedily extends `prompt` by up to `max_new` tokens, stopping after `eos`. Returns the new tokens.
-pub fn generate_greedy(model: &Model, prompt: &[u32], max_new: usize, eos: Option<u32>) -> Result<Vec<u32>> {
+pub fn generate_greedy(
+    model: &Model,
+    prompt: &[u32],
+    max_new: usize,
+    eos: Option<u32>,
+) -> Result<Vec<u32>> {
     if prompt.is_empty() {
         return Err(ModelError::Input("empty prompt".into()));
     }

@@ -43,7 +43,9 @@ impl Meta<'_> {
     }
 
     fn get(&self, key: &str) -> Result<&Value> {
-        self.md.get(key).ok_or_else(|| self.err(format!("missing metadata key {key}")))
+        self.md
+            .get(key)
+            .ok_or_else(|| self.err(format!("missing metadata key {key}")))
     }
 
     fn usize(&self, key: &str) -> Result<usize> {
@@ -83,7 +85,9 @@ impl Meta<'_> {
                 .iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s.clone()),
-                    other => Err(self.err(format!("{key} holds a non-string {:?}", other.value_type()))),
+                    other => {
+                        Err(self.err(format!("{key} holds a non-string {:?}", other.value_type())))
+                    }
                 })
                 .collect(),
             other => Err(self.err(format!("{key} is not an array: {:?}", other.value_type()))),
@@ -99,7 +103,10 @@ impl Meta<'_> {
                     Value::U32(x) => Ok(i64::from(*x)),
                     Value::I8(x) => Ok(i64::from(*x)),
                     Value::U8(x) => Ok(i64::from(*x)),
-                    other => Err(self.err(format!("{key} holds a non-integer {:?}", other.value_type()))),
+                    other => Err(self.err(format!(
+                        "{key} holds a non-integer {:?}",
+                        other.value_type()
+                    ))),
                 })
                 .collect(),
             other => Err(self.err(format!("{key} is not an array: {:?}", other.value_type()))),
@@ -111,7 +118,9 @@ impl Meta<'_> {
 fn config_from_meta(m: &Meta, has_output: bool, vocab: usize) -> Result<ModelConfig> {
     let arch = m.string("general.architecture")?;
     if arch != "llama" {
-        return Err(m.err(format!("architecture {arch:?} is not supported (only llama)")));
+        return Err(m.err(format!(
+            "architecture {arch:?} is not supported (only llama)"
+        )));
     }
     let hidden = m.usize("llama.embedding_length")?;
     let heads = m.usize("llama.attention.head_count")?;
@@ -124,7 +133,7 @@ fn config_from_meta(m: &Meta, has_output: bool, vocab: usize) -> Result<ModelCon
         kv_heads: m.usize("llama.attention.head_count_kv").unwrap_or(heads),
         head_dim: m
             .usize("llama.rope.dimension_count")
-            .unwrap_or(if heads > 0 { hidden / heads } else { 0 }),
+            .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
         rope_theta: m.f64("llama.rope.freq_base").unwrap_or(10_000.0),
         rms_eps: m.f64("llama.attention.layer_norm_rms_epsilon")?,
         max_position: m.usize("llama.context_length")?.min(1 << 20),
@@ -138,7 +147,9 @@ fn config_from_meta(m: &Meta, has_output: bool, vocab: usize) -> Result<ModelCon
 pub fn unpermute_qk(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
     if heads == 0 || out % (2 * heads) != 0 {
-        return Err(ModelError::Config(format!("cannot unpermute {out} rows into {heads} heads")));
+        return Err(ModelError::Config(format!(
+            "cannot unpermute {out} rows into {heads} heads"
+        )));
     }
     Ok(w.reshape((heads, out / heads / 2, 2, inp))?
         .transpose(1, 2)?
@@ -214,7 +225,9 @@ pub fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<GgufModel
             tracing::debug!(tensor = %name, "skipping unknown gguf tensor");
             continue;
         };
-        let q = content.tensor(&mut reader, name, &Device::Cpu).map_err(|e| m.err(format!("tensor {name}: {e}")))?;
+        let q = content
+            .tensor(&mut reader, name, &Device::Cpu)
+            .map_err(|e| m.err(format!("tensor {name}: {e}")))?;
         let mut t = q.dequantize(&Device::Cpu)?;
         if hf.ends_with("q_proj.weight") {
             t = unpermute_qk(&t, config.heads)?;
@@ -242,13 +255,22 @@ mod tests {
         // one head, head_dim 4, in 1: HF rows [0,1,2,3] are stored by llama.cpp as [0,2,1,3]
         let gguf = Tensor::new(&[[0f32], [2.], [1.], [3.]], &Device::Cpu).unwrap();
         let hf = unpermute_qk(&gguf, 1).unwrap();
-        assert_eq!(hf.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 1., 2., 3.]);
+        assert_eq!(
+            hf.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![0., 1., 2., 3.]
+        );
     }
 
     #[test]
     fn maps_tensor_names() {
-        assert_eq!(hf_name("blk.12.attn_q.weight").unwrap(), "model.layers.12.self_attn.q_proj.weight");
-        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert_eq!(
+            hf_name("blk.12.attn_q.weight").unwrap(),
+            "model.layers.12.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            hf_name("token_embd.weight").unwrap(),
+            "model.embed_tokens.weight"
+        );
         assert!(hf_name("blk.x.attn_q.weight").is_none());
         assert!(hf_name("rope_freqs.weight").is_none());
     }

@@ -70,7 +70,9 @@ impl HfConfig {
             layers: self.num_hidden_layers,
             heads,
             kv_heads: self.num_key_value_heads.unwrap_or(heads),
-            head_dim: self.head_dim.unwrap_or(if heads > 0 { self.hidden_size / heads } else { 0 }),
+            head_dim: self
+                .head_dim
+                .unwrap_or(self.hidden_size.checked_div(heads).unwrap_or(0)),
             rope_theta: self.rope_theta,
             rms_eps: self.rms_norm_eps,
             max_position: self.max_position_embeddings.min(1 << 20),
@@ -127,7 +129,11 @@ pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel>
     config.validate()?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let tc_path = dir.join("tokenizer_config.json");
-    let tc: Option<serde_json::Value> = if tc_path.exists() { Some(read_json(&tc_path)?) } else { None };
+    let tc: Option<serde_json::Value> = if tc_path.exists() {
+        Some(read_json(&tc_path)?)
+    } else {
+        None
+    };
     let chat_template = tc
         .as_ref()
         .and_then(|v| v.get("chat_template"))
@@ -136,7 +142,10 @@ pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel>
     let eos_from_tc = tc
         .as_ref()
         .and_then(|v| v.get("eos_token"))
-        .and_then(|v| v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())))
+        .and_then(|v| {
+            v.as_str()
+                .or_else(|| v.get("content").and_then(|c| c.as_str()))
+        })
         .and_then(|s| tokenizer.token_id(s));
     let eos_from_cfg = match &hf.eos_token_id {
         Some(serde_json::Value::Number(n)) => n.as_u64(),
@@ -147,7 +156,9 @@ pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel>
         .or(eos_from_cfg.and_then(|e| u32::try_from(e).ok()))
         .ok_or_else(|| ModelError::Config(format!("{}: no eos token id", dir.display())))?;
     let st = dir.join("model.safetensors");
-    let size = std::fs::metadata(&st).map_err(|e| ModelError::io(&st, e))?.len();
+    let size = std::fs::metadata(&st)
+        .map_err(|e| ModelError::io(&st, e))?
+        .len();
     if size > WEIGHTS_LIMIT {
         return Err(ModelError::TooLarge {
             path: st,
@@ -155,10 +166,11 @@ pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel>
             limit: WEIGHTS_LIMIT,
         });
     }
-    let raw = candle_core::safetensors::load(&st, &Device::Cpu).map_err(|e| ModelError::Weight {
-        name: st.display().to_string(),
-        msg: e.to_string(),
-    })?;
+    let raw =
+        candle_core::safetensors::load(&st, &Device::Cpu).map_err(|e| ModelError::Weight {
+            name: st.display().to_string(),
+            msg: e.to_string(),
+        })?;
     let mut weights = Weights::default();
     for (name, t) in raw {
         weights.insert(name, t.to_dtype(dtype)?.to_device(device)?);
@@ -183,12 +195,18 @@ pub fn save_hf_dir(
     eos: u32,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let mut cfg = serde_json::to_value(HfConfig::from_model_config(config, eos)).map_err(|source| ModelError::Json {
-        path: dir.join("config.json"),
-        source,
-    })?;
+    let mut cfg =
+        serde_json::to_value(HfConfig::from_model_config(config, eos)).map_err(|source| {
+            ModelError::Json {
+                path: dir.join("config.json"),
+                source,
+            }
+        })?;
     if let Some(o) = cfg.as_object_mut() {
-        o.insert("architectures".into(), serde_json::json!(["LlamaForCausalLM"]));
+        o.insert(
+            "architectures".into(),
+            serde_json::json!(["LlamaForCausalLM"]),
+        );
         o.insert("model_type".into(), serde_json::json!("llama"));
         o.insert("hidden_act".into(), serde_json::json!("silu"));
         o.insert("torch_dtype".into(), serde_json::json!("float32"));
@@ -200,7 +218,10 @@ pub fn save_hf_dir(
     }
     let st = dir.join("model.safetensors");
     let bytes = safetensors::serialize(
-        tensors.iter().map(|(k, v)| Ok((k.clone(), crate::peft::F32View::new(v)?))).collect::<Result<Vec<_>>>()?,
+        tensors
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), crate::peft::F32View::new(v)?)))
+            .collect::<Result<Vec<_>>>()?,
         None,
     )
     .map_err(|e| ModelError::Weight {
@@ -215,5 +236,8 @@ pub fn save_hf_dir(
         "eos_token": eos_str,
         "tokenizer_class": "PreTrainedTokenizerFast",
     });
-    write_atomic(&dir.join("tokenizer_config.json"), tc.to_string().as_bytes())
+    write_atomic(
+        &dir.join("tokenizer_config.json"),
+        tc.to_string().as_bytes(),
+    )
 }

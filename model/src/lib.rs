@@ -26,6 +26,7 @@ pub mod weights;
 
 pub use batch::Sequence;
 pub use candle_core;
+pub use candle_core::{DType, Device};
 pub use config::{LoraConfig, LoraTarget, ModelConfig};
 pub use error::{ModelError, Result};
 pub use eval::{evaluate, EvalReport};
@@ -36,4 +37,3 @@ pub use peft::{load_adapter, save_adapter, PeftConfig};
 pub use source::{default_model_path, load_base, BaseModel, ModelSource};
 pub use tokenizer::Tokenizer;
 pub use train::{train, StepInfo, TrainConfig, TrainReport, Trainer};
-pub use candle_core::{DType, Device};

@@ -9,13 +9,16 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 use crate::error::Result;
 
+/// Matmul `(b, m, n, k)`, the transposed weight layout, and the output shape.
+type Plan = ((usize, usize, usize, usize), Layout, Shape);
+
 struct FrozenLinear {
     w: Tensor,
 }
 
 impl FrozenLinear {
     /// Matmul dims and the transposed weight layout for input layout `l` (`[n, in]`).
-    fn plan(&self, l: &Layout, w_layout: &Layout) -> candle_core::Result<((usize, usize, usize, usize), Layout, Shape)> {
+    fn plan(&self, l: &Layout, w_layout: &Layout) -> candle_core::Result<Plan> {
         let (n, k) = match l.dims() {
             [n, k] => (*n, *k),
             d => candle_core::bail!("frozen_linear expects a 2d input, got {d:?}"),
@@ -27,7 +30,11 @@ impl FrozenLinear {
         if k != k2 {
             candle_core::bail!("frozen_linear: input width {k} != weight width {k2}");
         }
-        Ok(((1, n, out, k), w_layout.transpose(0, 1)?, Shape::from((n, out))))
+        Ok((
+            (1, n, out, k),
+            w_layout.transpose(0, 1)?,
+            Shape::from((n, out)),
+        ))
     }
 }
 
@@ -59,7 +66,12 @@ impl CustomOp1 for FrozenLinear {
         Ok((s.matmul(w, bmnk, l, &wt)?, shape))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad_res.matmul(&self.w)?))
     }
 }
@@ -67,7 +79,11 @@ impl CustomOp1 for FrozenLinear {
 /// `x·Wᵀ` for `x: [n, in]`, `w: [out, in]`; gradients flow to `x` only, never to `w`.
 pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let x = x.contiguous()?;
-    let w = if w.is_contiguous() { w.clone() } else { w.contiguous()? };
+    let w = if w.is_contiguous() {
+        w.clone()
+    } else {
+        w.contiguous()?
+    };
     Ok(x.apply_op1(FrozenLinear { w })?)
 }
 
@@ -79,15 +95,29 @@ mod tests {
     #[test]
     fn matches_matmul_and_gives_input_grad_only() {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::arange(0f32, 12., &dev).unwrap().reshape((3, 4)).unwrap()).unwrap();
-        let w = (Tensor::arange(0f32, 8., &dev).unwrap().reshape((2, 4)).unwrap() * 0.5).unwrap();
+        let x = Var::from_tensor(
+            &Tensor::arange(0f32, 12., &dev)
+                .unwrap()
+                .reshape((3, 4))
+                .unwrap(),
+        )
+        .unwrap();
+        let w = (Tensor::arange(0f32, 8., &dev)
+            .unwrap()
+            .reshape((2, 4))
+            .unwrap()
+            * 0.5)
+            .unwrap();
         let y = frozen_linear(x.as_tensor(), &w).unwrap();
         let want = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
         assert_eq!(y.to_vec2::<f32>().unwrap(), want.to_vec2::<f32>().unwrap());
         let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         let gx = g.get(x.as_tensor()).unwrap();
         let want_gx = (want * 2.0).unwrap().matmul(&w).unwrap();
-        assert_eq!(gx.to_vec2::<f32>().unwrap(), want_gx.to_vec2::<f32>().unwrap());
+        assert_eq!(
+            gx.to_vec2::<f32>().unwrap(),
+            want_gx.to_vec2::<f32>().unwrap()
+        );
         assert!(g.get(&w).is_none());
     }
 }

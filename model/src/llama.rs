@@ -76,7 +76,13 @@ pub struct Attention {
     head_dim: usize,
 }
 
-fn proj(w: &Weights, name: &str, layer: usize, target: LoraTarget, lora: Option<&LoraConfig>) -> Result<LoraLinear> {
+fn proj(
+    w: &Weights,
+    name: &str,
+    layer: usize,
+    target: LoraTarget,
+    lora: Option<&LoraConfig>,
+) -> Result<LoraLinear> {
     let base = w.get(name)?.clone();
     match lora {
         Some(c) if c.targets.contains(&target) => LoraLinear::with_lora(base, layer, target, c),
@@ -86,7 +92,12 @@ fn proj(w: &Weights, name: &str, layer: usize, target: LoraTarget, lora: Option<
 
 impl Attention {
     /// Loads block `layer`'s attention.
-    pub fn load(w: &Weights, cfg: &ModelConfig, layer: usize, lora: Option<&LoraConfig>) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        cfg: &ModelConfig,
+        layer: usize,
+        lora: Option<&LoraConfig>,
+    ) -> Result<Self> {
         let p = format!("model.layers.{layer}.self_attn");
         Ok(Self {
             q: proj(w, &format!("{p}.q_proj.weight"), layer, LoraTarget::Q, lora)?,
@@ -100,7 +111,15 @@ impl Attention {
     }
 
     /// `x: [b*t, hidden]` → `[b*t, hidden]`.
-    pub fn forward(&self, x: &Tensor, b: usize, t: usize, rope: &Rope, mask: &Tensor, seed: Option<u64>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        b: usize,
+        t: usize,
+        rope: &Rope,
+        mask: &Tensor,
+        seed: Option<u64>,
+    ) -> Result<Tensor> {
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()?)
@@ -113,7 +132,9 @@ impl Attention {
             (k, v)
         } else {
             let expand = |y: Tensor| -> Result<Tensor> {
-                Ok(y.unsqueeze(2)?.broadcast_as((b, kvh, rep, t, d))?.reshape((b, h, t, d))?)
+                Ok(y.unsqueeze(2)?
+                    .broadcast_as((b, kvh, rep, t, d))?
+                    .reshape((b, h, t, d))?)
             };
             (expand(k)?, expand(v)?)
         };
@@ -138,9 +159,27 @@ impl Mlp {
     pub fn load(w: &Weights, layer: usize, lora: Option<&LoraConfig>) -> Result<Self> {
         let p = format!("model.layers.{layer}.mlp");
         Ok(Self {
-            gate: proj(w, &format!("{p}.gate_proj.weight"), layer, LoraTarget::Gate, lora)?,
-            up: proj(w, &format!("{p}.up_proj.weight"), layer, LoraTarget::Up, lora)?,
-            down: proj(w, &format!("{p}.down_proj.weight"), layer, LoraTarget::Down, lora)?,
+            gate: proj(
+                w,
+                &format!("{p}.gate_proj.weight"),
+                layer,
+                LoraTarget::Gate,
+                lora,
+            )?,
+            up: proj(
+                w,
+                &format!("{p}.up_proj.weight"),
+                layer,
+                LoraTarget::Up,
+                lora,
+            )?,
+            down: proj(
+                w,
+                &format!("{p}.down_proj.weight"),
+                layer,
+                LoraTarget::Down,
+                lora,
+            )?,
         })
     }
 
@@ -163,18 +202,40 @@ pub struct Block {
 
 impl Block {
     /// Loads block `layer`.
-    pub fn load(w: &Weights, cfg: &ModelConfig, layer: usize, lora: Option<&LoraConfig>) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        cfg: &ModelConfig,
+        layer: usize,
+        lora: Option<&LoraConfig>,
+    ) -> Result<Self> {
         let p = format!("model.layers.{layer}");
         Ok(Self {
-            attn_norm: RmsNorm::new(w.get(&format!("{p}.input_layernorm.weight"))?.clone(), cfg.rms_eps),
+            attn_norm: RmsNorm::new(
+                w.get(&format!("{p}.input_layernorm.weight"))?.clone(),
+                cfg.rms_eps,
+            ),
             attn: Attention::load(w, cfg, layer, lora)?,
-            mlp_norm: RmsNorm::new(w.get(&format!("{p}.post_attention_layernorm.weight"))?.clone(), cfg.rms_eps),
+            mlp_norm: RmsNorm::new(
+                w.get(&format!("{p}.post_attention_layernorm.weight"))?
+                    .clone(),
+                cfg.rms_eps,
+            ),
             mlp: Mlp::load(w, layer, lora)?,
         })
     }
 
-    fn forward(&self, x: &Tensor, b: usize, t: usize, rope: &Rope, mask: &Tensor, seed: Option<u64>) -> Result<Tensor> {
-        let h = (x + self.attn.forward(&self.attn_norm.forward(x)?, b, t, rope, mask, seed)?)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        b: usize,
+        t: usize,
+        rope: &Rope,
+        mask: &Tensor,
+        seed: Option<u64>,
+    ) -> Result<Tensor> {
+        let h = (x + self
+            .attn
+            .forward(&self.attn_norm.forward(x)?, b, t, rope, mask, seed)?)?;
         Ok((&h + self.mlp.forward(&self.mlp_norm.forward(&h)?, seed)?)?)
     }
 
@@ -185,7 +246,15 @@ impl Block {
 
     fn linears_mut(&mut self) -> [&mut LoraLinear; 7] {
         let (a, m) = (&mut self.attn, &mut self.mlp);
-        [&mut a.q, &mut a.k, &mut a.v, &mut a.o, &mut m.gate, &mut m.up, &mut m.down]
+        [
+            &mut a.q,
+            &mut a.k,
+            &mut a.v,
+            &mut a.o,
+            &mut m.gate,
+            &mut m.up,
+            &mut m.down,
+        ]
     }
 }
 
@@ -261,12 +330,16 @@ impl Model {
         let flat = ids.flatten_all()?;
         let max_id = flat.max(0)?.to_scalar::<u32>()?;
         if max_id as usize >= self.cfg.vocab {
-            return Err(ModelError::Input(format!("token id {max_id} >= vocab {}", self.cfg.vocab)));
+            return Err(ModelError::Input(format!(
+                "token id {max_id} >= vocab {}",
+                self.cfg.vocab
+            )));
         }
         let mut x = self.embed.index_select(&flat, 0)?;
         let mask = causal_mask(t, self.dtype(), self.device())?;
         for (i, block) in self.blocks.iter().enumerate() {
-            let seed = dropout_seed.map(|s| s.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64));
+            let seed =
+                dropout_seed.map(|s| s.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64));
             x = block.forward(&x, b, t, &self.rope, &mask, seed)?;
         }
         self.norm.forward(&x)
@@ -287,7 +360,9 @@ impl Model {
     /// Logits `[b, vocab]` of the last position only (for generation).
     pub fn last_logits(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let h = self.hidden_states(ids, None)?.reshape((b, t, self.cfg.hidden))?;
+        let h = self
+            .hidden_states(ids, None)?
+            .reshape((b, t, self.cfg.hidden))?;
         let last = h.narrow(1, t - 1, 1)?.reshape((b, self.cfg.hidden))?;
         self.logits(&last)
     }
@@ -323,7 +398,10 @@ impl Model {
 
     /// Sets adapter values by PEFT name (all trainable tensors required; frozen A optional).
     pub fn set_adapter(&mut self, tensors: &[AdapterTensor]) -> Result<()> {
-        lora::set(self.blocks.iter_mut().flat_map(|b| b.linears_mut()), tensors)
+        lora::set(
+            self.blocks.iter_mut().flat_map(|b| b.linears_mut()),
+            tensors,
+        )
     }
 }
 

@@ -103,7 +103,12 @@ impl LoraLinear {
     }
 
     /// Wraps `base` (`[out, in]`) with a fresh adapter: A ~ U(±1/√in) from the seed, B = 0.
-    pub fn with_lora(base: Tensor, layer: usize, target: LoraTarget, cfg: &LoraConfig) -> Result<Self> {
+    pub fn with_lora(
+        base: Tensor,
+        layer: usize,
+        target: LoraTarget,
+        cfg: &LoraConfig,
+    ) -> Result<Self> {
         let (out, inp) = base.dims2()?;
         let (dev, dtype) = (base.device().clone(), base.dtype());
         let prefix = peft_prefix(layer, target);
@@ -150,7 +155,13 @@ fn dropout_mask(x: &Tensor, p: f64, seed: u64, prefix: &str) -> Result<Tensor> {
     let keep = 1.0 - p;
     let scale = (1.0 / keep) as f32;
     let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 })
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        })
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     Ok(x.mul(&mask)?)
@@ -175,7 +186,10 @@ fn adapter_entries<'a>(
 }
 
 /// Names and shapes of the adapter tensors (trainable ones only, or all of A and B).
-pub fn layout<'a>(layers: impl Iterator<Item = &'a LoraLinear>, trainable_only: bool) -> Vec<AdapterSlot> {
+pub fn layout<'a>(
+    layers: impl Iterator<Item = &'a LoraLinear>,
+    trainable_only: bool,
+) -> Vec<AdapterSlot> {
     adapter_entries(layers, trainable_only)
         .into_iter()
         .map(|(name, p)| AdapterSlot {
@@ -217,13 +231,28 @@ pub fn vars<'a>(layers: impl Iterator<Item = &'a LoraLinear>) -> Vec<Var> {
 
 /// Sets adapter values by PEFT name. Every trainable tensor must be given; frozen A may be given too.
 /// Names, shapes and finiteness are checked before anything changes.
-pub fn set<'a>(layers: impl Iterator<Item = &'a mut LoraLinear>, given: &[AdapterTensor]) -> Result<()> {
+pub fn set<'a>(
+    layers: impl Iterator<Item = &'a mut LoraLinear>,
+    given: &[AdapterTensor],
+) -> Result<()> {
     let mut slots: Vec<(String, bool, &mut Param, Device, DType)> = Vec::new();
     for l in layers.filter_map(|l| l.lora.as_mut()) {
         let a_train = matches!(l.a, Param::Trainable(_));
         let (dev, dtype) = (l.b.tensor().device().clone(), l.b.tensor().dtype());
-        slots.push((format!("{}.lora_A.weight", l.prefix), a_train, &mut l.a, dev.clone(), dtype));
-        slots.push((format!("{}.lora_B.weight", l.prefix), true, &mut l.b, dev, dtype));
+        slots.push((
+            format!("{}.lora_A.weight", l.prefix),
+            a_train,
+            &mut l.a,
+            dev.clone(),
+            dtype,
+        ));
+        slots.push((
+            format!("{}.lora_B.weight", l.prefix),
+            true,
+            &mut l.b,
+            dev,
+            dtype,
+        ));
     }
     let mut used = vec![false; slots.len()];
     let mut plan = Vec::with_capacity(given.len());
@@ -233,7 +262,10 @@ pub fn set<'a>(layers: impl Iterator<Item = &'a mut LoraLinear>, given: &[Adapte
             .position(|s| s.0 == t.name)
             .ok_or_else(|| ModelError::Adapter(format!("unknown adapter tensor {:?}", t.name)))?;
         if std::mem::replace(&mut used[idx], true) {
-            return Err(ModelError::Adapter(format!("adapter tensor {:?} given twice", t.name)));
+            return Err(ModelError::Adapter(format!(
+                "adapter tensor {:?} given twice",
+                t.name
+            )));
         }
         let want = slots[idx].2.tensor().dims().to_vec();
         if t.shape != want {
@@ -251,16 +283,23 @@ pub fn set<'a>(layers: impl Iterator<Item = &'a mut LoraLinear>, given: &[Adapte
             )));
         }
         if let Some(bad) = t.data.iter().find(|v| !v.is_finite()) {
-            return Err(ModelError::Adapter(format!("{} holds non-finite value {bad}", t.name)));
+            return Err(ModelError::Adapter(format!(
+                "{} holds non-finite value {bad}",
+                t.name
+            )));
         }
         plan.push((idx, t));
     }
     if let Some(missing) = slots.iter().zip(&used).find(|(s, u)| s.1 && !**u) {
-        return Err(ModelError::Adapter(format!("trainable tensor {} not given", missing.0 .0)));
+        return Err(ModelError::Adapter(format!(
+            "trainable tensor {} not given",
+            missing.0 .0
+        )));
     }
     for (idx, t) in plan {
         let slot = &mut slots[idx];
-        let value = Tensor::from_vec(t.data.clone(), t.shape.as_slice(), &slot.3)?.to_dtype(slot.4)?;
+        let value =
+            Tensor::from_vec(t.data.clone(), t.shape.as_slice(), &slot.3)?.to_dtype(slot.4)?;
         slot.2.set(value)?;
     }
     Ok(())

@@ -40,7 +40,9 @@ pub fn make_batch(seqs: &[Sequence], vocab: usize, device: &Device, dtype: DType
             )));
         }
         if let Some(bad) = s.tokens.iter().find(|&&id| id as usize >= vocab) {
-            return Err(ModelError::Input(format!("sequence {row}: token id {bad} >= vocab {vocab}")));
+            return Err(ModelError::Input(format!(
+                "sequence {row}: token id {bad} >= vocab {vocab}"
+            )));
         }
         let base = row * t;
         for (i, (&tok, &m)) in s.tokens.iter().zip(&s.loss_mask).enumerate() {
@@ -66,7 +68,9 @@ pub fn masked_nll_sum(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Re
     let max = logits.max_keepdim(D::Minus1)?.detach();
     let sum_exp = logits.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?;
     let lse = (sum_exp.log()? + max)?.squeeze(D::Minus1)?;
-    let picked = logits.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+    let picked = logits
+        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?;
     Ok(((lse - picked)? * weights)?.sum_all()?)
 }
 
@@ -86,8 +90,14 @@ mod tests {
         };
         let b = make_batch(&[s, short], 10, &Device::Cpu, DType::F32).unwrap();
         assert_eq!(b.target_count, 3);
-        assert_eq!(b.targets.to_vec1::<u32>().unwrap(), vec![0, 7, 8, 0, 2, 0, 0, 0]);
-        assert_eq!(b.weights.to_vec1::<f32>().unwrap(), vec![0., 1., 1., 0., 1., 0., 0., 0.]);
+        assert_eq!(
+            b.targets.to_vec1::<u32>().unwrap(),
+            vec![0, 7, 8, 0, 2, 0, 0, 0]
+        );
+        assert_eq!(
+            b.weights.to_vec1::<f32>().unwrap(),
+            vec![0., 1., 1., 0., 1., 0., 0., 0.]
+        );
         let bad = Sequence {
             tokens: vec![10],
             loss_mask: vec![true],
@@ -100,7 +110,10 @@ mod tests {
         let logits = Tensor::new(&[[1f32, 2., 3.], [0., 0., 0.]], &Device::Cpu).unwrap();
         let t = Tensor::new(&[2u32, 1], &Device::Cpu).unwrap();
         let w = Tensor::new(&[1f32, 1.], &Device::Cpu).unwrap();
-        let v = masked_nll_sum(&logits, &t, &w).unwrap().to_scalar::<f32>().unwrap();
+        let v = masked_nll_sum(&logits, &t, &w)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let want = -(3f32 - (1f32.exp() + 2f32.exp() + 3f32.exp()).ln()) + 3f32.ln();
         assert!((v - want).abs() < 1e-5, "{v} vs {want}");
     }

@@ -120,7 +120,11 @@ impl PeftConfig {
             r: lora.rank,
             lora_alpha: lora.alpha,
             lora_dropout: lora.dropout,
-            target_modules: lora.sorted_targets().iter().map(|t| t.module_name().to_string()).collect(),
+            target_modules: lora
+                .sorted_targets()
+                .iter()
+                .map(|t| t.module_name().to_string())
+                .collect(),
             bias: bias_none(),
             fan_in_fan_out: false,
             use_rslora: false,
@@ -147,9 +151,15 @@ impl PeftConfig {
             ));
         }
         if self.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
-            return bad(format!("modules_to_save {:?} is not supported", self.modules_to_save));
+            return bad(format!(
+                "modules_to_save {:?} is not supported",
+                self.modules_to_save
+            ));
         }
-        self.target_modules.iter().map(|t| LoraTarget::parse(t)).collect()
+        self.target_modules
+            .iter()
+            .map(|t| LoraTarget::parse(t))
+            .collect()
     }
 }
 
@@ -197,7 +207,9 @@ fn check_name(name: &str, targets: &[LoraTarget]) -> Result<()> {
             .is_some_and(|s| s == "lora_A.weight" || s == "lora_B.weight")
     });
     if !ok {
-        return Err(ModelError::Adapter(format!("tensor {name:?} is not a target of this adapter")));
+        return Err(ModelError::Adapter(format!(
+            "tensor {name:?} is not a target of this adapter"
+        )));
     }
     Ok(())
 }
@@ -206,36 +218,55 @@ fn check_name(name: &str, targets: &[LoraTarget]) -> Result<()> {
 pub fn import_peft(dir: &Path) -> Result<PeftAdapter> {
     let cfg_path = dir.join(ADAPTER_CONFIG);
     let cfg_bytes = read_bounded(&cfg_path, CONFIG_FILE_LIMIT)?;
-    let config: PeftConfig = serde_json::from_slice(&cfg_bytes).map_err(|source| ModelError::Json {
-        path: cfg_path.clone(),
-        source,
-    })?;
+    let config: PeftConfig =
+        serde_json::from_slice(&cfg_bytes).map_err(|source| ModelError::Json {
+            path: cfg_path.clone(),
+            source,
+        })?;
     let targets = config.validate()?;
     let path = dir.join(ADAPTER_WEIGHTS);
     let bytes = read_bounded(&path, ADAPTER_FILE_LIMIT)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Adapter(format!("{}: {e}", path.display())))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| ModelError::Adapter(format!("{}: {e}", path.display())))?;
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
         check_name(&name, &targets)?;
         if view.dtype() != Dtype::F32 {
-            return Err(ModelError::Adapter(format!("{name}: dtype {:?}, expected F32", view.dtype())));
+            return Err(ModelError::Adapter(format!(
+                "{name}: dtype {:?}, expected F32",
+                view.dtype()
+            )));
         }
         let shape = view.shape().to_vec();
         let (rows, cols) = match shape.as_slice() {
             [r, c] => (*r, *c),
-            s => return Err(ModelError::Adapter(format!("{name}: shape {s:?} is not 2-d"))),
+            s => {
+                return Err(ModelError::Adapter(format!(
+                    "{name}: shape {s:?} is not 2-d"
+                )))
+            }
         };
-        let rank_dim = if name.ends_with("lora_A.weight") { rows } else { cols };
+        let rank_dim = if name.ends_with("lora_A.weight") {
+            rows
+        } else {
+            cols
+        };
         if rank_dim != config.r {
-            return Err(ModelError::Adapter(format!("{name}: shape {shape:?} does not have rank {}", config.r)));
+            return Err(ModelError::Adapter(format!(
+                "{name}: shape {shape:?} does not have rank {}",
+                config.r
+            )));
         }
         let data: Vec<f32> = view
             .data()
             .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(f32::from_le_bytes))
             .collect();
         if data.len() != rows * cols {
-            return Err(ModelError::Adapter(format!("{name}: {} values for shape {shape:?}", data.len())));
+            return Err(ModelError::Adapter(format!(
+                "{name}: {} values for shape {shape:?}",
+                data.len()
+            )));
         }
         tensors.push(AdapterTensor { name, shape, data });
     }
@@ -248,7 +279,11 @@ pub fn save_adapter(model: &Model, dir: &Path, base_model: &str) -> Result<()> {
     let lora = model
         .lora_config()
         .ok_or_else(|| ModelError::Adapter("model has no LoRA adapter".into()))?;
-    export_peft(dir, &PeftConfig::from_lora(lora, base_model), &model.all_adapter_tensors()?)
+    export_peft(
+        dir,
+        &PeftConfig::from_lora(lora, base_model),
+        &model.all_adapter_tensors()?,
+    )
 }
 
 /// Loads a PEFT adapter from `dir` into `model` (rank, α and targets must match).

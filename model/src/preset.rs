@@ -34,7 +34,12 @@ fn normal(n: usize, std: f32, seed: u64, label: &str) -> Vec<f32> {
 /// Deterministic random weights for `cfg`: N(0, 0.02) matrices (output projections scaled by
 /// 1/√(2·layers)), unit norm gains, and a N(0, 0.1) embedding: with tied embeddings and a final
 /// RMSNorm the logit range is bounded by ‖e‖·√hidden, which N(0, 0.02) keeps too small to learn.
-pub fn random_weights(cfg: &ModelConfig, seed: u64, device: &Device, dtype: DType) -> Result<Weights> {
+pub fn random_weights(
+    cfg: &ModelConfig,
+    seed: u64,
+    device: &Device,
+    dtype: DType,
+) -> Result<Weights> {
     let mut w = Weights::default();
     let out_std = 0.02 / (2.0 * cfg.layers as f32).sqrt();
     for (name, shape) in expected_shapes(cfg) {
@@ -70,7 +75,12 @@ mod tests {
         let b = random_weights(&cfg, 7, &Device::Cpu, DType::F32).unwrap();
         let c = random_weights(&cfg, 8, &Device::Cpu, DType::F32).unwrap();
         let get = |w: &Weights| {
-            w.get("model.layers.1.mlp.up_proj.weight").unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            w.get("model.layers.1.mlp.up_proj.weight")
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
         };
         assert_eq!(get(&a), get(&b));
         assert_ne!(get(&a), get(&c));

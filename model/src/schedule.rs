@@ -24,7 +24,11 @@ pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
     let mut sq = 0f64;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
-            sq += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            sq += g
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
         }
     }
     Ok(sq.sqrt())
@@ -66,7 +70,9 @@ mod tests {
         let b = Var::from_tensor(&Tensor::new(&[3f32], &Device::Cpu).unwrap()).unwrap();
         // loss = 3a0 + 4a1 + 12 b  →  grads (3, 4) and (12): norm 13
         let w = Tensor::new(&[3f32, 4.], &Device::Cpu).unwrap();
-        let loss = ((a.as_tensor() * &w).unwrap().sum_all().unwrap() + (b.as_tensor() * 12.).unwrap().sum_all().unwrap()).unwrap();
+        let loss = ((a.as_tensor() * &w).unwrap().sum_all().unwrap()
+            + (b.as_tensor() * 12.).unwrap().sum_all().unwrap())
+        .unwrap();
         let mut g = loss.backward().unwrap();
         let vars = vec![a.clone(), b.clone()];
         let n = clip_grad_norm(&mut g, &vars, 1.0).unwrap();

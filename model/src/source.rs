@@ -36,7 +36,9 @@ impl ModelSource {
         } else if p.is_file() {
             Ok(Self::Gguf(p.to_path_buf()))
         } else {
-            Err(ModelError::Config(format!("model {s:?} is neither `tiny`, a GGUF file nor a directory")))
+            Err(ModelError::Config(format!(
+                "model {s:?} is neither `tiny`, a GGUF file nor a directory"
+            )))
         }
     }
 }
@@ -105,10 +107,18 @@ pub fn load_base(source: &ModelSource, device: &Device, dtype: DType) -> Result<
 
 /// `${HEARTH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hearth}/models/SmolLM2-135M-Instruct.Q4_1.gguf`.
 pub fn default_model_path() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let cache = env("HEARTH_CACHE").unwrap_or_else(|| {
         env("XDG_CACHE_HOME")
-            .unwrap_or_else(|| env("HOME").unwrap_or_else(|| PathBuf::from(".")).join(".cache"))
+            .unwrap_or_else(|| {
+                env("HOME")
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join(".cache")
+            })
             .join("hearth")
     });
     cache.join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -124,7 +134,10 @@ pub fn real_model_for_tests() -> Option<PathBuf> {
         return Some(p);
     }
     if std::env::var("HEARTH_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
-        panic!("HEARTH_REQUIRE_MODEL=1 but the real model is missing at {}", p.display());
+        panic!(
+            "HEARTH_REQUIRE_MODEL=1 but the real model is missing at {}",
+            p.display()
+        );
     }
     println!("skipped: real model not found at {}", p.display());
     None

@@ -35,7 +35,8 @@ pub fn byte_to_char() -> [char; 256] {
     let mut out = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..256u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         let c = if printable {
             b
         } else {
@@ -80,7 +81,10 @@ impl Tokenizer {
                     .ok_or_else(|| ModelError::Tokenizer(format!("merge {m:?} has no space")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(tk_err)?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(tk_err)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(smollm_pre_tokenizer()));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
@@ -105,14 +109,17 @@ impl Tokenizer {
         let ids: Vec<u32> = (256..tokens.len() as u32).collect();
         let mut t = Self::from_bpe_parts(&tokens, &[], &ids)?;
         t.inner
-            .with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false))));
+            .with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+                false, true, false,
+            ))));
         Ok(t)
     }
 
     /// Loads a Hugging Face `tokenizer.json` (at most 64 MiB).
     pub fn from_file(path: &Path) -> Result<Self> {
         let bytes = crate::fsutil::read_bounded(path, 64 << 20)?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| tk_err(format!("{}: {e}", path.display())))?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
+            .map_err(|e| tk_err(format!("{}: {e}", path.display())))?;
         Ok(Self { inner })
     }
 
@@ -123,7 +130,12 @@ impl Tokenizer {
 
     /// Token ids of `text`; special-token strings in the text map to their ids, nothing is added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.inner.encode(text, false).map_err(tk_err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(tk_err)?
+            .get_ids()
+            .to_vec())
     }
 
     /// Text of `ids`, special tokens included.

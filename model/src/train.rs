@@ -137,11 +137,16 @@ impl Trainer {
             )));
         }
         if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-            return Err(ModelError::Config(format!("learning rate {} must be positive", cfg.lr)));
+            return Err(ModelError::Config(format!(
+                "learning rate {} must be positive",
+                cfg.lr
+            )));
         }
         let vars = model.trainable_vars();
         if vars.is_empty() {
-            return Err(ModelError::Config("model has no trainable LoRA variables".into()));
+            return Err(ModelError::Config(
+                "model has no trainable LoRA variables".into(),
+            ));
         }
         let params = ParamsAdamW {
             lr: cfg.lr,
@@ -174,7 +179,10 @@ impl Trainer {
         mut on_step: impl FnMut(&StepInfo) -> ControlFlow<()>,
     ) -> Result<TrainReport> {
         if data.iter().all(|s| s.target_count() == 0) {
-            return Err(ModelError::Input(format!("none of the {} sequences has a scored token", data.len())));
+            return Err(ModelError::Input(format!(
+                "none of the {} sequences has a scored token",
+                data.len()
+            )));
         }
         let start = Instant::now();
         let horizon = self.cfg.schedule_steps.unwrap_or(self.cfg.max_steps);
@@ -182,16 +190,28 @@ impl Trainer {
         let (mut loss_sum, mut last_loss) = (0f64, f64::NAN);
         let mut stopped_by = StopReason::Steps;
         while steps < self.cfg.max_steps {
-            if self.cfg.max_seconds.is_some_and(|s| start.elapsed().as_secs_f64() >= s) {
+            if self
+                .cfg
+                .max_seconds
+                .is_some_and(|s| start.elapsed().as_secs_f64() >= s)
+            {
                 stopped_by = StopReason::Time;
                 break;
             }
-            let micro: Vec<Vec<Sequence>> = (0..self.cfg.accum_steps).map(|_| self.next_batch(data)).collect();
+            let micro: Vec<Vec<Sequence>> = (0..self.cfg.accum_steps)
+                .map(|_| self.next_batch(data))
+                .collect();
             let step_targets: usize = micro.iter().flatten().map(Sequence::target_count).sum();
             if step_targets == 0 {
                 continue;
             }
-            let lr = lr_at(self.global_step, self.cfg.lr, self.cfg.warmup_steps, horizon, self.cfg.min_lr_ratio);
+            let lr = lr_at(
+                self.global_step,
+                self.cfg.lr,
+                self.cfg.warmup_steps,
+                horizon,
+                self.cfg.min_lr_ratio,
+            );
             self.opt.set_learning_rate(lr);
             let (mut grads, loss, step_tokens) = self.accumulate(model, &micro, step_targets)?;
             let norm = match self.cfg.grad_clip {
@@ -201,7 +221,12 @@ impl Trainer {
             if norm.is_finite() && loss.is_finite() {
                 self.opt.step(&grads)?;
             } else {
-                tracing::warn!(step = self.global_step, norm, loss, "non-finite gradient, step skipped");
+                tracing::warn!(
+                    step = self.global_step,
+                    norm,
+                    loss,
+                    "non-finite gradient, step skipped"
+                );
                 skipped += 1;
             }
             self.global_step += 1;
@@ -228,10 +253,18 @@ impl Trainer {
             steps,
             tokens,
             target_tokens: targets,
-            mean_loss: if steps > 0 { loss_sum / steps as f64 } else { f64::NAN },
+            mean_loss: if steps > 0 {
+                loss_sum / steps as f64
+            } else {
+                f64::NAN
+            },
             last_loss,
             seconds,
-            tokens_per_second: if seconds > 0.0 { tokens as f64 / seconds } else { 0.0 },
+            tokens_per_second: if seconds > 0.0 {
+                tokens as f64 / seconds
+            } else {
+                0.0
+            },
             skipped_steps: skipped,
             stopped_by,
         })
@@ -249,7 +282,12 @@ impl Trainer {
     }
 
     /// Backward over the micro-batches; gradients are of the mean over all `total` targets.
-    fn accumulate(&self, model: &Model, micro: &[Vec<Sequence>], total: usize) -> Result<(GradStore, f64, usize)> {
+    fn accumulate(
+        &self,
+        model: &Model,
+        micro: &[Vec<Sequence>],
+        total: usize,
+    ) -> Result<(GradStore, f64, usize)> {
         let mut acc: Option<GradStore> = None;
         let mut loss = 0f64;
         let mut tokens = 0;
@@ -261,9 +299,9 @@ impl Trainer {
                 continue;
             }
             let seed = dropout.then(|| {
-                self.cfg
-                    .seed
-                    .wrapping_add((self.global_step * self.cfg.accum_steps + i) as u64 * 0x9E37_79B9)
+                self.cfg.seed.wrapping_add(
+                    (self.global_step * self.cfg.accum_steps + i) as u64 * 0x9E37_79B9,
+                )
             });
             let h = model.hidden_states(&batch.ids, seed)?;
             let logits = model.logits(&h)?;

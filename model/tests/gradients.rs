@@ -8,7 +8,9 @@ use hearth_model::{Model, Sequence};
 
 fn loss(model: &Model, seqs: &[Sequence]) -> Tensor {
     let b = make_batch(seqs, model.config().vocab, model.device(), model.dtype()).unwrap();
-    let logits = model.logits(&model.hidden_states(&b.ids, None).unwrap()).unwrap();
+    let logits = model
+        .logits(&model.hidden_states(&b.ids, None).unwrap())
+        .unwrap();
     (masked_nll_sum(&logits, &b.targets, &b.weights).unwrap() / b.target_count as f64).unwrap()
 }
 
@@ -22,8 +24,17 @@ fn every_lora_var_gets_a_gradient_and_base_weights_none() {
     let vars = model.trainable_vars();
     assert_eq!(vars.len(), 2 * 7 * 2, "A and B for 7 targets in 2 layers");
     for (slot, v) in model.adapter_layout().iter().zip(&vars) {
-        let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("{} has no gradient", slot.name));
-        let n = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{} has no gradient", slot.name));
+        let n = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt();
         assert!(n > 1e-7, "{} gradient norm {n}", slot.name);
         println!("{:70} |grad| = {n:.3e}", slot.name);
     }
@@ -43,16 +54,34 @@ fn ffa_mode_trains_only_b() {
     // B starts at zero, so the adapter does not change the base model's output.
     let plain = base.model(None).unwrap();
     let ids = Tensor::new(&[[1u32, 2, 3, 4]], model.device()).unwrap();
-    let a = model.forward(&ids, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = plain.forward(&ids, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let a = model
+        .forward(&ids, None)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let b = plain
+        .forward(&ids, None)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(a, b);
 }
 
 fn set_elem(v: &Var, idx: usize, value: f64) {
     let shape = v.as_tensor().dims().to_vec();
-    let mut data = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let mut data = v
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
     data[idx] = value;
-    v.set(&Tensor::from_vec(data, shape.as_slice(), v.device()).unwrap()).unwrap();
+    v.set(&Tensor::from_vec(data, shape.as_slice(), v.device()).unwrap())
+        .unwrap();
 }
 
 #[test]
@@ -67,8 +96,19 @@ fn lora_gradients_match_central_finite_differences_f64() {
     let mut worst = 0f64;
     let mut checked = 0;
     for (slot, v) in model.adapter_layout().iter().zip(model.trainable_vars()) {
-        let g = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let orig = v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let orig = v
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         // the coordinates with the largest analytic gradient, plus one fixed one
         let mut order: Vec<usize> = (0..g.len()).collect();
         order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
@@ -84,7 +124,12 @@ fn lora_gradients_match_central_finite_differences_f64() {
                 worst = worst.max(rel);
             }
             checked += 1;
-            assert!(rel < 1e-2 || (fd - g[i]).abs() < 1e-9, "{}[{i}]: analytic {} vs fd {fd} (rel {rel:.2e})", slot.name, g[i]);
+            assert!(
+                rel < 1e-2 || (fd - g[i]).abs() < 1e-9,
+                "{}[{i}]: analytic {} vs fd {fd} (rel {rel:.2e})",
+                slot.name,
+                g[i]
+            );
         }
     }
     println!("finite differences: {checked} coordinates, worst relative error {worst:.2e}");

@@ -39,12 +39,22 @@ fn loss_goes_down_over_50_steps_and_model_learns_the_text() {
     let after = evaluate(&model, &seqs, 4).unwrap();
     println!(
         "loss {:.4} -> {:.4} (train first {:.4}, last {:.4}), {} steps, {:.0} tokens/s",
-        before.loss, after.loss, losses[0], report.last_loss, report.steps, report.tokens_per_second
+        before.loss,
+        after.loss,
+        losses[0],
+        report.last_loss,
+        report.steps,
+        report.tokens_per_second
     );
     assert_eq!(report.steps, 50);
     assert_eq!(report.stopped_by, StopReason::Steps);
     assert_eq!(report.tokens, 50 * 4 * 64);
-    assert!(after.loss < 0.5 * before.loss, "loss {} -> {}", before.loss, after.loss);
+    assert!(
+        after.loss < 0.5 * before.loss,
+        "loss {} -> {}",
+        before.loss,
+        after.loss
+    );
     // the trained adapter continues the memorised text
     let prompt = base.tokenizer.encode("the hearth keeps").unwrap();
     let out = generate_greedy(&model, &prompt, 12, Some(base.eos_token_id)).unwrap();
@@ -71,7 +81,10 @@ fn accumulation_equals_one_big_batch() {
             grad_clip: None,
             ..TrainConfig::default()
         };
-        let r = Trainer::new(&model, cfg).unwrap().train(&model, &seqs, |_| ControlFlow::Continue(())).unwrap();
+        let r = Trainer::new(&model, cfg)
+            .unwrap()
+            .train(&model, &seqs, |_| ControlFlow::Continue(()))
+            .unwrap();
         (r.mean_loss, model.adapter_tensors().unwrap())
     };
     let (l1, a1) = run(4, 1);
@@ -96,9 +109,19 @@ fn stops_on_time_budget_and_callback() {
         ..TrainConfig::default()
     };
     let mut t = Trainer::new(&model, cfg.clone()).unwrap();
-    let r = t.train(&model, &seqs, |_| ControlFlow::Continue(())).unwrap();
+    let r = t
+        .train(&model, &seqs, |_| ControlFlow::Continue(()))
+        .unwrap();
     assert_eq!(r.stopped_by, StopReason::Time);
     assert!(r.seconds < 5.0 && r.steps > 0, "{r:?}");
-    let r = t.train(&model, &seqs, |s| if s.step == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }).unwrap();
+    let r = t
+        .train(&model, &seqs, |s| {
+            if s.step == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
     assert_eq!((r.steps, r.stopped_by), (3, StopReason::Callback));
 }

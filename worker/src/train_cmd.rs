@@ -4,10 +4,12 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use hearth_model::DType;
 use hearth_model::corpus::dataset_sequences;
 use hearth_model::source::{base_model_name, parse_device};
-use hearth_model::{evaluate, load_base, save_adapter, LoraConfig, LoraTarget, ModelSource, TrainConfig, Trainer};
+use hearth_model::DType;
+use hearth_model::{
+    evaluate, load_base, save_adapter, LoraConfig, LoraTarget, ModelSource, TrainConfig, Trainer,
+};
 
 /// Arguments of `hearth-worker train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,7 +93,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let device = parse_device(&args.device)?;
     let source = source_of(&args)?;
-    let base = load_base(&source, &device, DType::F32).with_context(|| format!("loading {source:?}"))?;
+    let base =
+        load_base(&source, &device, DType::F32).with_context(|| format!("loading {source:?}"))?;
     let targets = args
         .targets
         .iter()
@@ -106,11 +109,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let model = base.model(Some(&lora))?;
-    let (train, held) = dataset_sequences(&base, &args.dataset, args.seq_len, args.holdout, args.seed)?;
+    let (train, held) =
+        dataset_sequences(&base, &args.dataset, args.seq_len, args.holdout, args.seed)?;
     if train.is_empty() {
         bail!("{}: no training sequences", args.dataset.display());
     }
-    tracing::info!(sequences = train.len(), held_out = held.len(), "dataset packed");
+    tracing::info!(
+        sequences = train.len(),
+        held_out = held.len(),
+        "dataset packed"
+    );
     let cfg = TrainConfig {
         lr: args.lr,
         warmup_steps: args.warmup.min(args.steps / 2),
@@ -121,13 +129,28 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..TrainConfig::default()
     };
-    let held_before = if held.is_empty() { None } else { Some(evaluate(&model, &held, args.batch)?.loss) };
+    let held_before = if held.is_empty() {
+        None
+    } else {
+        Some(evaluate(&model, &held, args.batch)?.loss)
+    };
     let mut trainer = Trainer::new(&model, cfg)?;
     let report = trainer.train(&model, &train, |s| {
-        tracing::info!(step = s.step, loss = s.loss, lr = s.lr, grad_norm = s.grad_norm, tokens = s.tokens, "step");
+        tracing::info!(
+            step = s.step,
+            loss = s.loss,
+            lr = s.lr,
+            grad_norm = s.grad_norm,
+            tokens = s.tokens,
+            "step"
+        );
         ControlFlow::Continue(())
     })?;
-    let held_after = if held.is_empty() { None } else { Some(evaluate(&model, &held, args.batch)?.loss) };
+    let held_after = if held.is_empty() {
+        None
+    } else {
+        Some(evaluate(&model, &held, args.batch)?.loss)
+    };
     save_adapter(&model, &args.out, &base_model_name(&source))?;
     let line = serde_json::json!({
         "steps": report.steps,
@@ -163,8 +186,21 @@ mod tests {
         std::fs::write(&data, "the hearth keeps the house warm.\n\n".repeat(50)).unwrap();
         let out = dir.join("adapter");
         let cli = Cli::try_parse_from([
-            "train", "--preset", "tiny", "--dataset", data.to_str().unwrap(), "--steps", "3",
-            "--out", out.to_str().unwrap(), "--seq-len", "32", "--batch", "2", "--rank", "4",
+            "train",
+            "--preset",
+            "tiny",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--steps",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+            "--seq-len",
+            "32",
+            "--batch",
+            "2",
+            "--rank",
+            "4",
         ])
         .unwrap();
         run(cli.args).unwrap();
@@ -184,8 +220,24 @@ mod tests {
     #[test]
     fn rejects_both_or_neither_model_source() {
         assert!(Cli::try_parse_from(["train", "--dataset", "d", "--out", "o"]).is_err());
-        assert!(Cli::try_parse_from(["train", "--preset", "tiny", "--model", "m", "--dataset", "d", "--out", "o"]).is_err());
-        let cli = Cli::try_parse_from(["train", "--preset", "huge", "--dataset", "d", "--out", "o"]).unwrap();
-        assert!(run(cli.args).unwrap_err().to_string().contains("unknown preset"));
+        assert!(Cli::try_parse_from([
+            "train",
+            "--preset",
+            "tiny",
+            "--model",
+            "m",
+            "--dataset",
+            "d",
+            "--out",
+            "o"
+        ])
+        .is_err());
+        let cli =
+            Cli::try_parse_from(["train", "--preset", "huge", "--dataset", "d", "--out", "o"])
+                .unwrap();
+        assert!(run(cli.args)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown preset"));
     }
 }

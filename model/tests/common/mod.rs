@@ -33,10 +33,14 @@ pub fn text_sequences(base: &BaseModel, text: &str, len: usize) -> Vec<Sequence>
 
 /// Deterministic pseudo-random values in [-s, s].
 pub fn pseudo_random(n: usize, seed: u64, s: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * s
         })
         .collect()
