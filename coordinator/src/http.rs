@@ -201,6 +201,9 @@ mod tests {
             let c = client(&base);
             let status: StatusView = c.get_json("/api/status").unwrap().unwrap();
             assert_eq!(status, expected);
+            // deploy/docker/worker-entrypoint.sh reads the coordinator's id from the only "peer_id".
+            let raw = c.get_text("/api/status").unwrap().unwrap();
+            assert_eq!(raw.matches("\"peer_id\"").count(), 1, "{raw}");
             let w: Vec<WorkerView> = c
                 .get_json("/api/workers?sort=tokens&offset=1&limit=3")
                 .unwrap()

@@ -107,8 +107,9 @@ pub const MAX_WORKER_PAGE: usize = 1000;
 pub struct RejectionView {
     /// When it was rejected, ms since the epoch.
     pub time_unix_ms: u64,
-    /// Sender's peer id (`unknown` when the envelope did not say).
-    pub peer_id: String,
+    /// Sender's peer id (`unknown` when the envelope did not say). Not named `peer_id`, so that
+    /// the coordinator's own `peer_id` stays the only such key in `/api/status`.
+    pub peer: String,
     /// Sender's display name, when the ledger knows it.
     pub name: String,
     /// Why.
@@ -275,7 +276,7 @@ impl Snapshot {
             .rev()
             .map(|(t, peer, reason)| RejectionView {
                 time_unix_ms: *t,
-                peer_id: peer.clone(),
+                peer: peer.clone(),
                 name: self.name_of(peer),
                 reason: reason.clone(),
             })

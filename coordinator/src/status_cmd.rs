@@ -407,7 +407,7 @@ pub fn render(sw: &Swarm) -> String {
     }
     for r in rejections.iter().take(SHOWN_REJECTIONS) {
         let who = if r.name.is_empty() {
-            short(&r.peer_id)
+            short(&r.peer)
         } else {
             clean(&r.name, CELL_CHARS)
         };
