@@ -124,13 +124,12 @@ fn lora_beats_base_model_on_held_out_vesk() {
     let model = base.model(Some(&lora)).unwrap();
     let t0 = Instant::now();
     let before = evaluate(&model, &prepared.validation, 8).unwrap();
-    let acc_before = accuracy(
-        &model,
-        &base,
-        &template,
-        &prepared.validation_examples,
-        "base",
-    );
+    let acc_examples = &prepared.validation_examples[..n_acc.min(n_eval)];
+    let acc_before = if base_gen == 0 {
+        0.0
+    } else {
+        accuracy(&model, &base, &template, acc_examples, "base")
+    };
     println!(
         "base:  held-out loss {:.4} over {} tokens, exact match {:.1}% of {} (decoded: {}) ({:.0} s)",
         before.loss,
@@ -167,13 +166,7 @@ fn lora_beats_base_model_on_held_out_vesk() {
         })
         .unwrap();
     let after = evaluate(&model, &prepared.validation, 8).unwrap();
-    let acc_after = accuracy(
-        &model,
-        &base,
-        &template,
-        &prepared.validation_examples,
-        "lora",
-    );
+    let acc_after = accuracy(&model, &base, &template, acc_examples, "lora");
     println!(
         "lora:  held-out loss {:.4}, exact match {:.1}% of {} after {} steps ({} tokens, {:.0} tokens/s, {:.0} s)",
         after.loss,
