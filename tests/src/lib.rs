@@ -205,3 +205,240 @@ pub fn wait_for_round(config: &Path, round: u64, timeout: Duration) -> Result<Va
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Start `hearth-coordinator run` serving HTTP (dashboard, JSON API, /metrics) on `http`;
+/// `rounds` 0 runs until killed. Returns it and the dialable libp2p address.
+pub fn start_coordinator_http(
+    config: &Path,
+    listen: &str,
+    http: &str,
+    rounds: u64,
+    log: &Path,
+) -> Result<(Proc, String)> {
+    let addr_file = config.with_file_name(format!("addr-http-{}", std::process::id()));
+    let _ = std::fs::remove_file(&addr_file);
+    let child = Command::new(bin("hearth-coordinator"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", listen, "--http", http, "--rounds"])
+        .arg(rounds.to_string())
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .context("starting hearth-coordinator run")?;
+    let mut proc = Proc {
+        child,
+        label: "coordinator".into(),
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let addr = std::fs::read_to_string(&addr_file).unwrap_or_default();
+        if !addr.trim().is_empty() {
+            return Ok((proc, addr.trim().to_string()));
+        }
+        if let Some(status) = proc.child.try_wait()? {
+            return Err(anyhow!(
+                "coordinator exited early ({status}); log: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ));
+        }
+        if Instant::now() > end {
+            return Err(anyhow!("coordinator did not start listening"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Start `hearth-worker join ADDR --threads 1` with its own cache dir and extra arguments
+/// (e.g. `--metrics 127.0.0.1:PORT`); its log goes to `dir/NAME.log`.
+pub fn start_worker_with(
+    addr: &str,
+    dir: &Path,
+    name: &str,
+    rounds: u64,
+    extra: &[&str],
+) -> Result<Proc> {
+    let cache = dir.join(name);
+    std::fs::create_dir_all(&cache)?;
+    let child = Command::new(bin("hearth-worker"))
+        .args(["join", addr, "--name", name, "--threads", "1", "--rounds"])
+        .arg(rounds.to_string())
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
+        .spawn()
+        .context("starting hearth-worker")?;
+    Ok(Proc {
+        child,
+        label: name.to_string(),
+    })
+}
+
+/// A loopback TCP port that was free a moment ago (bound, then released).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// GET `url` and return the body (status 200 only), with a 10 s timeout and a 32 MiB cap.
+pub fn http_get(url: &str) -> Result<String> {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let mut resp = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    resp.body_mut()
+        .with_config()
+        .limit(32 << 20)
+        .read_to_string()
+        .with_context(|| format!("reading {url}"))
+}
+
+/// The cargo target directory (parent of the profile directory the test binaries run from).
+pub fn target_dir() -> PathBuf {
+    let profile = bin("x").parent().map(Path::to_path_buf).unwrap_or_default();
+    profile.parent().map(Path::to_path_buf).unwrap_or(profile)
+}
+
+/// Headless Chromium: `$HEARTH_CHROMIUM`, else Debian's `/usr/bin/chromium` (or `chromium-browser`).
+pub fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HEARTH_CHROMIUM") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// Whether browser tests must run (`HEARTH_REQUIRE_BROWSER=1`, set by .ci/run) instead of skipping.
+pub fn browser_required() -> bool {
+    std::env::var("HEARTH_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
+}
+
+/// Run headless Chromium on `url` with `args` added, after `budget_ms` of virtual time for the
+/// page's scripts, with a fresh profile. Returns its stdout.
+pub fn run_chromium(url: &str, budget_ms: u64, args: &[&str]) -> Result<String> {
+    use std::io::Read;
+    let browser = chromium().ok_or_else(|| anyhow!("chromium is not installed"))?;
+    let profile = tempfile::tempdir()?;
+    let child = Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", browser.display()))?;
+    let mut proc = Proc {
+        child,
+        label: "chromium".into(),
+    };
+    // Read stdout on a thread so that a large DOM cannot block the browser on a full pipe.
+    let stdout = proc.child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut out) = stdout {
+            let _ = out.read_to_string(&mut s);
+        }
+        s
+    });
+    let code = proc.wait_timeout(Duration::from_secs(90))?;
+    let out = reader
+        .join()
+        .map_err(|_| anyhow!("chromium output reader panicked"))?;
+    if code != 0 {
+        return Err(anyhow!("chromium exited with {code} on {url}"));
+    }
+    Ok(out)
+}
+
+/// The page's DOM after its scripts ran for `budget_ms` of virtual time.
+pub fn dump_dom(url: &str, budget_ms: u64) -> Result<String> {
+    run_chromium(url, budget_ms, &["--dump-dom"])
+}
+
+/// A PNG screenshot of the page (`width`×`height`) at `path`.
+pub fn screenshot(url: &str, path: &Path, width: u32, height: u32) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    run_chromium(
+        url,
+        4000,
+        &[
+            &format!("--screenshot={}", path.display()),
+            &format!("--window-size={width},{height}"),
+        ],
+    )?;
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("no screenshot at {}", path.display()))?
+        .len();
+    if len < 1000 {
+        return Err(anyhow!("screenshot {} has only {len} bytes", path.display()));
+    }
+    Ok(())
+}
+
+/// Text of the element with `id="ID"` in serialised HTML: everything up to its closing tag,
+/// with tags stripped (nested elements of other names are fine; same-name nesting is not).
+pub fn element_text(html: &str, id: &str) -> Option<String> {
+    let at = html.find(&format!("id=\"{id}\""))?;
+    let tag_start = html.get(..at)?.rfind('<')?;
+    let name: String = html
+        .get(tag_start + 1..)?
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let body_start = at + html.get(at..)?.find('>')? + 1;
+    let body_len = html.get(body_start..)?.find(&format!("</{name}>"))?;
+    let inner = html.get(body_start..body_start + body_len)?;
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in inner.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            _ if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    Some(text.trim().to_string())
+}
+
+/// The value of attribute `attr` on the element with `id="ID"` in serialised HTML.
+pub fn element_attr(html: &str, id: &str, attr: &str) -> Option<String> {
+    let at = html.find(&format!("id=\"{id}\""))?;
+    let tag_start = html.get(..at)?.rfind('<')?;
+    let tag_end = at + html.get(at..)?.find('>')?;
+    let tag = html.get(tag_start..tag_end)?;
+    let key = format!(" {attr}=\"");
+    let v = tag.get(tag.find(&key)? + key.len()..)?;
+    Some(v.get(..v.find('"')?)?.to_string())
+}
+
+/// How many times `needle` occurs in `haystack`.
+pub fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
