@@ -44,12 +44,12 @@ pub enum StatusError {
     #[error("API URL {0:?} must start with http:// (this client speaks plain HTTP)")]
     Url(String),
     /// Connection, timeout or body-size failure.
-    #[error("GET {url}: {source}")]
+    #[error("GET {url}: {error}")]
     Http {
         /// What was asked.
         url: String,
-        /// What went wrong.
-        source: Box<ureq::Error>,
+        /// What went wrong (in the message, not as a chained source, so it prints once).
+        error: Box<ureq::Error>,
     },
     /// A status other than 200 (or 404 where absence is allowed).
     #[error("GET {url}: HTTP {status}")]
@@ -116,7 +116,7 @@ impl ApiClient {
         let url = format!("{}{path}", self.base);
         let http = |e: ureq::Error| StatusError::Http {
             url: url.clone(),
-            source: Box::new(e),
+            error: Box::new(e),
         };
         let mut resp = self.agent.get(&url).call().map_err(http)?;
         match resp.status().as_u16() {
