@@ -14,8 +14,9 @@
 # HEARTH_COORDINATOR_PORT (4001) say where to dial: the name is resolved here, because the coordinator only
 # knows its own interface addresses. HEARTH_TRANSPORT=quic dials QUIC instead of TCP.
 #
-# Other settings: HEARTH_NAME ($HOSTNAME), HEARTH_THREADS (all cores), HEARTH_DEVICE (cpu),
-# HEARTH_TOKEN (join token), HEARTH_CACHE (/var/cache/hearth), RUST_LOG.
+# Other settings: HEARTH_NAME (the host name), HEARTH_THREADS (all cores), HEARTH_DEVICE (cpu),
+# HEARTH_TOKEN (join token), HEARTH_METRICS (serve Prometheus /metrics on this address, e.g. 0.0.0.0:9101),
+# HEARTH_CACHE (/var/cache/hearth), RUST_LOG.
 set -eu
 
 cache="${HEARTH_CACHE:-/var/cache/hearth}"
@@ -97,13 +98,16 @@ else
   die "set HEARTH_COORDINATOR, HEARTH_ADDR_FILE or HEARTH_COORDINATOR_API"
 fi
 
-set -- join "$addr" --cache-dir "$cache" --name "${HEARTH_NAME:-${HOSTNAME:-volunteer}}" \
+set -- join "$addr" --cache-dir "$cache" --name "${HEARTH_NAME:-$(uname -n)}" \
   --device "${HEARTH_DEVICE:-cpu}" "$@"
 if [ -n "${HEARTH_THREADS:-}" ]; then
   set -- "$@" --threads "$HEARTH_THREADS"
 fi
 if [ -n "${HEARTH_TOKEN:-}" ]; then
   set -- "$@" --token "$HEARTH_TOKEN"
+fi
+if [ -n "${HEARTH_METRICS:-}" ]; then
+  set -- "$@" --metrics "$HEARTH_METRICS"
 fi
 
 echo "hearth-worker-entrypoint: joining $addr" >&2
