@@ -29,6 +29,10 @@ pub struct DemoOptions {
     pub http: String,
     /// Threads per worker (defaults to the cores divided among the workers).
     pub threads: Option<usize>,
+    /// How many of the workers misbehave.
+    pub adversaries: usize,
+    /// How they misbehave (a `hearth-worker join --attack` value).
+    pub attack: String,
 }
 
 fn worker_binary() -> Result<PathBuf> {
@@ -84,18 +88,30 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         .unwrap_or_else(|| (cores / opts.workers.max(1)).max(1));
     let mut children = Vec::new();
     for i in 0..opts.workers {
+        let adversary = i < opts.adversaries;
+        let name = if adversary {
+            format!("adversary-{i}-{}", opts.attack)
+        } else {
+            format!("demo-worker-{i}")
+        };
+        let attack: Vec<String> = if adversary {
+            vec!["--attack".into(), opts.attack.clone()]
+        } else {
+            Vec::new()
+        };
         let child = tokio::process::Command::new(&worker)
             .arg("join")
             .arg(addr.to_string())
             .arg("--cache-dir")
             .arg(dir.join(format!("worker-{i}")))
             .arg("--name")
-            .arg(format!("demo-worker-{i}"))
+            .arg(&name)
             .arg("--rounds")
             .arg(opts.rounds.to_string())
             .arg("--threads")
             .arg(threads.to_string())
             .arg("--quiet")
+            .args(&attack)
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -114,6 +130,13 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
     }
     let state = State::load(&data_dir)?;
     let base_loss = state.checkpoints.first().and_then(|c| c.manifest.eval_loss);
+    let adversaries: Vec<_> = state
+        .ledger
+        .peers
+        .values()
+        .filter(|p| p.name.starts_with("adversary-"))
+        .map(|p| json!({"name": p.name, "accepted": p.accepted, "rejected": p.rejected, "banned": p.banned}))
+        .collect();
     Ok(json!({
         "rounds": state.committed_round,
         "deltas_accepted": state.rounds.iter().map(|r| r.accepted).collect::<Vec<_>>(),
@@ -124,6 +147,7 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         "bytes_received": state.rounds.iter().map(|r| r.bytes_received).sum::<u64>(),
         "tokens": state.rounds.iter().map(|r| r.tokens).sum::<u64>(),
         "round_seconds": state.rounds.iter().map(|r| r.seconds).collect::<Vec<_>>(),
+        "adversaries": adversaries,
         "data_dir": data_dir.display().to_string(),
     }))
 }

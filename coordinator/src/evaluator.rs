@@ -58,6 +58,29 @@ impl Evaluator {
         Ok(hearth_model::evaluate(&self.model, &self.validation, self.batch)?.loss)
     }
 
+    /// Loss on `data` of the checkpoint `params` without and with `delta` added (the loss probe).
+    pub fn probe(
+        &mut self,
+        params: &[NamedTensor],
+        delta: &[NamedTensor],
+        data: &[Sequence],
+    ) -> hearth_model::Result<(f64, f64)> {
+        self.model.set_adapter(&spec::from_named(params))?;
+        let without = hearth_model::evaluate(&self.model, data, self.batch)?.loss;
+        let with: Vec<NamedTensor> = params
+            .iter()
+            .zip(delta)
+            .map(|(p, d)| NamedTensor {
+                name: p.name.clone(),
+                shape: p.shape.clone(),
+                data: p.data.iter().zip(&d.data).map(|(a, b)| a + b).collect(),
+            })
+            .collect();
+        self.model.set_adapter(&spec::from_named(&with))?;
+        let with = hearth_model::evaluate(&self.model, data, self.batch)?.loss;
+        Ok((without, with))
+    }
+
     /// Write `params` (with the frozen A matrices) as a PEFT adapter directory.
     pub fn export(&mut self, params: &[NamedTensor], dir: &Path) -> hearth_model::Result<()> {
         self.model.set_adapter(&spec::from_named(params))?;

@@ -29,6 +29,8 @@ pub struct PeerRecord {
     pub joined_unix_ms: u64,
     /// Last message or join.
     pub last_seen_unix_ms: u64,
+    /// Rejections that are evidence of a bad delta (they lead to a ban).
+    pub strikes: u64,
     /// Banned (by hand or after repeated rejects).
     pub banned: bool,
     /// Why it was banned.
@@ -95,6 +97,13 @@ impl Ledger {
         let rec = self.entry(peer, now);
         *rec.rejected.entry(reason.to_string()).or_default() += 1;
         rec.rejected_total()
+    }
+
+    /// Count a bad delta against a peer; returns its strikes.
+    pub fn strike(&mut self, peer: &str) -> u64 {
+        let rec = self.peers.entry(peer.to_string()).or_default();
+        rec.strikes += 1;
+        rec.strikes
     }
 
     /// Ban a peer.

@@ -79,6 +79,20 @@ enum Command {
         /// CPU threads per worker (default: cores / workers).
         #[arg(long)]
         threads: Option<usize>,
+        /// How many of the workers misbehave (to try the coordinator's defences).
+        #[arg(long, default_value_t = 0)]
+        adversaries: usize,
+        /// How they misbehave: sign-flip, scale, nan, noise, replay, stale, wrong-shape, forged, alie.
+        #[arg(long, default_value = "scale")]
+        attack: String,
+    },
+    /// Ban a peer id from the run (applied by the running coordinator within a second, or at its next start).
+    Ban {
+        /// The peer id to ban.
+        peer_id: String,
+        /// Coordinator data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
     },
     /// Held-out loss of a model (and optional PEFT adapter) on a text or dataset file, as one JSON line.
     Eval(hearth_coordinator::eval_cmd::EvalArgs),
@@ -118,6 +132,28 @@ fn export(data_dir: &Path, round: Option<u64>, out: &Path) -> Result<()> {
             .with_context(|| format!("copying {f} of round {round}"))?;
     }
     println!("{}", out.display());
+    Ok(())
+}
+
+fn ban(data_dir: &Path, peer_id: &str) -> Result<()> {
+    let peer: hearth_net::PeerId = peer_id
+        .parse()
+        .map_err(|e| anyhow!("{peer_id:?} is not a peer id: {e}"))?;
+    if !data_dir.is_dir() {
+        return Err(anyhow!(
+            "{} is not a coordinator data directory",
+            data_dir.display()
+        ));
+    }
+    let path = hearth_coordinator::service::bans_path(data_dir);
+    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+    if text.lines().any(|l| l.trim() == peer.to_base58()) {
+        println!("{peer} is already banned");
+        return Ok(());
+    }
+    text.push_str(&format!("{peer}\n"));
+    hearth_coordinator::store::write_atomic(&path, text.as_bytes())?;
+    println!("banned {peer}");
     Ok(())
 }
 
@@ -184,7 +220,12 @@ async fn real_main(cli: Cli) -> Result<()> {
             dir,
             http,
             threads,
+            adversaries,
+            attack,
         } => {
+            if adversaries > workers {
+                anyhow::bail!("--adversaries {adversaries} is more than --workers {workers}");
+            }
             let summary = demo(&DemoOptions {
                 preset,
                 model,
@@ -193,10 +234,13 @@ async fn real_main(cli: Cli) -> Result<()> {
                 dir,
                 http,
                 threads,
+                adversaries,
+                attack,
             })
             .await?;
             println!("{summary}");
         }
+        Command::Ban { peer_id, data_dir } => ban(&data_dir, &peer_id)?,
         Command::Export {
             data_dir,
             round,

@@ -33,6 +33,23 @@ use crate::verify::{Reject, Verifier};
 const MAX_SHARD_BYTES: usize = 1 << 30;
 /// Largest checkpoint or outer-state blob decoded.
 const MAX_PARAM_BLOB: usize = 512 << 20;
+/// Sequences of a peer's shard in its loss probe.
+const PROBE_SEQUENCES: usize = 4;
+/// Deltas one peer may submit per rate window.
+const RATE_LIMIT: usize = 10;
+/// The rate window, in ms.
+const RATE_WINDOW_MS: u64 = 60_000;
+
+/// Journal of the deltas accepted in `round` (restored after a crash).
+pub fn journal_path(data_dir: &Path, round: u64) -> PathBuf {
+    data_dir.join("journal").join(format!("round-{round}.log"))
+}
+
+/// The bans file `hearth-coordinator ban` appends to; the running coordinator applies it.
+pub fn bans_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("bans.txt")
+}
+
 /// How many recent accepted norms the norm bound looks at.
 const NORM_WINDOW: usize = 64;
 
@@ -129,6 +146,9 @@ pub struct Service {
     round_bytes: u64,
     recent_rejections: VecDeque<(u64, String, String)>,
     stop_after: u64,
+    submissions: HashMap<PeerId, VecDeque<u64>>,
+    probe_data: HashMap<u32, Vec<hearth_model::Sequence>>,
+    bans_seen: Option<SystemTime>,
 }
 
 impl Service {
@@ -144,11 +164,13 @@ impl Service {
         let spec = cfg.run.clone();
         let spec_id = spec.spec_id();
         match state.spec_id {
-            Some(id) if id != spec_id => return Err(anyhow!(
+            Some(id) if id != spec_id => {
+                return Err(anyhow!(
                 "{}: the data dir belongs to run spec {id}, but run.toml now has spec {spec_id}; \
                      use a new data dir for a changed run",
                 data_dir.display()
-            )),
+            ))
+            }
             _ => state.spec_id = Some(spec_id),
         }
 
@@ -284,6 +306,9 @@ impl Service {
             round_bytes: 0,
             recent_rejections: VecDeque::new(),
             stop_after,
+            submissions: HashMap::new(),
+            probe_data: HashMap::new(),
+            bans_seen: None,
         };
         if svc.state.checkpoints.is_empty() {
             let params = svc.engine.params().to_vec();
@@ -301,6 +326,7 @@ impl Service {
         }
         svc.metrics.round.set(svc.round.number as i64);
         svc.verifier.round_opened();
+        svc.restore_journal().await?;
         svc.refresh_snapshot();
         Ok((svc, events))
     }
@@ -394,6 +420,7 @@ impl Service {
     }
 
     async fn on_tick(&mut self) -> Result<()> {
+        self.apply_ban_file().await;
         let now = now_ms();
         let decision = self
             .round
@@ -495,6 +522,7 @@ impl Service {
         });
         self.commit_checkpoint(number, &params, &outer_state, eval_loss, train_loss)
             .await?;
+        let _ = std::fs::remove_file(journal_path(&self.data_dir, number));
         self.metrics.round_seconds.observe(seconds);
         if let Some(l) = eval_loss {
             self.metrics.eval_loss.set(f64::from(l));
@@ -590,6 +618,19 @@ impl Service {
         std::fs::rename(&tmp, &dir)
             .with_context(|| format!("moving {} into place", dir.display()))?;
 
+        // Fault injection for the crash tests: die after the checkpoint's files are written and
+        // before the state file commits it.
+        if std::env::var("HEARTH_TEST_CRASH_AT_CHECKPOINT")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            == Some(round)
+        {
+            warn!(
+                round,
+                "HEARTH_TEST_CRASH_AT_CHECKPOINT: aborting mid-commit"
+            );
+            std::process::abort();
+        }
         self.state
             .checkpoints
             .push(CheckpointRecord { manifest, id });
@@ -604,6 +645,12 @@ impl Service {
         match ev {
             Event::PeerConnected(p) => {
                 self.connected.insert(p);
+                // A worker the ledger knows (e.g. reconnecting after a coordinator restart) counts
+                // as a live contributor again without re-joining.
+                let id = p.to_base58();
+                if self.state.ledger.peers.get(&id).is_some_and(|r| !r.banned) {
+                    self.joined.insert(p, now_ms());
+                }
             }
             Event::PeerDisconnected(p) => {
                 self.connected.remove(&p);
@@ -797,13 +844,9 @@ impl Service {
 
     /// The verification pipeline for one delta; counts and logs every outcome.
     async fn process_delta(&mut self, bytes: &[u8], sender: Option<PeerId>) -> Result<(), Reject> {
-        let started = Instant::now();
         self.metrics.bytes_received.inc_by(bytes.len() as u64);
         self.round_bytes += bytes.len() as u64;
-        let result = self.verify_delta(bytes, sender);
-        self.metrics
-            .verify_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let result = self.check_delta(bytes, sender).await;
         let now = now_ms();
         match result {
             Ok(v) => {
@@ -813,6 +856,9 @@ impl Service {
                 self.state.ledger.accepted(&peer, v.tokens, now);
                 info!(round = self.round.number, peer = %v.peer, tokens = v.tokens, staleness = v.staleness,
                       train_loss = v.train_loss, bytes = v.wire_bytes, "delta accepted");
+                if let Err(e) = self.journal_accepted(bytes) {
+                    warn!("delta accepted but not journaled (lost if the coordinator dies this round): {e:#}");
+                }
                 self.engine.accept(v);
                 Ok(())
             }
@@ -829,22 +875,231 @@ impl Service {
                 while self.recent_rejections.len() > 50 {
                     self.recent_rejections.pop_front();
                 }
-                // Duplicates of an accepted delta (gossip echoes) do not count against the peer.
-                if let Some(p) =
-                    peer.filter(|_| !matches!(r, Reject::Replay(_) | Reject::DuplicatePeer(_)))
-                {
-                    let total = self.state.ledger.rejected(&who, r.label(), now);
-                    let limit = u64::from(self.cfg.run.verify.ban_after_rejects);
-                    if limit > 0 && total >= limit && !self.state.ledger.is_banned(&who) {
-                        warn!(peer = %who, rejects = total, "banned after repeated rejects");
-                        self.state
-                            .ledger
-                            .ban(&who, &format!("{total} rejected deltas"), now);
-                        self.engine.drop_peer(&p);
-                        let _ = self.net.ban(p).await;
+                if let Some(p) = peer {
+                    // Gossip echoes, lateness and rate limits are counted but never lead to a ban.
+                    if !matches!(r, Reject::Replay(_) | Reject::DuplicatePeer(_)) {
+                        self.state.ledger.rejected(&who, r.label(), now);
+                    }
+                    if r.counts_towards_ban() {
+                        let strikes = self.state.ledger.strike(&who);
+                        let limit = u64::from(self.cfg.run.verify.ban_after_rejects);
+                        if limit > 0 && strikes >= limit && !self.state.ledger.is_banned(&who) {
+                            warn!(peer = %who, strikes, "banned after repeated bad deltas");
+                            self.apply_ban(p, &format!("{strikes} bad deltas"), now)
+                                .await;
+                        }
                     }
                 }
                 Err(r)
+            }
+        }
+    }
+
+    /// Rate limit, checks 1–5, then the loss probe where it applies.
+    async fn check_delta(
+        &mut self,
+        bytes: &[u8],
+        sender: Option<PeerId>,
+    ) -> Result<crate::verify::VerifiedDelta, Box<(Option<PeerId>, Reject)>> {
+        let started = Instant::now();
+        if let Some(p) = sender {
+            let now = now_ms();
+            let q = self.submissions.entry(p).or_default();
+            while q
+                .front()
+                .is_some_and(|t| now.saturating_sub(*t) > RATE_WINDOW_MS)
+            {
+                q.pop_front();
+            }
+            if q.len() >= RATE_LIMIT {
+                return Err(Box::new((
+                    Some(p),
+                    Reject::RateLimited(format!(
+                        "more than {RATE_LIMIT} deltas in {} s",
+                        RATE_WINDOW_MS / 1000
+                    )),
+                )));
+            }
+            q.push_back(now);
+        }
+        let v = self.verify_delta(bytes, sender)?;
+        self.metrics
+            .verify_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if self.needs_probe(&v.peer) {
+            if let Err(r) = self.probe(&v).await {
+                self.verifier.forget_sender(&v.peer);
+                return Err(Box::new((Some(v.peer), r)));
+            }
+        }
+        Ok(v)
+    }
+
+    /// New peers, peers with a bad record, and a sampled fraction of the rest get the loss probe.
+    fn needs_probe(&self, peer: &PeerId) -> bool {
+        let id = peer.to_base58();
+        let rec = self.state.ledger.peers.get(&id);
+        let new = rec.is_none_or(|r| r.accepted == 0);
+        let flagged = rec.is_some_and(|r| r.strikes > 0);
+        let fraction = self.cfg.run.verify.probe_fraction.clamp(0.0, 1.0);
+        let h = ContentId::of(format!("{id}/{}", self.round.number).as_bytes());
+        let draw = f32::from(h.as_bytes()[0]) / 256.0;
+        new || flagged || draw < fraction
+    }
+
+    /// Templar-style loss probe: the delta must lower the loss on a batch of the peer's own shard.
+    async fn probe(&mut self, v: &crate::verify::VerifiedDelta) -> Result<(), Reject> {
+        let id = v.peer.to_base58();
+        let shard = self
+            .state
+            .leases
+            .get(&id)
+            .and_then(|l| l.first().copied())
+            .unwrap_or(0);
+        let data = match self.probe_batch(shard) {
+            Ok(d) if !d.is_empty() => d,
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                warn!(shard, "no probe data, probe skipped: {e:#}");
+                return Ok(());
+            }
+        };
+        let ev = self.evaluator.clone();
+        let params = self.engine.params().to_vec();
+        let delta = v.tensors.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            ev.lock()
+                .map_err(|_| anyhow!("evaluator poisoned"))?
+                .probe(&params, &delta, &data)
+                .map_err(anyhow::Error::from)
+        })
+        .await;
+        match result {
+            Ok(Ok((without, with))) => {
+                debug!(peer = %v.peer, without, with, "loss probe");
+                if with.is_finite() && with < without {
+                    Ok(())
+                } else {
+                    Err(Reject::Probe(format!(
+                        "loss on its own shard {without:.4} → {with:.4} with the delta (must go down)"
+                    )))
+                }
+            }
+            Ok(Err(e)) => {
+                warn!("loss probe failed to run: {e:#}");
+                Ok(())
+            }
+            Err(e) => {
+                warn!("loss probe task failed: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Up to `PROBE_SEQUENCES` sequences of train shard `index`, loaded from the store once.
+    fn probe_batch(&mut self, index: u32) -> Result<Vec<hearth_model::Sequence>> {
+        if let Some(d) = self.probe_data.get(&index) {
+            return Ok(d.clone());
+        }
+        let info = self
+            .cfg
+            .run
+            .data
+            .shards
+            .get(index as usize)
+            .ok_or_else(|| anyhow!("shard {index} not in the run"))?;
+        let bytes = self.store.get(&info.cid)?;
+        let seqs: Vec<_> = Shard::from_bytes(&bytes, MAX_SHARD_BYTES)?
+            .into_sequences()
+            .into_iter()
+            .take(PROBE_SEQUENCES)
+            .collect();
+        self.probe_data.insert(index, seqs.clone());
+        Ok(seqs)
+    }
+
+    /// Record an accepted delta's bytes so a restarted coordinator can restore the round.
+    fn journal_accepted(&self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let cid = self.store.put(bytes)?;
+        let path = journal_path(&self.data_dir, self.round.number);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        writeln!(f, "{cid}")?;
+        f.sync_all()?;
+        Ok(())
+    }
+
+    /// Re-verify and re-accept the deltas journaled for the round in progress (after a restart).
+    async fn restore_journal(&mut self) -> Result<()> {
+        let path = journal_path(&self.data_dir, self.round.number);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let _ = std::fs::remove_file(&path);
+        let mut restored = 0;
+        for line in text.lines() {
+            let Ok(cid) = line.trim().parse::<ContentId>() else {
+                continue;
+            };
+            match self.store.get(&cid) {
+                Ok(bytes) => {
+                    if self.process_delta(&bytes, None).await.is_ok() {
+                        restored += 1;
+                    }
+                }
+                Err(e) => warn!(%cid, "journaled delta unreadable: {e}"),
+            }
+        }
+        info!(
+            round = self.round.number,
+            restored, "restored the accepted deltas of the round in progress"
+        );
+        Ok(())
+    }
+
+    /// Ban a peer: ledger, network, and its pending delta.
+    async fn apply_ban(&mut self, p: PeerId, reason: &str, now: u64) {
+        self.state.ledger.ban(&p.to_base58(), reason, now);
+        self.engine.drop_peer(&p);
+        self.joined.remove(&p);
+        let _ = self.net.ban(p).await;
+        if let Err(e) = self.state.save(&self.data_dir) {
+            warn!("ban not saved: {e}");
+        }
+    }
+
+    /// Apply bans added by `hearth-coordinator ban` (the bans file) since the last look.
+    async fn apply_ban_file(&mut self) {
+        let path = bans_path(&self.data_dir);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return;
+        };
+        let modified = meta.modified().ok();
+        if modified == self.bans_seen {
+            return;
+        }
+        self.bans_seen = modified;
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            match line.parse::<PeerId>() {
+                Ok(p) if !self.state.ledger.is_banned(line) => {
+                    warn!(peer = %p, "banned by hand");
+                    self.apply_ban(p, "banned by the organiser", now_ms()).await;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(line, "bans file: not a peer id: {e}"),
             }
         }
     }

@@ -67,12 +67,34 @@ pub enum Reject {
     /// The delta's norm is out of bounds.
     #[error("norm {0}")]
     Norm(String),
+    /// The delta did not lower the loss on the peer's own shard (loss probe).
+    #[error("loss probe: {0}")]
+    Probe(String),
+    /// Too many submissions from this peer.
+    #[error("rate limit: {0}")]
+    RateLimited(String),
     /// Reported figures make no sense (tokens, steps, loss).
     #[error("implausible report: {0}")]
     Report(String),
 }
 
 impl Reject {
+    /// Whether this rejection counts towards an automatic ban (evidence of a bad delta, not of
+    /// lateness or a gossip echo).
+    pub fn counts_towards_ban(&self) -> bool {
+        matches!(
+            self,
+            Reject::Decode(_)
+                | Reject::Signature(_)
+                | Reject::SenderMismatch { .. }
+                | Reject::Structure(_)
+                | Reject::NonFinite(_)
+                | Reject::Norm(_)
+                | Reject::Probe(_)
+                | Reject::Report(_)
+        )
+    }
+
     /// Short metric label.
     pub fn label(&self) -> &'static str {
         match self {
@@ -88,6 +110,8 @@ impl Reject {
             Reject::Structure(_) => "structure",
             Reject::NonFinite(_) => "non_finite",
             Reject::Norm(_) => "norm",
+            Reject::Probe(_) => "probe",
+            Reject::RateLimited(_) => "rate_limit",
             Reject::Report(_) => "report",
         }
     }
@@ -246,8 +270,17 @@ impl Verifier {
                 msg.delta.layout, self.layout_id
             )));
         }
-        let tensors =
-            decode_delta(&msg.delta, &self.layout).map_err(|e| Reject::Structure(e.to_string()))?;
+        if msg.delta.codec != self.spec.aggregate.codec {
+            return Err(Reject::Structure(format!(
+                "codec {} is not the run's codec {}",
+                msg.delta.codec.label(),
+                self.spec.aggregate.codec.label()
+            )));
+        }
+        let tensors = decode_delta(&msg.delta, &self.layout).map_err(|e| match e {
+            hearth_proto::CodecError::NonFinite { .. } => Reject::NonFinite(e.to_string()),
+            e => Reject::Structure(e.to_string()),
+        })?;
         if let Some(bad) = tensors
             .iter()
             .find(|t| t.data.iter().any(|v| !v.is_finite()))

@@ -44,6 +44,20 @@ impl Proc {
         }
     }
 
+    /// Whether it is still running.
+    pub fn is_running(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.child.id())).exists()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+                .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
+    }
+
+    /// SIGINT it (what Ctrl-C sends).
+    pub fn interrupt(&self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+    }
+
     /// SIGKILL it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -109,6 +123,17 @@ pub fn start_coordinator(
     rounds: u64,
     log: &Path,
 ) -> Result<(Proc, String)> {
+    start_coordinator_env(config, listen, rounds, log, &[])
+}
+
+/// [`start_coordinator`] with extra environment variables.
+pub fn start_coordinator_env(
+    config: &Path,
+    listen: &str,
+    rounds: u64,
+    log: &Path,
+    env: &[(&str, String)],
+) -> Result<(Proc, String)> {
     let addr_file = config.with_file_name(format!("addr-{}", std::process::id()));
     let _ = std::fs::remove_file(&addr_file);
     let child = Command::new(bin("hearth-coordinator"))
@@ -127,6 +152,7 @@ pub fn start_coordinator(
         .arg(&addr_file)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log)?)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .spawn()
         .context("starting hearth-coordinator run")?;
     let mut proc = Proc {
@@ -396,7 +422,10 @@ pub fn screenshot(url: &str, path: &Path, width: u32, height: u32) -> Result<()>
         .with_context(|| format!("no screenshot at {}", path.display()))?
         .len();
     if len < 1000 {
-        return Err(anyhow!("screenshot {} has only {len} bytes", path.display()));
+        return Err(anyhow!(
+            "screenshot {} has only {len} bytes",
+            path.display()
+        ));
     }
     Ok(())
 }

@@ -48,6 +48,9 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// Misbehave on purpose, to test a coordinator's defences (organisers only).
+        #[arg(long, value_enum, hide = true)]
+        attack: Option<hearth_worker::attack::Attack>,
     },
     /// Train LoRA locally without a swarm (a hardware check, or a single-machine baseline) and write a PEFT adapter.
     Train(hearth_worker::train_cmd::TrainArgs),
@@ -94,6 +97,7 @@ fn run(cli: Cli) -> Result<()> {
             relay,
             quiet,
             metrics,
+            attack,
         } => {
             init_logging(quiet);
             if device != "cpu" {
@@ -124,6 +128,7 @@ fn run(cli: Cli) -> Result<()> {
                 relay,
                 listen: Vec::new(),
                 metrics,
+                attack,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(join(opts))

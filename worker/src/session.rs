@@ -14,6 +14,7 @@ use hearth_proto::{
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::attack::{tamper_envelope, tamper_message, tamper_values, Attack};
 use crate::fetch::{fetch_blob, hash_file};
 use crate::metrics::{SubmitOutcome, WorkerMetrics, WorkerState};
 use crate::trainer::TrainerHandle;
@@ -24,6 +25,8 @@ const MAX_SHARD_BYTES: usize = 1 << 30;
 const MAX_CHECKPOINT_BYTES: usize = 512 << 20;
 /// How often a worker waiting for a checkpoint asks the coordinator directly.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a worker keeps trying to hand in one delta.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a leaving worker waits for the checkpoint its last delta went into.
 const LAST_CHECKPOINT_WAIT: Duration = Duration::from_secs(60);
 
@@ -52,6 +55,8 @@ pub struct JoinOptions {
     pub listen: Vec<Multiaddr>,
     /// Serve Prometheus metrics on this address (`--metrics`).
     pub metrics: Option<String>,
+    /// Misbehave this way (testing the coordinator's defences only).
+    pub attack: Option<Attack>,
 }
 
 /// What the event pump learned from the network.
@@ -308,12 +313,31 @@ impl Session {
                 Err(e) => debug!("gossip publish failed ({e}); submitting directly"),
             }
         }
-        self.ensure_connected().await?;
-        let reply = self
-            .net
-            .request(self.coordinator, Protocol::Delta, bytes)
-            .await?;
-        Ok(Some(DeltaAck::from_bytes(&reply)?))
+        // A delta loses its value as rounds pass: give up on this one if the coordinator stays
+        // unreachable, and carry on with the next checkpoint.
+        tokio::time::timeout(SUBMIT_TIMEOUT, async {
+            loop {
+                self.ensure_connected().await?;
+                match self
+                    .net
+                    .request(self.coordinator, Protocol::Delta, bytes.clone())
+                    .await
+                {
+                    Ok(reply) => return Ok(Some(DeltaAck::from_bytes(&reply)?)),
+                    Err(e) => {
+                        debug!("direct submission failed ({e}); retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the coordinator was unreachable for {} s",
+                SUBMIT_TIMEOUT.as_secs()
+            )
+        })?
     }
 }
 
@@ -413,149 +437,188 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             .unwrap_or([0; 8]),
     );
     let trainer = TrainerHandle::spawn(spec.clone(), model_file, data, seed).await?;
+    // Ctrl-C (SIGINT): the training thread stops after the step in progress, the partial round is
+    // abandoned (nothing half-sent), and the worker leaves with its summary.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     let stop_on_signal = trainer.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            info!("stopping after the current step");
+            info!("interrupted: leaving after the current step");
             stop_on_signal.request_stop();
+            let _ = stop_tx.send(true);
         }
     });
 
     let mut residual = Residual::new();
+    let mut replayed: Option<Vec<u8>> = None;
     let mut done = 0u64;
     let mut credit_tokens = 0u64;
-    loop {
-        if opts.rounds.is_some_and(|r| done >= r) {
-            break;
-        }
-        let m = match checkpoint.clone() {
-            Some(m) => m,
-            None => {
-                let (_, _, latest, _) = s.join().await?;
-                checkpoint = latest;
-                if checkpoint.is_none() {
-                    tokio::time::sleep(POLL_INTERVAL).await;
-                }
-                continue;
-            }
-        };
-        metrics.set_state(WorkerState::Fetching);
-        let params = s.checkpoint_params(&m, &spec, &layout).await?;
-        let round_no = latest_rx
-            .borrow()
-            .round
-            .as_ref()
-            .map(|r| r.round)
-            .unwrap_or(m.round + 1);
-        info!(round = round_no, base = m.round, "training");
-        metrics.set_state(WorkerState::Training);
-        let trained = trainer
-            .train(params.clone(), metrics.step_observer())
-            .await?;
-        metrics.round_trained(round_no, &trained.report);
-        metrics.set_state(WorkerState::Submitting);
-        let report = &trained.report;
-        if report.steps == 0 {
-            info!("stopped before the first step; leaving");
-            break;
-        }
-        let delta: Vec<NamedTensor> = trained
-            .params
-            .iter()
-            .zip(&params)
-            .map(|(new, old)| NamedTensor {
-                name: new.name.clone(),
-                shape: new.shape.clone(),
-                data: new.data.iter().zip(&old.data).map(|(a, b)| a - b).collect(),
-            })
-            .collect();
-        let encoded = encode_delta(&spec.aggregate.codec, &delta, &mut residual)?;
-        let msg = DeltaMessage {
-            run_id: spec.run_id.clone(),
-            round: round_no,
-            base_round: m.round,
-            base_checkpoint: Some(m.id()),
-            tokens_trained: report.tokens as u64,
-            steps: report.steps as u32,
-            train_loss: report.mean_loss as f32,
-            delta: encoded,
-        };
-        let env = SignedEnvelope::seal(&s.key, Domain::Delta, &msg)?;
-        let bytes = env.to_bytes();
-        let size = bytes.len();
-        let (kind, outcome) = match s.submit(bytes, &spec).await {
-            Ok(None) => (SubmitOutcome::Gossip, "sent by gossip".to_string()),
-            Ok(Some(DeltaAck::Accepted)) => (SubmitOutcome::Accepted, "accepted".to_string()),
-            Ok(Some(DeltaAck::Rejected { reason })) => {
-                (SubmitOutcome::Rejected, format!("rejected: {reason}"))
-            }
-            Err(e) => (SubmitOutcome::Failed, format!("not delivered: {e}")),
-        };
-        metrics.submitted(size, kind);
-        metrics.set_state(WorkerState::Waiting);
-        done += 1;
-        credit_tokens += report.tokens as u64;
-        info!(
-            round = round_no,
-            steps = report.steps,
-            loss = format!("{:.4}", report.mean_loss),
-            tokens_per_s = format!("{:.0}", report.tokens_per_second),
-            bytes = size,
-            "round {round_no}: delta {outcome}; {credit_tokens} tokens contributed so far"
-        );
-
-        let last = opts.rounds.is_some_and(|r| done >= r);
-        // Wait for a newer checkpoint: gossip usually brings it; poll the coordinator otherwise.
-        // After the last round, wait a bounded time only: to report the checkpoint we end on.
-        let mut next = None;
-        let give_up = tokio::time::Instant::now() + LAST_CHECKPOINT_WAIT;
-        while next.is_none() {
-            if last && tokio::time::Instant::now() >= give_up {
+    let rounds = async {
+        loop {
+            if opts.rounds.is_some_and(|r| done >= r) {
                 break;
             }
-            if let Some(c) = latest_rx
+            let m = match checkpoint.clone() {
+                Some(m) => m,
+                None => {
+                    let (_, _, latest, _) = s.join().await?;
+                    checkpoint = latest;
+                    if checkpoint.is_none() {
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                    }
+                    continue;
+                }
+            };
+            metrics.set_state(WorkerState::Fetching);
+            let params = s.checkpoint_params(&m, &spec, &layout).await?;
+            let round_no = latest_rx
                 .borrow()
-                .checkpoint
-                .clone()
-                .filter(|c| c.round > m.round)
-            {
-                next = Some(c);
+                .round
+                .as_ref()
+                .map(|r| r.round)
+                .unwrap_or(m.round + 1);
+            info!(round = round_no, base = m.round, "training");
+            metrics.set_state(WorkerState::Training);
+            let trained = trainer
+                .train(params.clone(), metrics.step_observer())
+                .await?;
+            metrics.round_trained(round_no, &trained.report);
+            metrics.set_state(WorkerState::Submitting);
+            let report = &trained.report;
+            if report.steps == 0 {
+                info!("stopped before the first step; leaving");
                 break;
             }
-            match tokio::time::timeout(POLL_INTERVAL, latest_rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(anyhow!("the network task stopped")),
-                Err(_) => {
-                    let polled = if last {
-                        match tokio::time::timeout(POLL_INTERVAL, s.join()).await {
-                            Ok(r) => r,
-                            Err(_) => continue,
-                        }
-                    } else {
-                        s.join().await
-                    };
-                    let (_, _, latest, round) = polled?;
-                    latest_tx.send_modify(|l| {
-                        if l.round.as_ref().is_none_or(|r| r.round <= round.round) {
-                            l.round = Some(round);
-                        }
-                        if let Some(c) = latest {
-                            if l.checkpoint.as_ref().is_none_or(|x| x.round < c.round) {
-                                l.checkpoint = Some(c);
-                            }
-                        }
-                    });
+            let delta: Vec<NamedTensor> = trained
+                .params
+                .iter()
+                .zip(&params)
+                .map(|(new, old)| NamedTensor {
+                    name: new.name.clone(),
+                    shape: new.shape.clone(),
+                    data: new.data.iter().zip(&old.data).map(|(a, b)| a - b).collect(),
+                })
+                .collect();
+            let mut delta = delta;
+            if let Some(a) = opts.attack {
+                tamper_values(a, &mut delta, round_no);
+                if a == Attack::WrongShape {
+                    delta.pop();
                 }
             }
+            let encoded = encode_delta(&spec.aggregate.codec, &delta, &mut residual)?;
+            let msg = DeltaMessage {
+                run_id: spec.run_id.clone(),
+                round: round_no,
+                base_round: m.round,
+                base_checkpoint: Some(m.id()),
+                tokens_trained: report.tokens as u64,
+                steps: report.steps as u32,
+                train_loss: report.mean_loss as f32,
+                delta: encoded,
+            };
+            let mut msg = msg;
+            if let Some(a) = opts.attack {
+                tamper_message(a, &mut msg, spec.aggregate.max_staleness);
+            }
+            let mut env = SignedEnvelope::seal(&s.key, Domain::Delta, &msg)?;
+            if let Some(a) = opts.attack {
+                tamper_envelope(a, &mut env);
+            }
+            let mut bytes = env.to_bytes();
+            if opts.attack == Some(Attack::Replay) {
+                // Re-send the first round's signed delta every round.
+                match &replayed {
+                    Some(first) => bytes = Vec::clone(first),
+                    None => replayed = Some(bytes.clone()),
+                }
+            }
+            let size = bytes.len();
+            let (kind, outcome) = match s.submit(bytes, &spec).await {
+                Ok(None) => (SubmitOutcome::Gossip, "sent by gossip".to_string()),
+                Ok(Some(DeltaAck::Accepted)) => (SubmitOutcome::Accepted, "accepted".to_string()),
+                Ok(Some(DeltaAck::Rejected { reason })) => {
+                    (SubmitOutcome::Rejected, format!("rejected: {reason}"))
+                }
+                Err(e) => (SubmitOutcome::Failed, format!("not delivered: {e}")),
+            };
+            metrics.submitted(size, kind);
+            metrics.set_state(WorkerState::Waiting);
+            done += 1;
+            credit_tokens += report.tokens as u64;
+            info!(
+                round = round_no,
+                steps = report.steps,
+                loss = format!("{:.4}", report.mean_loss),
+                tokens_per_s = format!("{:.0}", report.tokens_per_second),
+                bytes = size,
+                "round {round_no}: delta {outcome}; {credit_tokens} tokens contributed so far"
+            );
+
+            let last = opts.rounds.is_some_and(|r| done >= r);
+            // Wait for a newer checkpoint: gossip usually brings it; poll the coordinator otherwise.
+            // After the last round, wait a bounded time only: to report the checkpoint we end on.
+            let mut next = None;
+            let give_up = tokio::time::Instant::now() + LAST_CHECKPOINT_WAIT;
+            while next.is_none() {
+                if last && tokio::time::Instant::now() >= give_up {
+                    break;
+                }
+                if let Some(c) = latest_rx
+                    .borrow()
+                    .checkpoint
+                    .clone()
+                    .filter(|c| c.round > m.round)
+                {
+                    next = Some(c);
+                    break;
+                }
+                match tokio::time::timeout(POLL_INTERVAL, latest_rx.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(anyhow!("the network task stopped")),
+                    Err(_) => {
+                        let polled = if last {
+                            match tokio::time::timeout(POLL_INTERVAL, s.join()).await {
+                                Ok(r) => r,
+                                Err(_) => continue,
+                            }
+                        } else {
+                            s.join().await
+                        };
+                        let (_, _, latest, round) = polled?;
+                        latest_tx.send_modify(|l| {
+                            if l.round.as_ref().is_none_or(|r| r.round <= round.round) {
+                                l.round = Some(round);
+                            }
+                            if let Some(c) = latest {
+                                if l.checkpoint.as_ref().is_none_or(|x| x.round < c.round) {
+                                    l.checkpoint = Some(c);
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+            if last {
+                checkpoint = next.or(Some(m));
+                break;
+            }
+            checkpoint = next;
         }
-        if last {
-            checkpoint = next.or(Some(m));
-            break;
-        }
-        checkpoint = next;
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::select! {
+        r = rounds => r?,
+        _ = stop_rx.wait_for(|stop| *stop) => {}
     }
     metrics.set_state(WorkerState::Stopped);
-    let end = checkpoint.as_ref();
+    // Report the newest checkpoint we know of (gossip may have brought one while we trained).
+    let newest = latest_rx.borrow().checkpoint.clone();
+    let end = match (newest, checkpoint) {
+        (Some(n), Some(c)) => Some(if n.round > c.round { n } else { c }),
+        (n, c) => n.or(c),
+    };
+    let end = end.as_ref();
     info!(rounds = done, tokens = credit_tokens, checkpoint_round = ?end.map(|c| c.round), "leaving the swarm");
     println!(
         "{}",
