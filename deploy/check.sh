@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOOLS="${HEARTH_CHECK_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/hearth-deploy-check}"
+TOOLS="${HEARTH_CHECK_TOOLS:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/hearth-deploy-check}"
 VENV="$TOOLS/venv"
 REQ=deploy/checks/requirements.txt
 # Kubernetes versions the manifests must be valid for: the oldest still supported by the big clouds, the newest.
