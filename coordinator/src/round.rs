@@ -73,18 +73,30 @@ impl Round {
         self.policy.target_deltas.min(live_contributors).max(1)
     }
 
-    /// Decide what to do at time `now`, with `accepted` deltas in hand and `live_contributors`
-    /// connected workers that have not yet sent one this round, plus those that have.
-    pub fn tick(&mut self, now: u64, accepted: usize, live_contributors: usize) -> Decision {
+    /// Decide what to do at time `now`, with `accepted` deltas in hand, `responded` live workers
+    /// that sent something this round (accepted or rejected) and `live_contributors` connected workers.
+    pub fn tick(
+        &mut self,
+        now: u64,
+        accepted: usize,
+        responded: usize,
+        live_contributors: usize,
+    ) -> Decision {
         let target = self.effective_target(live_contributors);
         if accepted >= target && accepted >= self.policy.min_deltas.max(1) {
             let met = *self.target_met_unix_ms.get_or_insert(now);
             // Everyone who could send has sent: no reason to wait out the grace period.
-            if accepted >= live_contributors || now >= met.saturating_add(self.policy.grace_ms) {
+            if accepted.max(responded) >= live_contributors
+                || now >= met.saturating_add(self.policy.grace_ms)
+            {
                 return Decision::Close;
             }
         }
-        if now < self.deadline_unix_ms {
+        // Every live worker answered (some were rejected): nothing more will come this round.
+        let all_answered = live_contributors > 0 && responded >= live_contributors;
+        if now < self.deadline_unix_ms
+            && !(all_answered && accepted >= self.policy.min_deltas.max(1))
+        {
             return Decision::Wait;
         }
         if accepted >= self.policy.min_deltas.max(1) {
@@ -117,20 +129,20 @@ mod tests {
     #[test]
     fn waits_until_target_then_grace() {
         let mut r = Round::open(1, 0, policy());
-        assert_eq!(r.tick(100, 2, 5), Decision::Wait);
-        assert_eq!(r.tick(200, 3, 5), Decision::Wait, "grace not over");
+        assert_eq!(r.tick(100, 2, 2, 5), Decision::Wait);
+        assert_eq!(r.tick(200, 3, 3, 5), Decision::Wait, "grace not over");
         assert_eq!(
-            r.tick(1_100, 3, 5),
+            r.tick(1_100, 3, 3, 5),
             Decision::Wait,
             "grace counts from when the target was met"
         );
-        assert_eq!(r.tick(1_200, 3, 5), Decision::Close);
+        assert_eq!(r.tick(1_200, 3, 3, 5), Decision::Close);
     }
 
     #[test]
     fn closes_at_once_when_every_live_worker_sent() {
         let mut r = Round::open(1, 0, policy());
-        assert_eq!(r.tick(100, 3, 3), Decision::Close);
+        assert_eq!(r.tick(100, 3, 3, 3), Decision::Close);
     }
 
     #[test]
@@ -138,7 +150,7 @@ mod tests {
         // Target 3 but only 2 workers are alive: close when both sent, without waiting for the deadline.
         let mut r = Round::open(1, 0, policy());
         assert_eq!(r.effective_target(2), 2);
-        assert_eq!(r.tick(500, 2, 2), Decision::Close);
+        assert_eq!(r.tick(500, 2, 2, 2), Decision::Close);
     }
 
     #[test]
@@ -151,28 +163,43 @@ mod tests {
                 ..policy()
             },
         );
-        assert_eq!(r.tick(9_999, 2, 10), Decision::Wait);
-        assert_eq!(r.tick(10_000, 2, 10), Decision::Close);
+        assert_eq!(r.tick(9_999, 2, 2, 10), Decision::Wait);
+        assert_eq!(r.tick(10_000, 2, 2, 10), Decision::Close);
     }
 
     #[test]
     fn too_few_deltas_extends_once_then_carries_over() {
         let mut r = Round::open(7, 1_000, policy());
         assert_eq!(
-            r.tick(11_000, 1, 4),
+            r.tick(11_000, 1, 1, 4),
             Decision::Extended {
                 deadline_unix_ms: 21_000
             }
         );
         assert!(r.extended);
-        assert_eq!(r.tick(15_000, 1, 4), Decision::Wait);
-        assert_eq!(r.tick(21_000, 1, 4), Decision::CarryOver);
+        assert_eq!(r.tick(15_000, 1, 1, 4), Decision::Wait);
+        assert_eq!(r.tick(21_000, 1, 1, 4), Decision::CarryOver);
+    }
+
+    #[test]
+    fn rejected_senders_do_not_stall_the_round() {
+        // Target 5 with 5 live workers, 2 of them sent bad deltas: close once all 5 answered.
+        let mut r = Round::open(
+            1,
+            0,
+            RoundPolicy {
+                target_deltas: 5,
+                ..policy()
+            },
+        );
+        assert_eq!(r.tick(100, 3, 4, 5), Decision::Wait);
+        assert_eq!(r.tick(200, 3, 5, 5), Decision::Close);
     }
 
     #[test]
     fn extension_can_still_close_normally() {
         let mut r = Round::open(1, 0, policy());
-        assert!(matches!(r.tick(10_000, 0, 3), Decision::Extended { .. }));
-        assert_eq!(r.tick(12_000, 3, 3), Decision::Close);
+        assert!(matches!(r.tick(10_000, 0, 0, 3), Decision::Extended { .. }));
+        assert_eq!(r.tick(12_000, 3, 3, 3), Decision::Close);
     }
 }

@@ -32,7 +32,11 @@ pub fn model_config(arch: &ModelArch) -> ModelConfig {
 
 /// The LoRA settings of a run.
 pub fn lora_config(spec: &LoraSpec) -> Result<LoraConfig> {
-    let targets = spec.targets.iter().map(|t| LoraTarget::parse(t)).collect::<Result<Vec<_>>>()?;
+    let targets = spec
+        .targets
+        .iter()
+        .map(|t| LoraTarget::parse(t))
+        .collect::<Result<Vec<_>>>()?;
     let cfg = LoraConfig {
         rank: spec.rank,
         alpha: f64::from(spec.alpha),
@@ -64,27 +68,44 @@ pub fn train_config(spec: &TrainSpec, seed: u64) -> TrainConfig {
 /// Where to load a run's base model from: the tiny preset, or the given (verified) file.
 pub fn model_source(source: &hearth_proto::ModelSource, file: Option<&Path>) -> ModelSource {
     match (source, file) {
-        (hearth_proto::ModelSource::Preset { .. }, _) | (_, None) => ModelSource::Tiny { seed: TINY_WEIGHT_SEED },
-        (hearth_proto::ModelSource::Safetensors { .. }, Some(p)) => ModelSource::HfDir(p.to_path_buf()),
+        (hearth_proto::ModelSource::Preset { .. }, _) | (_, None) => ModelSource::Tiny {
+            seed: TINY_WEIGHT_SEED,
+        },
+        (hearth_proto::ModelSource::Safetensors { .. }, Some(p)) => {
+            ModelSource::HfDir(p.to_path_buf())
+        }
         (hearth_proto::ModelSource::Gguf { .. }, Some(p)) => ModelSource::Gguf(p.to_path_buf()),
     }
 }
 
 /// Adapter tensors as wire tensors.
 pub fn to_named(tensors: Vec<AdapterTensor>) -> Vec<NamedTensor> {
-    tensors.into_iter().map(|t| NamedTensor { name: t.name, shape: t.shape, data: t.data }).collect()
+    tensors
+        .into_iter()
+        .map(|t| NamedTensor {
+            name: t.name,
+            shape: t.shape,
+            data: t.data,
+        })
+        .collect()
 }
 
 /// Wire tensors as adapter tensors.
 pub fn from_named(tensors: &[NamedTensor]) -> Vec<AdapterTensor> {
     tensors
         .iter()
-        .map(|t| AdapterTensor { name: t.name.clone(), shape: t.shape.clone(), data: t.data.clone() })
+        .map(|t| AdapterTensor {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            data: t.data.clone(),
+        })
         .collect()
 }
 
 /// The chat template of a base model (its own Jinja template, or ChatML), with ChatML's special tokens.
-pub fn chat_template(base: &crate::source::BaseModel) -> std::result::Result<crate::data::ChatTemplate, crate::data::DataError> {
+pub fn chat_template(
+    base: &crate::source::BaseModel,
+) -> std::result::Result<crate::data::ChatTemplate, crate::data::DataError> {
     match &base.chat_template {
         Some(t) => crate::data::ChatTemplate::new(t, "<|im_start|>", "<|im_end|>"),
         None => crate::data::ChatTemplate::chatml(),
@@ -101,5 +122,13 @@ pub fn prepare_run_dataset(
     seed: u64,
 ) -> std::result::Result<crate::data::PreparedDataset, crate::data::DataError> {
     let template = chat_template(base)?;
-    crate::data::prepare_dataset(path, base.tokenizer.inner(), &template, seq_len, holdout_fraction, n_shards, seed)
+    crate::data::prepare_dataset(
+        path,
+        base.tokenizer.inner(),
+        &template,
+        seq_len,
+        holdout_fraction,
+        n_shards,
+        seed,
+    )
 }

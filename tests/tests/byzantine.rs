@@ -1,0 +1,138 @@
+//! Byzantine workers: every kind of bad delta is rejected with the right reason while the honest
+//! workers' deltas of the same rounds are accepted and the coordinator keeps serving.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hearth_tests::{bin, init_tiny, set_toml, start_coordinator, state, Proc};
+
+/// Attack name → the rejection reasons that count as caught.
+const ATTACKS: &[(&str, &[&str])] = &[
+    ("sign-flip", &["probe", "norm"]),
+    ("scale", &["norm", "probe"]),
+    ("nan", &["non_finite"]),
+    ("noise", &["probe", "norm"]),
+    ("replay", &["replay"]),
+    ("stale", &["stale"]),
+    ("wrong-shape", &["structure"]),
+    ("forged", &["signature"]),
+];
+
+fn start(addr: &str, dir: &std::path::Path, name: &str, attack: Option<&str>) -> Proc {
+    let cache = dir.join(name);
+    std::fs::create_dir_all(&cache).unwrap();
+    let mut cmd = Command::new(bin("hearth-worker"));
+    cmd.args([
+        "join",
+        addr,
+        "--name",
+        name,
+        "--threads",
+        "1",
+        "--rounds",
+        "3",
+        "--cache-dir",
+    ])
+    .arg(&cache)
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap());
+    if let Some(a) = attack {
+        cmd.args(["--attack", a]);
+    }
+    Proc {
+        child: cmd.spawn().unwrap(),
+        label: name.to_string(),
+    }
+}
+
+#[test]
+fn every_attack_is_rejected_with_its_reason_and_honest_work_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let workers = 3 + ATTACKS.len() + 1;
+    let config = init_tiny(dir.path(), |t| {
+        let t = set_toml(t, "target_deltas", &workers.to_string());
+        let t = set_toml(t, "ban_after_rejects", "0");
+        set_toml(t, "deadline_secs", "90")
+    })
+    .unwrap();
+    let log = dir.path().join("coordinator.log");
+    let (mut coord, addr) = start_coordinator(&config, "/ip4/127.0.0.1/tcp/0", 3, &log).unwrap();
+    let mut procs: Vec<Proc> = (0..3)
+        .map(|i| start(&addr, dir.path(), &format!("honest-{i}"), None))
+        .collect();
+    for (attack, _) in ATTACKS {
+        procs.push(start(
+            &addr,
+            dir.path(),
+            &format!("bad-{attack}"),
+            Some(attack),
+        ));
+    }
+    procs.push(start(&addr, dir.path(), "bad-alie", Some("alie")));
+
+    let code = coord.wait_timeout(Duration::from_secs(400)).unwrap();
+    assert_eq!(
+        code,
+        0,
+        "coordinator failed; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let s = state(&config).unwrap();
+    assert_eq!(
+        s["committed_round"], 3,
+        "the coordinator kept running rounds"
+    );
+    let peers = s["ledger"]["peers"].as_object().unwrap();
+    let by_name = |n: &str| {
+        peers
+            .values()
+            .find(|p| p["name"] == n)
+            .unwrap_or_else(|| panic!("{n} not in the ledger"))
+    };
+
+    for i in 0..3 {
+        let p = by_name(&format!("honest-{i}"));
+        println!(
+            "honest-{i}: accepted {} rejected {}",
+            p["accepted"], p["rejected"]
+        );
+        assert!(p["accepted"].as_u64().unwrap() >= 2, "honest-{i}: {p}");
+        for bad in ["probe", "norm", "non_finite", "signature", "structure"] {
+            assert!(
+                p["rejected"].get(bad).is_none(),
+                "honest-{i} was rejected for {bad}: {p}"
+            );
+        }
+    }
+    for (attack, reasons) in ATTACKS {
+        let p = by_name(&format!("bad-{attack}"));
+        println!(
+            "bad-{attack}: accepted {} rejected {}",
+            p["accepted"], p["rejected"]
+        );
+        let caught: u64 = reasons
+            .iter()
+            .filter_map(|r| p["rejected"][*r].as_u64())
+            .sum();
+        assert!(
+            caught >= 1,
+            "{attack} was never rejected for {reasons:?}: {p}"
+        );
+    }
+    let alie = by_name("bad-alie");
+    println!(
+        "bad-alie: accepted {} rejected {}",
+        alie["accepted"], alie["rejected"]
+    );
+
+    // Held-out loss still went down despite the attackers.
+    let base = s["checkpoints"][0]["manifest"]["eval_loss"]
+        .as_f64()
+        .unwrap();
+    let last = s["rounds"][2]["eval_loss"].as_f64().unwrap();
+    println!(
+        "held-out loss {base:.4} → {last:.4} with {} attackers",
+        ATTACKS.len() + 1
+    );
+    assert!(last < base);
+}
