@@ -33,7 +33,42 @@ pub struct DemoOptions {
     pub adversaries: usize,
     /// How they misbehave (a `hearth-worker join --attack` value).
     pub attack: String,
+    /// Fresh demo-task examples decoded greedily before and after (0 = skip).
+    pub accuracy_examples: usize,
 }
+
+/// Greedy exact-match accuracy of the base model and of the last checkpoint on `n` demo-task
+/// examples generated with another seed than the training data.
+fn exact_match_before_after(
+    config: &std::path::Path,
+    state: &State,
+    n: usize,
+) -> Result<(f64, f64)> {
+    let cfg = crate::config::RunConfig::load(config)?;
+    let data_dir = cfg.data_dir(config);
+    let store = crate::store::BlobStore::open(data_dir.join("blobs"))?;
+    let model_file = cfg.run.base.blake3.map(|cid| store.path(&cid));
+    let mut ev = crate::evaluator::Evaluator::load(&cfg.run, model_file.as_deref(), Vec::new(), 1)?;
+    let layout = cfg.run.adapter_layout()?;
+    let first = state
+        .checkpoints
+        .first()
+        .ok_or_else(|| anyhow!("no checkpoint"))?;
+    let last = state
+        .checkpoints
+        .last()
+        .ok_or_else(|| anyhow!("no checkpoint"))?;
+    let load = |m: &hearth_proto::CheckpointManifest| -> Result<Vec<hearth_proto::NamedTensor>> {
+        crate::service::decode_params(&store.get(&m.adapter)?, &layout)
+    };
+    let examples = hearth_model::demo::generate(n, ACCURACY_SEED);
+    let base = ev.exact_match(&load(&first.manifest)?, &examples)?;
+    let tuned = ev.exact_match(&load(&last.manifest)?, &examples)?;
+    Ok((base, tuned))
+}
+
+/// Seed of the accuracy examples (the training data uses the init seed).
+const ACCURACY_SEED: u64 = 1_000_003;
 
 fn worker_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -113,6 +148,7 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
             .arg("--quiet")
             .args(&attack)
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", worker.display()))?;
@@ -129,6 +165,16 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         }
     }
     let state = State::load(&data_dir)?;
+    let accuracy = if opts.accuracy_examples > 0 {
+        let (cfg_path, n) = (config.clone(), opts.accuracy_examples);
+        let st = state.clone();
+        Some(
+            tokio::task::spawn_blocking(move || exact_match_before_after(&cfg_path, &st, n))
+                .await??,
+        )
+    } else {
+        None
+    };
     let base_loss = state.checkpoints.first().and_then(|c| c.manifest.eval_loss);
     let adversaries: Vec<_> = state
         .ledger
@@ -148,6 +194,7 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         "tokens": state.rounds.iter().map(|r| r.tokens).sum::<u64>(),
         "round_seconds": state.rounds.iter().map(|r| r.seconds).collect::<Vec<_>>(),
         "adversaries": adversaries,
+        "exact_match": accuracy.map(|(b, a)| json!({"base": b, "fine_tuned": a, "examples": opts.accuracy_examples})),
         "data_dir": data_dir.display().to_string(),
     }))
 }

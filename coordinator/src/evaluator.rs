@@ -11,6 +11,9 @@ use hearth_proto::{NamedTensor, RunSpec};
 /// The base model with the run's LoRA layout, plus the held-out split (which never leaves here).
 pub struct Evaluator {
     model: Model,
+    tokenizer: hearth_model::Tokenizer,
+    template: Option<hearth_model::data::ChatTemplate>,
+    eos: u32,
     peft: PeftConfig,
     validation: Vec<Sequence>,
     batch: usize,
@@ -39,8 +42,12 @@ impl Evaluator {
         let lora = spec::lora_config(&run.lora)?;
         let model = base.model(Some(&lora))?;
         let peft = PeftConfig::from_lora(&lora, &run.base.name);
+        let template = spec::chat_template(&base).ok();
         Ok(Self {
             model,
+            tokenizer: base.tokenizer.clone(),
+            template,
+            eos: base.eos_token_id,
             peft,
             validation,
             batch: batch.max(1),
@@ -79,6 +86,33 @@ impl Evaluator {
         self.model.set_adapter(&spec::from_named(&with))?;
         let with = hearth_model::evaluate(&self.model, data, self.batch)?.loss;
         Ok((without, with))
+    }
+
+    /// Greedy exact-match accuracy of `params` on demo-task examples (chat prompt → answer).
+    pub fn exact_match(
+        &mut self,
+        params: &[NamedTensor],
+        examples: &[hearth_model::demo::DemoExample],
+    ) -> hearth_model::Result<f64> {
+        let template = self.template.as_ref().ok_or_else(|| {
+            hearth_model::ModelError::Config("the model has no chat template".into())
+        })?;
+        self.model.set_adapter(&spec::from_named(params))?;
+        let mut hits = 0usize;
+        for ex in examples {
+            let prompt = template
+                .render(&ex.prompt(), true, 0)
+                .map_err(|e| hearth_model::ModelError::Input(e.to_string()))?;
+            let ids = self.tokenizer.encode(&prompt)?;
+            let max_new = self.tokenizer.encode(&ex.answer)?.len() + 2;
+            let out = hearth_model::generate_greedy(&self.model, &ids, max_new, Some(self.eos))?;
+            let text = self.tokenizer.decode(&out)?;
+            let text = text.split("<|im_end|>").next().unwrap_or_default();
+            if hearth_model::demo::exact_match(text, &ex.answer) {
+                hits += 1;
+            }
+        }
+        Ok(hits as f64 / examples.len().max(1) as f64)
     }
 
     /// Write `params` (with the frozen A matrices) as a PEFT adapter directory.

@@ -39,6 +39,8 @@ pub struct InitOptions {
     pub demo_examples: usize,
     /// Seed of the split, the shards and the demo task.
     pub seed: u64,
+    /// Keep at most this many held-out sequences (0 = all): evaluation cost per round.
+    pub max_validation: usize,
 }
 
 impl InitOptions {
@@ -52,6 +54,7 @@ impl InitOptions {
             shards: 8,
             demo_examples: 1500,
             seed: 7,
+            max_validation: if preset == Preset::Tiny { 0 } else { 48 },
         }
     }
 }
@@ -76,6 +79,13 @@ fn base_spec(preset: Preset, model: Option<(&Path, ContentId, u64)>) -> RunSpec 
         s.train.local_steps = 20;
         s.train.lr = 3e-3;
         s.train.warmup_steps = 2;
+    } else {
+        // Sized so the README demo (3 workers sharing 2 CPU cores) finishes a round in minutes;
+        // the time budget stops a slow machine's local training instead of dropping it.
+        s.train.local_steps = 15;
+        s.train.lr = 2e-3;
+        s.train.warmup_steps = 2;
+        s.train.time_budget_secs = 150;
     }
     s
 }
@@ -159,7 +169,11 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
             })
         })
         .collect::<Result<_>>()?;
-    let validation = Shard::new(spec.data.seq_len, prepared.validation.clone())?;
+    let mut held_out = prepared.validation.clone();
+    if opts.max_validation > 0 {
+        held_out.truncate(opts.max_validation);
+    }
+    let validation = Shard::new(spec.data.seq_len, held_out)?;
     let validation_cid = store.put(&validation.to_bytes())?;
     let tag = ContentId::of(
         format!(

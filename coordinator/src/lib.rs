@@ -6,6 +6,7 @@ pub mod demo;
 pub mod engine;
 pub mod eval_cmd;
 pub mod evaluator;
+pub mod export;
 pub mod http;
 pub mod init;
 pub mod ledger;

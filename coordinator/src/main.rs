@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use hearth_coordinator::demo::{demo, DemoOptions};
 use hearth_coordinator::init::{init, InitOptions, Preset};
 use hearth_coordinator::service::{RunOptions, Service};
-use hearth_coordinator::state::State;
 
 /// Hearth coordinator: runs a community LoRA fine-tune that volunteers join with `hearth-worker`.
 #[derive(Parser, Debug)]
@@ -85,6 +84,9 @@ enum Command {
         /// How they misbehave: sign-flip, scale, nan, noise, replay, stale, wrong-shape, forged, alie.
         #[arg(long, default_value = "scale")]
         attack: String,
+        /// Fresh demo-task examples to decode greedily with the base and the fine-tuned adapter (0 = skip).
+        #[arg(long, default_value_t = 10)]
+        accuracy_examples: usize,
     },
     /// Ban a peer id from the run (applied by the running coordinator within a second, or at its next start).
     Ban {
@@ -109,30 +111,11 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Write the base model with the adapter merged in (a Hugging Face safetensors
+        /// directory) instead of the PEFT adapter.
+        #[arg(long)]
+        merged: bool,
     },
-}
-
-fn export(data_dir: &Path, round: Option<u64>, out: &Path) -> Result<()> {
-    let state = State::load(data_dir)?;
-    let round = round.unwrap_or(state.committed_round);
-    if !state.checkpoints.iter().any(|c| c.manifest.round == round) {
-        return Err(anyhow!(
-            "round {round} has no committed checkpoint (latest is {})",
-            state.committed_round
-        ));
-    }
-    let src = data_dir.join("checkpoints").join(round.to_string());
-    std::fs::create_dir_all(out)?;
-    for f in [
-        "adapter_model.safetensors",
-        "adapter_config.json",
-        "manifest.json",
-    ] {
-        std::fs::copy(src.join(f), out.join(f))
-            .with_context(|| format!("copying {f} of round {round}"))?;
-    }
-    println!("{}", out.display());
-    Ok(())
 }
 
 fn ban(data_dir: &Path, peer_id: &str) -> Result<()> {
@@ -222,6 +205,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             threads,
             adversaries,
             attack,
+            accuracy_examples,
         } => {
             if adversaries > workers {
                 anyhow::bail!("--adversaries {adversaries} is more than --workers {workers}");
@@ -236,8 +220,28 @@ async fn real_main(cli: Cli) -> Result<()> {
                 threads,
                 adversaries,
                 attack,
+                accuracy_examples,
             })
             .await?;
+            let losses: Vec<f64> = summary["eval_loss"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+                .unwrap_or_default();
+            if let (Some(b), Some(t)) = (losses.first(), losses.last()) {
+                eprintln!(
+                    "held-out loss: base {b:.4} → fine-tuned {t:.4} after {} rounds",
+                    summary["rounds"]
+                );
+            }
+            let em = &summary["exact_match"];
+            if let (Some(b), Some(t)) = (em["base"].as_f64(), em["fine_tuned"].as_f64()) {
+                eprintln!(
+                    "exact match on {} fresh demo examples: base {:.0} % → fine-tuned {:.0} %",
+                    em["examples"],
+                    b * 100.0,
+                    t * 100.0
+                );
+            }
             println!("{summary}");
         }
         Command::Ban { peer_id, data_dir } => ban(&data_dir, &peer_id)?,
@@ -245,7 +249,20 @@ async fn real_main(cli: Cli) -> Result<()> {
             data_dir,
             round,
             out,
-        } => export(&data_dir, round, &out)?,
+            merged,
+        } => {
+            let r = tokio::task::spawn_blocking(move || {
+                if merged {
+                    hearth_coordinator::export::export_merged(&data_dir, round, &out)
+                        .map(|r| (r, out))
+                } else {
+                    hearth_coordinator::export::export_peft(&data_dir, round, &out)
+                        .map(|r| (r, out))
+                }
+            })
+            .await??;
+            println!("round {} → {}", r.0, r.1.display());
+        }
         Command::Status(args) => {
             tokio::task::spawn_blocking(move || hearth_coordinator::status_cmd::run(&args))
                 .await??

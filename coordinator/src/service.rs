@@ -164,6 +164,7 @@ impl Service {
         let cfg = RunConfig::load(config_path)?;
         let data_dir = cfg.data_dir(config_path);
         let store = Arc::new(BlobStore::open(data_dir.join("blobs"))?);
+        crate::export::save_spec(&data_dir, &cfg.run)?;
         let mut state = State::load(&data_dir)?;
         let spec = cfg.run.clone();
         let spec_id = spec.spec_id();
