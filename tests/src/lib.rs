@@ -17,7 +17,13 @@ pub fn bin(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    profile_dir.join(name)
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run the tests with `cargo test --workspace` (the README's command)",
+        path.display()
+    );
+    path
 }
 
 /// A child process killed when dropped.
