@@ -17,13 +17,7 @@ pub fn bin(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let path = profile_dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built: run the tests with `cargo test --workspace` (the README's command)",
-        path.display()
-    );
-    path
+    profile_dir.join(name)
 }
 
 /// A child process killed when dropped.
