@@ -59,7 +59,10 @@ fn exact_match_before_after(
         .last()
         .ok_or_else(|| anyhow!("no checkpoint"))?;
     let load = |m: &hearth_proto::CheckpointManifest| -> Result<Vec<hearth_proto::NamedTensor>> {
-        crate::service::decode_params(&store.get(&m.adapter)?, &layout)
+        Ok(hearth_proto::decode_checkpoint(
+            &store.get(&m.adapter)?,
+            &layout,
+        )?)
     };
     let examples = hearth_model::demo::generate(n, ACCURACY_SEED);
     let base = ev.exact_match(&load(&first.manifest)?, &examples)?;

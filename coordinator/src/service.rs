@@ -31,8 +31,6 @@ use crate::verify::{Reject, Verifier};
 
 /// Largest validation shard read from the store.
 const MAX_SHARD_BYTES: usize = 1 << 30;
-/// Largest checkpoint or outer-state blob decoded.
-const MAX_PARAM_BLOB: usize = 512 << 20;
 /// Sequences of a peer's shard in its loss probe.
 const PROBE_SEQUENCES: usize = 4;
 /// Relative drop of the probe loss a delta must achieve.
@@ -54,25 +52,6 @@ pub fn bans_path(data_dir: &Path) -> PathBuf {
 
 /// How many recent accepted norms the norm bound looks at.
 const NORM_WINDOW: usize = 64;
-
-/// Encode checkpoint parameters: the lossless `f32` delta codec over the adapter layout.
-pub fn encode_params(params: &[NamedTensor]) -> Result<Vec<u8>> {
-    let enc = hearth_proto::encode_delta(
-        &hearth_proto::CodecSpec::F32,
-        params,
-        &mut hearth_proto::Residual::new(),
-    )?;
-    Ok(encode(&enc))
-}
-
-/// Decode checkpoint parameters, validated against `layout`.
-pub fn decode_params(
-    bytes: &[u8],
-    layout: &[hearth_proto::TensorLayout],
-) -> Result<Vec<NamedTensor>> {
-    let enc: hearth_proto::EncodedDelta = decode_bounded(bytes, MAX_PARAM_BLOB)?;
-    Ok(hearth_proto::decode_delta(&enc, layout)?)
-}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -226,11 +205,13 @@ impl Service {
         let (params, outer_state) = match state.latest() {
             Some(rec) => {
                 let m = &rec.manifest;
-                let params = decode_params(&store.get(&m.adapter)?, &layout)
+                let params = hearth_proto::decode_checkpoint(&store.get(&m.adapter)?, &layout)
                     .with_context(|| format!("checkpoint {} adapter", m.round))?;
                 let outer: OuterState = match m.outer_state {
-                    Some(cid) => decode_bounded(&store.get(&cid)?, MAX_PARAM_BLOB)
-                        .with_context(|| format!("checkpoint {} outer state", m.round))?,
+                    Some(cid) => {
+                        decode_bounded(&store.get(&cid)?, hearth_proto::MAX_CHECKPOINT_BYTES)
+                            .with_context(|| format!("checkpoint {} outer state", m.round))?
+                    }
                     None => OuterState::default(),
                 };
                 info!(round = m.round, checkpoint = %rec.id.short(), "resuming from the last committed checkpoint");
@@ -583,7 +564,7 @@ impl Service {
         eval_loss: Option<f32>,
         train_loss: Option<f32>,
     ) -> Result<()> {
-        let adapter_bytes = encode_params(params)?;
+        let adapter_bytes = hearth_proto::encode_checkpoint(params)?;
         let adapter = self.store.put(&adapter_bytes)?;
         let outer_state = Some(self.store.put(&encode(outer))?);
         let manifest = CheckpointManifest {

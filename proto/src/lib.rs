@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod bits;
+pub mod checkpoint;
 pub mod cid;
 pub mod codec;
 pub mod decode;
@@ -18,6 +19,7 @@ mod tagged;
 /// Version of the wire protocol; a join request with another version is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+pub use checkpoint::{decode_checkpoint, encode_checkpoint, CheckpointError, MAX_CHECKPOINT_BYTES};
 pub use cid::{CidError, ContentId};
 pub use codec::{
     decode as decode_delta, encode as encode_delta, kept_per_chunk, payload_len, CodecError,

@@ -7,9 +7,9 @@ use anyhow::{anyhow, Context, Result};
 use hearth_model::data::Shard;
 use hearth_net::{Client, Event, Multiaddr, NetConfig, PeerId, Protocol, Role, Topic, Validation};
 use hearth_proto::{
-    decode_bounded, encode, encode_delta, Announcement, CheckpointManifest, ContentId, DeltaAck,
-    DeltaMessage, Domain, EncodedDelta, JoinRequest, JoinResponse, ModelSource, NamedTensor,
-    Residual, RoundInfo, RunSpec, SignedEnvelope, TensorLayout, Wire, PROTOCOL_VERSION,
+    encode, encode_delta, Announcement, CheckpointManifest, ContentId, DeltaAck, DeltaMessage,
+    Domain, JoinRequest, JoinResponse, ModelSource, NamedTensor, Residual, RoundInfo, RunSpec,
+    SignedEnvelope, TensorLayout, Wire, PROTOCOL_VERSION,
 };
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -21,8 +21,6 @@ use crate::trainer::TrainerHandle;
 
 /// Largest data shard accepted.
 const MAX_SHARD_BYTES: usize = 1 << 30;
-/// Largest checkpoint blob decoded.
-const MAX_CHECKPOINT_BYTES: usize = 512 << 20;
 /// How often a worker waiting for a checkpoint asks the coordinator directly.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a worker keeps trying to hand in one delta.
@@ -64,11 +62,6 @@ pub struct JoinOptions {
 struct Latest {
     checkpoint: Option<CheckpointManifest>,
     round: Option<RoundInfo>,
-}
-
-fn decode_params(bytes: &[u8], layout: &[TensorLayout]) -> Result<Vec<NamedTensor>> {
-    let enc: EncodedDelta = decode_bounded(bytes, MAX_CHECKPOINT_BYTES)?;
-    Ok(hearth_proto::decode_delta(&enc, layout)?)
 }
 
 /// Forward network events: validate announcements, track the newest checkpoint and round.
@@ -303,7 +296,8 @@ impl Session {
             .join(m.adapter.to_hex());
         self.fetch(m.adapter, &dest, spec).await?;
         let bytes = std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
-        decode_params(&bytes, layout).with_context(|| format!("checkpoint of round {}", m.round))
+        hearth_proto::decode_checkpoint(&bytes, layout)
+            .with_context(|| format!("checkpoint of round {}", m.round))
     }
 
     async fn submit(&mut self, bytes: Vec<u8>, spec: &RunSpec) -> Result<Option<DeltaAck>> {
