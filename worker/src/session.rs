@@ -21,6 +21,8 @@ use crate::trainer::TrainerHandle;
 
 /// Largest data shard accepted.
 const MAX_SHARD_BYTES: usize = 1 << 30;
+/// Longest wait between reconnection attempts (a restarted coordinator is found within this).
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How often a worker waiting for a checkpoint asks the coordinator directly.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a worker keeps trying to hand in one delta.
@@ -179,7 +181,7 @@ impl Session {
                 ),
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
+            delay = (delay * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -223,7 +225,7 @@ impl Session {
                         delay.as_secs_f64()
                     );
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    delay = (delay * 2).min(MAX_BACKOFF);
                 }
             }
         }
