@@ -134,6 +134,18 @@ pub fn start_coordinator_env(
     log: &Path,
     env: &[(&str, String)],
 ) -> Result<(Proc, String)> {
+    spawn_coordinator(config, listen, "", rounds, log, env)
+}
+
+/// Start `hearth-coordinator run` (HTTP on `http`, "" for none) and wait for its dialable address.
+fn spawn_coordinator(
+    config: &Path,
+    listen: &str,
+    http: &str,
+    rounds: u64,
+    log: &Path,
+    env: &[(&str, String)],
+) -> Result<(Proc, String)> {
     let addr_file = config.with_file_name(format!("addr-{}", std::process::id()));
     let _ = std::fs::remove_file(&addr_file);
     let child = Command::new(bin("hearth-coordinator"))
@@ -144,7 +156,7 @@ pub fn start_coordinator_env(
             "--listen",
             listen,
             "--http",
-            "",
+            http,
             "--rounds",
             &rounds.to_string(),
             "--addr-file",
@@ -161,15 +173,14 @@ pub fn start_coordinator_env(
     };
     let end = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(a) = std::fs::read_to_string(&addr_file) {
-            if !a.is_empty() {
-                return Ok((proc, a.trim().to_string()));
-            }
+        let addr = std::fs::read_to_string(&addr_file).unwrap_or_default();
+        if !addr.trim().is_empty() {
+            return Ok((proc, addr.trim().to_string()));
         }
         if let Some(status) = proc.child.try_wait()? {
             return Err(anyhow!(
                 "coordinator exited early ({status}); log: {}",
-                std::fs::read_to_string(log)?
+                std::fs::read_to_string(log).unwrap_or_default()
             ));
         }
         if Instant::now() > end {
@@ -181,29 +192,7 @@ pub fn start_coordinator_env(
 
 /// Start `hearth-worker join ADDR` with its own cache dir.
 pub fn start_worker(addr: &str, dir: &Path, name: &str, rounds: u64) -> Result<Proc> {
-    let cache = dir.join(name);
-    std::fs::create_dir_all(&cache)?;
-    let child = Command::new(bin("hearth-worker"))
-        .args([
-            "join",
-            addr,
-            "--name",
-            name,
-            "--threads",
-            "1",
-            "--rounds",
-            &rounds.to_string(),
-            "--cache-dir",
-        ])
-        .arg(&cache)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
-        .spawn()
-        .context("starting hearth-worker")?;
-    Ok(Proc {
-        child,
-        label: name.to_string(),
-    })
+    start_worker_with(addr, dir, name, rounds, &[])
 }
 
 /// The coordinator's committed state (state.json) as JSON.
@@ -241,41 +230,7 @@ pub fn start_coordinator_http(
     rounds: u64,
     log: &Path,
 ) -> Result<(Proc, String)> {
-    let addr_file = config.with_file_name(format!("addr-http-{}", std::process::id()));
-    let _ = std::fs::remove_file(&addr_file);
-    let child = Command::new(bin("hearth-coordinator"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .args(["--listen", listen, "--http", http, "--rounds"])
-        .arg(rounds.to_string())
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .spawn()
-        .context("starting hearth-coordinator run")?;
-    let mut proc = Proc {
-        child,
-        label: "coordinator".into(),
-    };
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        let addr = std::fs::read_to_string(&addr_file).unwrap_or_default();
-        if !addr.trim().is_empty() {
-            return Ok((proc, addr.trim().to_string()));
-        }
-        if let Some(status) = proc.child.try_wait()? {
-            return Err(anyhow!(
-                "coordinator exited early ({status}); log: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            ));
-        }
-        if Instant::now() > end {
-            return Err(anyhow!("coordinator did not start listening"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    spawn_coordinator(config, listen, http, rounds, log, &[])
 }
 
 /// Start `hearth-worker join ADDR --threads 1` with its own cache dir and extra arguments
