@@ -1,0 +1,274 @@
+//! One simulated peer: a real libp2p node that joins and hands in signed deltas.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use hearth_net::{Client, Event, Keypair, NetConfig, PeerId, Protocol, Role, Topic, Validation};
+use hearth_proto::{
+    encode, encode_delta, Announcement, CheckpointManifest, DeltaAck, DeltaMessage, Domain,
+    JoinRequest, JoinResponse, Residual, RoundInfo, RunSpec, SignedEnvelope, Wire,
+    PROTOCOL_VERSION,
+};
+
+use super::{SimOptions, Template};
+
+/// What became of one delta.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The coordinator acknowledged it as accepted.
+    Accepted,
+    /// The coordinator explicitly rejected it, with its reason.
+    Rejected(String),
+    /// No acknowledgement (timeout, connection lost): a lost delta.
+    Failed(String),
+}
+
+/// A joined simulated peer.
+pub struct SimPeer {
+    /// Its index among all simulated peers.
+    pub index: usize,
+    net: Client,
+    key: Keypair,
+    coordinator: PeerId,
+    residual: Residual,
+    announced: Arc<Mutex<Option<CheckpointManifest>>>,
+}
+
+fn join_request(name: String) -> Vec<u8> {
+    encode(&JoinRequest {
+        protocol_version: PROTOCOL_VERSION,
+        run_id: String::new(),
+        name,
+        device: "sim".into(),
+        threads: 1,
+        memory_bytes: 0,
+        token: None,
+    })
+}
+
+/// Ask the coordinator to admit us; returns the run, our lease, the latest checkpoint and round.
+async fn join(
+    net: &Client,
+    coordinator: PeerId,
+    name: String,
+) -> Result<(RunSpec, Option<CheckpointManifest>, RoundInfo)> {
+    let bytes = net
+        .request(coordinator, Protocol::Join, join_request(name))
+        .await
+        .context("join request")?;
+    match JoinResponse::from_bytes(&bytes).context("malformed join response")? {
+        JoinResponse::Accepted {
+            spec,
+            latest,
+            round,
+            ..
+        } => Ok((spec, latest, round)),
+        JoinResponse::Rejected { reason } => Err(anyhow!("join refused: {reason}")),
+    }
+}
+
+fn node_config(key: Keypair, run_id: &str, spec: Option<&RunSpec>, timeout: Duration) -> NetConfig {
+    let mut cfg = NetConfig::new(
+        key,
+        run_id,
+        Role::Worker {
+            subscribe_deltas: false,
+        },
+    );
+    cfg.listen = Vec::new();
+    cfg.request_timeout = timeout;
+    if let Some(spec) = spec {
+        cfg.max_transmit_size = spec.net.max_transmit_size;
+        cfg.max_request_bytes = cfg.max_request_bytes.max(spec.net.max_transmit_size + 4096);
+        cfg.max_response_bytes = cfg
+            .max_response_bytes
+            .max(spec.net.blob_chunk_size as usize + 4096);
+    }
+    cfg
+}
+
+/// Learn the run spec (and so the topic names) with a short-lived node, as `hearth-worker` does.
+pub async fn learn_spec(opts: &SimOptions, key: Keypair, coordinator: PeerId) -> Result<RunSpec> {
+    let (net, mut events) =
+        hearth_net::spawn(node_config(key, "pending", None, opts.request_timeout))?;
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    net.dial(opts.coordinator.clone())
+        .await
+        .context("dialing the coordinator")?;
+    let (spec, ..) = join(&net, coordinator, "sim-bootstrap".into()).await?;
+    net.shutdown().await;
+    Ok(spec)
+}
+
+/// Drain a peer's events: accept the coordinator's announcements, remember the newest checkpoint.
+fn spawn_pump(
+    net: Client,
+    mut events: tokio::sync::mpsc::Receiver<Event>,
+    coordinator: PeerId,
+    announced: Arc<Mutex<Option<CheckpointManifest>>>,
+) {
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                Event::Gossip {
+                    message_id,
+                    propagation_source,
+                    source,
+                    data,
+                    topic,
+                } => {
+                    let ann = (topic == Topic::Announce && source == Some(coordinator))
+                        .then(|| Announcement::from_bytes(&data).ok())
+                        .flatten();
+                    let verdict = if ann.is_some() {
+                        Validation::Accept
+                    } else {
+                        Validation::Reject
+                    };
+                    let _ = net
+                        .report_validation(message_id, propagation_source, verdict)
+                        .await;
+                    if let Some(Announcement::CheckpointReady(m)) = ann {
+                        if let Ok(mut a) = announced.lock() {
+                            if a.as_ref().is_none_or(|c| c.round < m.round) {
+                                *a = Some(m);
+                            }
+                        }
+                    }
+                }
+                Event::Request { channel, .. } => drop(channel),
+                _ => {}
+            }
+        }
+    });
+}
+
+impl SimPeer {
+    /// Start the node, dial the coordinator and join the run.
+    pub async fn start(
+        opts: &SimOptions,
+        index: usize,
+        key: Keypair,
+        coordinator: PeerId,
+        spec: &RunSpec,
+    ) -> Result<Self> {
+        let cfg = node_config(key.clone(), &spec.run_id, Some(spec), opts.request_timeout);
+        let (net, events) = hearth_net::spawn(cfg)?;
+        let announced = Arc::new(Mutex::new(None));
+        spawn_pump(net.clone(), events, coordinator, announced.clone());
+        let mut last = anyhow!("not tried");
+        for attempt in 0..5u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            }
+            if let Err(e) = net.dial(opts.coordinator.clone()).await {
+                last = anyhow!("peer {index}: dial: {e}");
+                continue;
+            }
+            match join(&net, coordinator, format!("sim-{index}")).await {
+                Ok(_) => {
+                    return Ok(Self {
+                        index,
+                        net,
+                        key,
+                        coordinator,
+                        residual: Residual::new(),
+                        announced,
+                    })
+                }
+                Err(e) => last = e.context(format!("peer {index}")),
+            }
+        }
+        net.shutdown().await;
+        Err(last)
+    }
+
+    /// A second handle on the same node (for polling), without the residual.
+    pub fn clone_handle(&self) -> Self {
+        Self {
+            index: self.index,
+            net: self.net.clone(),
+            key: self.key.clone(),
+            coordinator: self.coordinator,
+            residual: Residual::new(),
+            announced: self.announced.clone(),
+        }
+    }
+
+    /// The newest checkpoint announced by gossip.
+    pub fn announced(&self) -> Option<CheckpointManifest> {
+        self.announced.lock().ok().and_then(|a| a.clone())
+    }
+
+    /// The network handle (downloads use it).
+    pub fn net(&self) -> &Client {
+        &self.net
+    }
+
+    /// The coordinator's peer id.
+    pub fn coordinator(&self) -> PeerId {
+        self.coordinator
+    }
+
+    /// Ask the coordinator for the latest checkpoint and round (a join request, as workers poll).
+    pub async fn poll(&self) -> Result<(Option<CheckpointManifest>, RoundInfo)> {
+        let (_, latest, round) =
+            join(&self.net, self.coordinator, format!("sim-{}", self.index)).await?;
+        Ok((latest, round))
+    }
+
+    /// Build, sign and hand in this peer's delta for `round` on checkpoint `m`.
+    pub async fn submit(
+        &mut self,
+        spec: &RunSpec,
+        m: &CheckpointManifest,
+        round: u64,
+        template: &Template,
+        timeout: Duration,
+    ) -> Outcome {
+        let bytes = match self.envelope(spec, m, round, template) {
+            Ok(b) => b,
+            Err(e) => return Outcome::Failed(format!("building the delta: {e:#}")),
+        };
+        // One attempt, no resend: a resend after a lost acknowledgement would come back as a
+        // duplicate and hide the loss this benchmark counts.
+        let send = self.net.request(self.coordinator, Protocol::Delta, bytes);
+        match tokio::time::timeout(timeout + Duration::from_secs(5), send).await {
+            Ok(Ok(reply)) => match DeltaAck::from_bytes(&reply) {
+                Ok(DeltaAck::Accepted) => Outcome::Accepted,
+                Ok(DeltaAck::Rejected { reason }) => Outcome::Rejected(reason),
+                Err(e) => Outcome::Failed(format!("malformed acknowledgement: {e}")),
+            },
+            Ok(Err(e)) => Outcome::Failed(e.to_string()),
+            Err(_) => Outcome::Failed("timed out".into()),
+        }
+    }
+
+    fn envelope(
+        &mut self,
+        spec: &RunSpec,
+        m: &CheckpointManifest,
+        round: u64,
+        template: &Template,
+    ) -> Result<Vec<u8>> {
+        let delta = template.for_peer(self.index, round);
+        let encoded = encode_delta(&spec.aggregate.codec, &delta, &mut self.residual)?;
+        let msg = DeltaMessage {
+            run_id: spec.run_id.clone(),
+            round,
+            base_round: m.round,
+            base_checkpoint: Some(m.id()),
+            tokens_trained: template.tokens,
+            steps: template.steps,
+            train_loss: template.train_loss,
+            delta: encoded,
+        };
+        Ok(SignedEnvelope::seal(&self.key, Domain::Delta, &msg)?.to_bytes())
+    }
+
+    /// Stop the node.
+    pub async fn shutdown(&self) {
+        self.net.shutdown().await;
+    }
+}
