@@ -1,5 +1,6 @@
 //! Llama-family decoder with LoRA on candle: loading, tokenizer, datasets, training, evaluation, PEFT export.
 
+pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod corpus;
@@ -10,7 +11,9 @@ pub mod eval;
 pub mod fsutil;
 pub mod generate;
 pub mod gguf;
+pub mod head_loss;
 pub mod hf;
+pub mod kernels;
 pub mod linear;
 pub mod llama;
 pub mod lora;

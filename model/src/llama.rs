@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
+use crate::attention::{self, causal_attention, Geometry};
 use crate::config::{LoraConfig, LoraTarget, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::linear::frozen_linear;
@@ -121,29 +122,56 @@ impl Attention {
         seed: Option<u64>,
     ) -> Result<Tensor> {
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()?)
-        };
-        let q = rope.apply(&heads(self.q.forward(x, seed)?, h)?)?;
-        let k = rope.apply(&heads(self.k.forward(x, seed)?, kvh)?)?;
-        let v = heads(self.v.forward(x, seed)?, kvh)?;
-        let rep = h / kvh;
-        let (k, v) = if rep == 1 {
-            (k, v)
-        } else {
-            let expand = |y: Tensor| -> Result<Tensor> {
-                Ok(y.unsqueeze(2)?
-                    .broadcast_as((b, kvh, rep, t, d))?
-                    .reshape((b, h, t, d))?)
+        let q = self.q.forward(x, seed)?;
+        let k = self.k.forward(x, seed)?;
+        let v = self.v.forward(x, seed)?;
+        let out = if attention::supported(x.device(), x.dtype()) {
+            let g = Geometry {
+                b,
+                t,
+                heads: h,
+                kv_heads: kvh,
+                head_dim: d,
             };
-            (expand(k)?, expand(v)?)
+            causal_attention(&q, &k, &v, &rope.cos, &rope.sin, g)?
+        } else {
+            composed_attention(&q, &k, &v, (b, t, h, kvh, d), rope, mask)?
         };
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-        let scores = scores.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h * d))?;
         self.o.forward(&out, seed)
     }
+}
+
+/// Reference attention from candle primitives (any device): `q: [b·t, h·d]`, `k, v: [b·t, kvh·d]`
+/// → `[b·t, h·d]`, with RoPE on q and k and the additive `mask`.
+pub fn composed_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    (b, t, h, kvh, d): (usize, usize, usize, usize, usize),
+    rope: &Rope,
+    mask: &Tensor,
+) -> Result<Tensor> {
+    let heads = |y: &Tensor, n: usize| -> Result<Tensor> {
+        Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()?)
+    };
+    let q = rope.apply(&heads(q, h)?)?;
+    let k = rope.apply(&heads(k, kvh)?)?;
+    let v = heads(v, kvh)?;
+    let rep = h / kvh;
+    let (k, v) = if rep == 1 {
+        (k, v)
+    } else {
+        let expand = |y: Tensor| -> Result<Tensor> {
+            Ok(y.unsqueeze(2)?
+                .broadcast_as((b, kvh, rep, t, d))?
+                .reshape((b, h, t, d))?)
+        };
+        (expand(k)?, expand(v)?)
+    };
+    let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+    let scores = scores.broadcast_add(mask)?;
+    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    Ok(probs.matmul(&v)?.transpose(1, 2)?.reshape((b * t, h * d))?)
 }
 
 /// SwiGLU feed-forward.
@@ -350,6 +378,17 @@ impl Model {
         frozen_linear(hidden, &self.lm_head)
     }
 
+    /// Weighted next-token NLL sum of hidden states `[n, hidden]` through the LM head, without
+    /// materialising the logits (see [`crate::head_loss`]); differentiable in `hidden`.
+    pub fn head_nll_sum(
+        &self,
+        hidden: &Tensor,
+        targets: &Tensor,
+        weights: &Tensor,
+    ) -> Result<Tensor> {
+        crate::head_loss::head_nll_sum(hidden, &self.lm_head, targets, weights)
+    }
+
     /// Logits `[b, t, vocab]` for token ids `[b, t]` (u32); `dropout_seed` turns on LoRA dropout.
     pub fn forward(&self, ids: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
@@ -411,4 +450,80 @@ pub fn causal_mask(t: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
         .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
         .collect();
     Ok(Tensor::from_vec(m, (t, t), dev)?.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    fn var(n: usize, m: usize, seed: usize) -> Var {
+        let data: Vec<f64> = (0..n * m)
+            .map(|i| (((i * 7919 + seed * 104_729) % 1009) as f64 / 1009.0 - 0.5) * 2.0)
+            .collect();
+        Var::from_tensor(&Tensor::from_vec(data, (n, m), &Device::Cpu).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn fused_attention_matches_composed_values_and_gradients() {
+        let (b, t, h, kvh, d) = (2, 6, 6, 2, 4);
+        let half = d / 2;
+        let angles: Vec<f64> = (0..t * half)
+            .map(|i| (i / half) as f64 * 0.37 * (1 + i % half) as f64)
+            .collect();
+        let a = Tensor::from_vec(angles, (t, half), &Device::Cpu).unwrap();
+        let rope = Rope {
+            cos: a.cos().unwrap(),
+            sin: a.sin().unwrap(),
+        };
+        let mask = causal_mask(t, DType::F64, &Device::Cpu).unwrap();
+        let (q, k, v) = (
+            var(b * t, h * d, 1),
+            var(b * t, kvh * d, 2),
+            var(b * t, kvh * d, 3),
+        );
+        let w = var(b * t, h * d, 4);
+        let g = Geometry {
+            b,
+            t,
+            heads: h,
+            kv_heads: kvh,
+            head_dim: d,
+        };
+        let run = |fused: bool| {
+            let out = if fused {
+                causal_attention(
+                    q.as_tensor(),
+                    k.as_tensor(),
+                    v.as_tensor(),
+                    &rope.cos,
+                    &rope.sin,
+                    g,
+                )
+            } else {
+                composed_attention(
+                    q.as_tensor(),
+                    k.as_tensor(),
+                    v.as_tensor(),
+                    (b, t, h, kvh, d),
+                    &rope,
+                    &mask,
+                )
+            }
+            .unwrap();
+            let loss = (&out * w.as_tensor()).unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            let mut all = out.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for x in [&q, &k, &v] {
+                let gx = grads.get(x.as_tensor()).unwrap();
+                all.extend(gx.flatten_all().unwrap().to_vec1::<f64>().unwrap());
+            }
+            all
+        };
+        let (want, got) = (run(false), run(true));
+        assert_eq!(want.len(), got.len());
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!((a - b).abs() < 1e-12, "element {i}: composed {a} fused {b}");
+        }
+    }
 }

@@ -10,7 +10,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use crate::batch::Sequence;
 use crate::error::{ModelError, Result};
 use crate::llama::Model;
-use crate::loss::{make_batch, masked_nll_sum};
+use crate::loss::make_batch;
 use crate::schedule::{clip_grad_norm, lr_at};
 
 /// Training hyper-parameters.
@@ -304,8 +304,7 @@ impl Trainer {
                 )
             });
             let h = model.hidden_states(&batch.ids, seed)?;
-            let logits = model.logits(&h)?;
-            let part = (masked_nll_sum(&logits, &batch.targets, &batch.weights)? / total as f64)?;
+            let part = (model.head_nll_sum(&h, &batch.targets, &batch.weights)? / total as f64)?;
             loss += part.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
             let grads = part.backward()?;
             acc = Some(match acc {
