@@ -61,12 +61,16 @@ pub struct NetConfig {
     pub idle_connection_timeout: Duration,
     /// Pre-shared key of a private swarm (pnet, TCP only; QUIC is disabled when set).
     pub psk: Option<[u8; 32]>,
+    /// Workers only: hold a reservation on every relay this node dials (a peer whose identify
+    /// lists the relay hop protocol, i.e. the coordinator), so a node behind NAT is reachable at
+    /// `<relay>/p2p-circuit/p2p/<us>` without asking. On by default.
+    pub reserve_on_relays: bool,
 }
 
 impl NetConfig {
     /// A configuration with the defaults: listen on all IPv4 interfaces on an ephemeral port
     /// (TCP and QUIC), 256 KiB gossip frames, 1 MiB requests, 16 MiB responses, 60 s request
-    /// timeout, 1 h idle timeout, no pre-shared key.
+    /// timeout, 1 h idle timeout, no pre-shared key, reservations on dialled relays (workers).
     pub fn new(keypair: Keypair, run_id: impl Into<String>, role: Role) -> Self {
         NetConfig {
             keypair,
@@ -79,6 +83,7 @@ impl NetConfig {
             request_timeout: Duration::from_secs(60),
             idle_connection_timeout: Duration::from_secs(3600),
             psk: None,
+            reserve_on_relays: true,
         }
     }
 
@@ -172,6 +177,23 @@ pub fn relayed_addr(relay_addr: &Multiaddr, relay: PeerId, target: PeerId) -> Mu
     relay_listen_addr(relay_addr, relay).with(AddrPart::P2p(target))
 }
 
+/// The relay of a `/p2p-circuit` listen address (`.../p2p/<relay>/p2p-circuit`), if it is one.
+pub fn relay_of_listen_addr(addr: &Multiaddr) -> Option<PeerId> {
+    let mut parts = addr.iter().collect::<Vec<_>>();
+    if !matches!(parts.pop(), Some(AddrPart::P2pCircuit)) {
+        return None;
+    }
+    match parts.pop() {
+        Some(AddrPart::P2p(relay)) => Some(relay),
+        _ => None,
+    }
+}
+
+/// Whether `addr` goes through a relay (contains `/p2p-circuit`).
+pub fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, AddrPart::P2pCircuit))
+}
+
 /// Whether `addr` uses QUIC.
 pub fn is_quic(addr: &Multiaddr) -> bool {
     addr.iter()
@@ -206,6 +228,11 @@ mod tests {
             relayed_addr(&base, a, b).to_string(),
             format!("/ip4/127.0.0.1/tcp/9/p2p/{a}/p2p-circuit/p2p/{b}")
         );
+        assert_eq!(relay_of_listen_addr(&relay_listen_addr(&base, a)), Some(a));
+        assert_eq!(relay_of_listen_addr(&relayed_addr(&base, a, b)), None);
+        assert_eq!(relay_of_listen_addr(&base), None);
+        assert!(is_relayed(&relayed_addr(&base, a, b)));
+        assert!(!is_relayed(&with_a));
     }
 
     #[test]

@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     behaviour::{gossip_overhead, Behaviour, BehaviourEvent},
     client::{Command, PublishFailure},
-    config::{is_quic, peer_id_of, NetConfig, Role},
+    config::{
+        is_quic, is_relayed, peer_id_of, relay_listen_addr, relay_of_listen_addr, NetConfig, Role,
+    },
     error::NetError,
     event::{Event, MessageId, NatStatus, ResponseToken, Validation},
     protocol::{Protocol, Topic},
@@ -47,6 +49,12 @@ pub struct EventLoop {
     pending_requests:
         HashMap<(Protocol, request_response::OutboundRequestId), (PeerId, RequestReply)>,
     dropped_events: u64,
+    /// Workers: hold a reservation on every relay we dial.
+    reserve_on_relays: bool,
+    /// Addresses we dialled, per open direct outbound connection (where a relay is reached).
+    dialled: HashMap<ConnectionId, Multiaddr>,
+    /// Our `/p2p-circuit` listener on each relay (one reservation per relay).
+    relay_listeners: HashMap<PeerId, ListenerId>,
 }
 
 impl EventLoop {
@@ -77,6 +85,10 @@ impl EventLoop {
             pending_dials: HashMap::new(),
             pending_requests: HashMap::new(),
             dropped_events: 0,
+            reserve_on_relays: config.reserve_on_relays
+                && matches!(config.role, Role::Worker { .. }),
+            dialled: HashMap::new(),
+            relay_listeners: HashMap::new(),
         }
     }
 
@@ -93,12 +105,19 @@ impl EventLoop {
         Ok(())
     }
 
+    /// Starts a listener; a second `/p2p-circuit` listener on the same relay is a no-op
+    /// (one reservation per relay).
     fn listen_on(&mut self, addr: Multiaddr) -> Result<(), NetError> {
         if self.psk && is_quic(&addr) {
             return Err(NetError::Listen {
                 addr,
                 reason: "QUIC is disabled in a private network (psk set)".into(),
             });
+        }
+        let relay = relay_of_listen_addr(&addr);
+        if relay.is_some_and(|r| self.relay_listeners.contains_key(&r)) {
+            tracing::debug!(%addr, "already listening through this relay");
+            return Ok(());
         }
         let id = self
             .swarm
@@ -108,7 +127,34 @@ impl EventLoop {
                 reason: e.to_string(),
             })?;
         self.listeners.insert(id);
+        if let Some(relay) = relay {
+            self.relay_listeners.insert(relay, id);
+        }
         Ok(())
+    }
+
+    /// After identify: if `peer` is a relay (it serves the hop protocol) that we dialled
+    /// directly on `connection`, and we hold no reservation on it yet, listen through it.
+    fn reserve_on_relay(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        protocols: &[libp2p::StreamProtocol],
+    ) {
+        if !self.reserve_on_relays
+            || self.relay_listeners.contains_key(&peer)
+            || !protocols.contains(&relay::HOP_PROTOCOL_NAME)
+        {
+            return;
+        }
+        let Some(dialled) = self.dialled.get(&connection) else {
+            return;
+        };
+        let addr = relay_listen_addr(dialled, peer);
+        tracing::info!(relay = %peer, %addr, "requesting a relay reservation");
+        if let Err(e) = self.listen_on(addr) {
+            tracing::warn!(relay = %peer, error = %e, "cannot listen through the relay");
+        }
     }
 
     /// Runs until shutdown or until every [`crate::Client`] is dropped.
@@ -393,6 +439,8 @@ impl EventLoop {
             } => {
                 tracing::warn!(?addresses, ?reason, "listener closed");
                 self.listeners.remove(&listener_id);
+                // A lost reservation is requested again on the next connection to that relay.
+                self.relay_listeners.retain(|_, id| *id != listener_id);
                 self.listen_addrs.retain(|a| !addresses.contains(a));
                 self.flush_listen_waiters();
             }
@@ -407,6 +455,10 @@ impl EventLoop {
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connection established");
+                if endpoint.is_dialer() && !is_relayed(endpoint.get_remote_address()) {
+                    self.dialled
+                        .insert(connection_id, endpoint.get_remote_address().clone());
+                }
                 if let Some((_, reply)) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -416,11 +468,13 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 cause,
                 ..
             } => {
                 tracing::debug!(peer = %peer_id, ?cause, "connection closed");
+                self.dialled.remove(&connection_id);
                 if num_established == 0 {
                     self.emit(Event::PeerDisconnected(peer_id));
                 }
@@ -596,7 +650,12 @@ impl EventLoop {
 
     fn on_identify(&mut self, event: identify::Event) {
         match event {
-            identify::Event::Received { peer_id, info, .. } => {
+            identify::Event::Received {
+                peer_id,
+                connection_id,
+                info,
+            } => {
+                self.reserve_on_relay(peer_id, connection_id, &info.protocols);
                 // Remember where the peer listens so requests can redial it.
                 for addr in &info.listen_addrs {
                     if !(self.psk && is_quic(addr)) {

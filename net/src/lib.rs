@@ -27,9 +27,10 @@ pub use behaviour::{content_id, gossip_overhead, GOSSIP_HEARTBEAT, IDENTIFY_PROT
 pub use client::{Client, PUBLISH_ATTEMPTS, PUBLISH_RETRY_DELAY};
 pub use codec::{read_frame, write_frame, BytesCodec};
 pub use config::{
-    default_listen_addrs, is_quic, loopback_listen_addrs, peer_id_of, relay_listen_addr,
-    relayed_addr, with_peer_id, NetConfig, Role, DEFAULT_MAX_REQUEST_BYTES,
-    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_TRANSMIT_SIZE, MAX_FRAME_BYTES,
+    default_listen_addrs, is_quic, is_relayed, loopback_listen_addrs, peer_id_of,
+    relay_listen_addr, relay_of_listen_addr, relayed_addr, with_peer_id, NetConfig, Role,
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_TRANSMIT_SIZE,
+    MAX_FRAME_BYTES,
 };
 pub use error::NetError;
 pub use event::{Event, MessageId, NatStatus, ResponseToken, Validation};

@@ -665,3 +665,84 @@ async fn idle_link_outlives_the_libp2p_default_timeout() {
         .await;
     assert_eq!(coord.client.connected_peers().await, vec![work.peer]);
 }
+
+#[tokio::test]
+async fn a_worker_holds_a_reservation_on_the_relay_it_dials_without_asking() {
+    let coord = start(config(Role::Coordinator)).await;
+    // No listen address at all: like a volunteer behind NAT, reachable only through the relay.
+    let mut cfg = worker(false);
+    cfg.listen = Vec::new();
+    let (client, events) = spawn(cfg).expect("spawn node");
+    let mut hidden = Node {
+        peer: client.local_peer_id().await,
+        client,
+        events,
+        addrs: Vec::new(),
+    };
+    within("dial", hidden.client.dial(coord.tcp()))
+        .await
+        .unwrap();
+    // The reservation and the circuit listen address arrive in either order.
+    let (mut relay, mut listening) = (None, None);
+    while relay.is_none() || listening.is_none() {
+        match hidden
+            .wait_for("automatic relay reservation", |e| match e {
+                Event::RelayReservation { relay } => Some(Ok(relay)),
+                Event::Listening(a) => Some(Err(a)),
+                _ => None,
+            })
+            .await
+        {
+            Ok(r) => relay = Some(r),
+            Err(a) => listening = Some(a),
+        }
+    }
+    assert_eq!(relay, Some(coord.peer));
+    let listening = listening.unwrap_or_else(Multiaddr::empty);
+    // `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<us>`
+    assert!(
+        hearth_net::is_relayed(&listening)
+            && listening.to_string().contains(&coord.peer.to_string())
+            && hearth_net::peer_id_of(&listening) == Some(hidden.peer),
+        "{listening}"
+    );
+    // Asking again for the same relay is a no-op, not a second reservation.
+    hidden
+        .client
+        .listen_via_relay(coord.tcp())
+        .await
+        .expect("idempotent listen via relay");
+    hidden
+        .expect_none("second reservation", Duration::from_secs(2), |e| {
+            matches!(e, Event::RelayReservation { .. })
+        })
+        .await;
+
+    let other = start(worker(false)).await;
+    within("dial", other.client.dial(coord.tcp()))
+        .await
+        .unwrap();
+    let circuit = relayed_addr(&coord.tcp(), coord.peer, hidden.peer);
+    let reached = within("dial through relay", other.client.dial(circuit))
+        .await
+        .expect("dial through relay");
+    assert_eq!(reached, hidden.peer);
+    let back = round_trip(&other, &mut hidden, Protocol::Join, b"nat".to_vec()).await;
+    assert_eq!(back, b"tan");
+}
+
+#[tokio::test]
+async fn reservations_can_be_turned_off() {
+    let coord = start(config(Role::Coordinator)).await;
+    let mut cfg = worker(false);
+    cfg.reserve_on_relays = false;
+    let mut quiet = start(cfg).await;
+    within("dial", quiet.client.dial(coord.tcp()))
+        .await
+        .unwrap();
+    quiet
+        .expect_none("reservation", Duration::from_secs(3), |e| {
+            matches!(e, Event::RelayReservation { .. })
+        })
+        .await;
+}
