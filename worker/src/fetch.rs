@@ -71,7 +71,10 @@ pub fn verify_cached(path: &Path, cid: &ContentId) -> bool {
     match hash_file(path) {
         Some(actual) if actual == *cid => true,
         Some(actual) => {
-            warn!(path = %path.display(), expected = %cid, %actual, "cached file is corrupt; deleting it");
+            warn!(
+                "cached file {} is corrupt (blake3 {actual}, expected {cid}); deleted it, fetching it again",
+                path.display()
+            );
             let _ = std::fs::remove_file(path);
             false
         }

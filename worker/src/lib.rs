@@ -1,8 +1,15 @@
 //! Hearth worker: join a swarm, train LoRA locally, send compressed signed deltas.
 
 pub mod attack;
+pub mod bench;
+pub mod control;
+pub mod device;
 pub mod fetch;
+pub mod memory;
 pub mod metrics;
+pub mod paths;
+pub mod progress;
+pub mod schedule;
 pub mod session;
 pub mod train_cmd;
 pub mod trainer;

@@ -1,5 +1,6 @@
 //! `hearth-worker join`: join a run, then train, compress, sign and send a delta every round.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,9 +16,13 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::attack::{tamper_envelope, tamper_message, tamper_values, Attack};
+use crate::control::Control;
+use crate::device::DeviceChoice;
 use crate::fetch::{fetch_blob, hash_file};
+use crate::memory::{human_bytes, MemoryEstimate};
 use crate::metrics::{SubmitOutcome, WorkerMetrics, WorkerState};
-use crate::trainer::TrainerHandle;
+use crate::progress::{training_message, Progress};
+use crate::trainer::{TrainerHandle, TrainerSetup};
 
 /// Largest data shard accepted.
 const MAX_SHARD_BYTES: usize = 1 << 30;
@@ -41,10 +46,20 @@ pub struct JoinOptions {
     pub identity: PathBuf,
     /// Display name.
     pub name: String,
-    /// Device description.
-    pub device: String,
+    /// The training device.
+    pub device: DeviceChoice,
     /// CPU threads for training.
     pub threads: usize,
+    /// Cap on sequences per micro-batch (`--max-batch`).
+    pub max_batch: Option<usize>,
+    /// Memory the worker may use (`--max-memory`); default: what the system has available.
+    pub max_memory: Option<u64>,
+    /// Serve the control endpoint (POST /pause, POST /resume, GET /status) on this address.
+    pub control_addr: Option<String>,
+    /// Pause, hours, stop and status, shared with the signal handlers and the endpoint.
+    pub control: Control,
+    /// Terminal progress.
+    pub progress: Progress,
     /// Leave after contributing to this many rounds.
     pub rounds: Option<u64>,
     /// Join token for closed runs.
@@ -153,6 +168,8 @@ struct Session {
     coordinator: PeerId,
     key: hearth_net::Keypair,
     connected: watch::Receiver<bool>,
+    /// A failed dial was reported (once per outage).
+    unreachable_reported: bool,
 }
 
 impl Session {
@@ -161,6 +178,9 @@ impl Session {
         let mut delay = Duration::from_millis(500);
         loop {
             if *self.connected.borrow() {
+                if std::mem::take(&mut self.unreachable_reported) {
+                    info!("connected to the coordinator again");
+                }
                 return Ok(());
             }
             match self.net.dial(self.opts.coordinator.clone()).await {
@@ -175,7 +195,11 @@ impl Session {
                         return Ok(());
                     }
                 }
-                Err(e) => info!(
+                Err(e) if !self.unreachable_reported => {
+                    self.unreachable_reported = true;
+                    warn!("cannot reach the coordinator ({e}); retrying in the background (up to every {} s)", MAX_BACKOFF.as_secs());
+                }
+                Err(e) => debug!(
                     "cannot reach the coordinator ({e}); retrying in {:.1} s",
                     delay.as_secs_f64()
                 ),
@@ -194,9 +218,9 @@ impl Session {
                 protocol_version: PROTOCOL_VERSION,
                 run_id: String::new(),
                 name: self.opts.name.clone(),
-                device: self.opts.device.clone(),
+                device: self.opts.device.to_string(),
                 threads: self.opts.threads as u32,
-                memory_bytes: 0,
+                memory_bytes: self.opts.max_memory.unwrap_or(0),
                 token: self.opts.token.clone(),
             };
             match self
@@ -250,8 +274,11 @@ impl Session {
             return Ok(Some(default));
         }
         let dest = self.opts.cache_dir.join("models").join(cid.to_hex());
-        info!(model = %file_name, size = spec.base.size_bytes, "fetching the base model from the coordinator");
-        self.fetch(cid, &dest, spec).await?;
+        if !dest.is_file() {
+            info!(model = %file_name, size = spec.base.size_bytes, "fetching the base model from the coordinator");
+        }
+        self.fetch(cid, &dest, spec, &format!("model {file_name}"))
+            .await?;
         Ok(Some(dest))
     }
 
@@ -260,20 +287,29 @@ impl Session {
         cid: ContentId,
         dest: &std::path::Path,
         spec: &RunSpec,
+        label: &str,
     ) -> Result<()> {
         let mut attempts = 0;
         loop {
             self.ensure_connected().await?;
-            match fetch_blob(
+            let mut bar: Option<indicatif::ProgressBar> = None;
+            let progress = self.opts.progress.clone();
+            let result = fetch_blob(
                 &self.net,
                 self.coordinator,
                 cid,
                 dest,
                 spec.net.blob_chunk_size,
-                |_, _| {},
+                |done, total| {
+                    let b = bar.get_or_insert_with(|| progress.download(label, total));
+                    b.set_position(done);
+                },
             )
-            .await
-            {
+            .await;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            match result {
                 Ok(()) => return Ok(()),
                 Err(e @ crate::fetch::FetchError::Network { .. }) if attempts < 5 => {
                     attempts += 1;
@@ -296,13 +332,26 @@ impl Session {
             .cache_dir
             .join("checkpoints")
             .join(m.adapter.to_hex());
-        self.fetch(m.adapter, &dest, spec).await?;
+        self.fetch(m.adapter, &dest, spec, &format!("checkpoint {}", m.round))
+            .await?;
         let bytes = std::fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
         hearth_proto::decode_checkpoint(&bytes, layout)
             .with_context(|| format!("checkpoint of round {}", m.round))
     }
 
     async fn submit(&mut self, bytes: Vec<u8>, spec: &RunSpec) -> Result<Option<DeltaAck>> {
+        // Directly to the coordinator first: its answer says whether the delta counted, and why
+        // not. Gossip (inline deltas only) is the fallback when there is no direct route.
+        if *self.connected.borrow() {
+            match self
+                .net
+                .request(self.coordinator, Protocol::Delta, bytes.clone())
+                .await
+            {
+                Ok(reply) => return Ok(Some(DeltaAck::from_bytes(&reply)?)),
+                Err(e) => debug!("direct submission failed ({e}); trying gossip"),
+            }
+        }
         if bytes.len() <= spec.net.inline_delta_limit.min(spec.net.max_transmit_size) {
             match self.net.publish(Topic::Deltas, bytes.clone()).await {
                 Ok(_) => return Ok(None),
@@ -337,6 +386,83 @@ impl Session {
     }
 }
 
+/// The model shape a run trains (the preset's own shape for preset runs).
+pub fn run_model_config(spec: &RunSpec) -> hearth_model::ModelConfig {
+    match spec.base.source {
+        ModelSource::Preset { .. } => hearth_model::ModelConfig::tiny(),
+        _ => hearth_model::spec::model_config(&spec.arch),
+    }
+}
+
+/// Memory needed to train `spec` with `max_batch`, and the micro-batch it implies.
+pub fn run_memory(spec: &RunSpec, max_batch: Option<usize>) -> Result<(MemoryEstimate, usize)> {
+    let lora = hearth_model::spec::lora_config(&spec.lora)?;
+    let batch = spec.train.batch_size.max(1);
+    let micro = max_batch.map_or(batch, |cap| {
+        crate::memory::cap_batch(batch, spec.train.grad_accum, cap).0
+    });
+    let cfg = run_model_config(spec);
+    Ok((
+        crate::memory::estimate(&cfg, &lora, micro, spec.data.seq_len),
+        micro,
+    ))
+}
+
+/// Refuse (with what to change) when training `spec` does not fit in the memory we may use.
+fn check_memory(opts: &JoinOptions, spec: &RunSpec) -> Result<()> {
+    let (need, micro) = run_memory(spec, opts.max_batch)?;
+    let (limit, source) = match (opts.max_memory, opts.device.is_cpu()) {
+        (Some(m), _) => (m, "--max-memory"),
+        (None, true) => match crate::memory::available_memory() {
+            Some(m) => (m, "MemAvailable in /proc/meminfo"),
+            None => {
+                warn!("cannot tell how much memory is free; not checking (set --max-memory)");
+                return Ok(());
+            }
+        },
+        (None, false) => {
+            info!(need = %need, "GPU memory is not checked before training; set --max-memory to the card's size to check it");
+            return Ok(());
+        }
+    };
+    let lora = hearth_model::spec::lora_config(&spec.lora)?;
+    if let Some(why) = crate::memory::refusal(
+        &run_model_config(spec),
+        &lora,
+        micro,
+        spec.data.seq_len,
+        limit,
+        source,
+    ) {
+        return Err(anyhow!("not joining: {why}"));
+    }
+    info!(
+        "memory: training needs about {need}; {} available ({source})",
+        human_bytes(limit)
+    );
+    Ok(())
+}
+
+/// A one-line account of a round, for the terminal and the log.
+fn round_summary(
+    round: u64,
+    outcome: &str,
+    report: &hearth_model::TrainReport,
+    bytes: usize,
+    status: &crate::control::Status,
+) -> String {
+    format!(
+        "round {round}: delta {outcome} · {} steps · loss {:.4} · {:.0} tok/s · {} sent · credit {} tokens ({} accepted, {} rejected)",
+        report.steps,
+        report.mean_loss,
+        report.tokens_per_second,
+        human_bytes(bytes as u64),
+        status.credit_tokens,
+        status.accepted,
+        status.rejected
+    )
+}
+
 /// Join the run at `opts.coordinator` and contribute until `opts.rounds` or ctrl-c.
 pub async fn join(opts: JoinOptions) -> Result<()> {
     let coordinator = hearth_net::peer_id_of(&opts.coordinator).ok_or_else(|| {
@@ -347,11 +473,38 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     })?;
     let key = hearth_net::load_or_create_identity(&opts.identity)?;
     let me = key.public().to_peer_id();
-    info!(peer_id = %me, name = %opts.name, "starting");
+    let control = opts.control.clone();
+    info!(peer_id = %me, name = %opts.name, device = %opts.device, threads = opts.threads, "starting");
     let metrics = WorkerMetrics::new()?;
     if let Some(addr) = &opts.metrics {
         let bound = crate::metrics::serve(addr, metrics.clone()).await?;
         info!("metrics on http://{bound}/metrics");
+    }
+    if let Some(addr) = &opts.control_addr {
+        let bound = crate::control::serve(addr, control.clone()).await?;
+        info!("control on http://{bound} (POST /pause, POST /resume, GET /status)");
+    }
+    crate::control::listen_for_signals(control.clone())?;
+
+    // Ctrl-C (SIGINT): the training thread stops after the step in progress, the partial round is
+    // abandoned (nothing half-sent), and the worker leaves with its summary. A second Ctrl-C
+    // leaves at once (every file is written atomically, so nothing is left half-written).
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    {
+        let control = control.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                info!("interrupted: leaving after the current step (Ctrl-C again to quit now)");
+                control.request_stop();
+                let _ = stop_tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!(
+                        "hearth-worker: interrupted twice; quitting without finishing the step"
+                    );
+                    std::process::exit(130);
+                }
+            }
+        });
     }
 
     // The run id (topic names) is only known after joining; the first connection uses a
@@ -375,9 +528,15 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             coordinator,
             key: key.clone(),
             connected: conn_rx,
+            unreachable_reported: false,
         };
-        let (spec, ..) = s.join().await?;
+        let spec = tokio::select! {
+            r = s.join() => r.map(|(spec, ..)| spec),
+            _ = stop_rx.wait_for(|stop| *stop) => Err(anyhow!("interrupted before joining")),
+        };
         net.shutdown().await;
+        let spec = spec?;
+        check_memory(&opts, &spec)?;
         spec
     };
 
@@ -404,52 +563,63 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         coordinator,
         key,
         connected: conn_rx,
+        unreachable_reported: false,
     };
-    let (spec, shards, mut checkpoint, round) = s.join().await?;
-    latest_tx.send_modify(|l| l.round = Some(round));
-    info!(run = %spec.run_id, shards = ?shards, "joined");
-    metrics.set_state(WorkerState::Fetching);
 
-    let layout = spec.adapter_layout()?;
-    let model_file = s.model_file(&spec).await?;
-    let mut data = Vec::new();
-    for i in &shards {
-        let info = spec
-            .data
-            .shards
-            .get(*i as usize)
-            .ok_or_else(|| anyhow!("leased shard {i} is not in the run"))?;
-        let dest = opts.cache_dir.join("shards").join(info.cid.to_hex());
-        s.fetch(info.cid, &dest, &spec).await?;
-        let bytes = std::fs::read(&dest)?;
-        data.extend(Shard::from_bytes(&bytes, MAX_SHARD_BYTES)?.into_sequences());
-    }
-    if data.is_empty() {
-        return Err(anyhow!("the run gave us no training data"));
-    }
-    let seed = u64::from_le_bytes(
-        ContentId::of(&me.to_bytes()).as_bytes()[..8]
-            .try_into()
-            .unwrap_or([0; 8]),
-    );
-    let trainer = TrainerHandle::spawn(spec.clone(), model_file, data, seed).await?;
-    // Ctrl-C (SIGINT): the training thread stops after the step in progress, the partial round is
-    // abandoned (nothing half-sent), and the worker leaves with its summary.
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let stop_on_signal = trainer.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            info!("interrupted: leaving after the current step");
-            stop_on_signal.request_stop();
-            let _ = stop_tx.send(true);
-        }
-    });
-
-    let mut residual = Residual::new();
-    let mut replayed: Option<Vec<u8>> = None;
     let mut done = 0u64;
-    let mut credit_tokens = 0u64;
+    let mut checkpoint: Option<CheckpointManifest> = None;
+    let progress = opts.progress.clone();
     let rounds = async {
+        let (spec, shards, first, round) = s.join().await?;
+        checkpoint = first;
+        latest_tx.send_modify(|l| l.round = Some(round));
+        info!(run = %spec.run_id, shards = ?shards, "joined {}", spec.name);
+        metrics.set_state(WorkerState::Fetching);
+        control.set_state("fetching");
+
+        let layout = spec.adapter_layout()?;
+        let model_file = s.model_file(&spec).await?;
+        let mut data = Vec::new();
+        for i in &shards {
+            let info = spec
+                .data
+                .shards
+                .get(*i as usize)
+                .ok_or_else(|| anyhow!("leased shard {i} is not in the run"))?;
+            let dest = opts.cache_dir.join("shards").join(info.cid.to_hex());
+            s.fetch(info.cid, &dest, &spec, &format!("shard {i}"))
+                .await?;
+            let bytes = std::fs::read(&dest)?;
+            data.extend(Shard::from_bytes(&bytes, MAX_SHARD_BYTES)?.into_sequences());
+        }
+        if data.is_empty() {
+            return Err(anyhow!("the run gave us no training data"));
+        }
+        let seed = u64::from_le_bytes(
+            ContentId::of(&me.to_bytes()).as_bytes()[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        );
+        let trainer = TrainerHandle::spawn(
+            spec.clone(),
+            model_file,
+            data,
+            seed,
+            TrainerSetup {
+                device: opts.device,
+                max_batch: opts.max_batch,
+                control: control.clone(),
+            },
+        )
+        .await?;
+        if trainer.micro_batch.0 < spec.train.batch_size {
+            info!(
+                "--max-batch: {} micro-batches of {} per step (the run's batch is {})",
+                trainer.micro_batch.1, trainer.micro_batch.0, spec.train.batch_size
+            );
+        }
+        let mut residual = Residual::new();
+        let mut replayed: Option<Vec<u8>> = None;
         loop {
             if opts.rounds.is_some_and(|r| done >= r) {
                 break;
@@ -465,7 +635,26 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                     continue;
                 }
             };
+            // Paused or outside the hours: stay connected, start no round until allowed. The
+            // checkpoint may have moved on meanwhile: take the newest.
+            if !control.may_train() {
+                metrics.set_state(WorkerState::Waiting);
+                control.set_state("waiting");
+                if !control.wait_until_allowed().await {
+                    break;
+                }
+                if let Some(c) = latest_rx
+                    .borrow()
+                    .checkpoint
+                    .clone()
+                    .filter(|c| c.round > m.round)
+                {
+                    checkpoint = Some(c);
+                    continue;
+                }
+            }
             metrics.set_state(WorkerState::Fetching);
+            control.set_state("fetching");
             let params = s.checkpoint_params(&m, &spec, &layout).await?;
             let round_no = latest_rx
                 .borrow()
@@ -475,15 +664,51 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 .unwrap_or(m.round + 1);
             info!(round = round_no, base = m.round, "training");
             metrics.set_state(WorkerState::Training);
-            let trained = trainer
-                .train(params.clone(), metrics.step_observer())
-                .await?;
+            control.set_state("training");
+            control.start_round(round_no);
+            let bar = progress.training(round_no, u64::from(spec.train.local_steps));
+            let trained = {
+                let mut observe = metrics.step_observer();
+                let control = control.clone();
+                let bar = bar.clone();
+                trainer
+                    .train(params.clone(), move |info| {
+                        observe(info);
+                        control.step_done(info.step as u64);
+                        bar.set_position(info.step as u64);
+                        let rate = if info.seconds > 0.0 {
+                            info.tokens as f64 / info.seconds
+                        } else {
+                            0.0
+                        };
+                        bar.set_message(training_message(info.loss, rate));
+                        ControlFlow::Continue(())
+                    })
+                    .await?
+            };
+            bar.finish_and_clear();
             metrics.round_trained(round_no, &trained.report);
             metrics.set_state(WorkerState::Submitting);
+            control.set_state("submitting");
             let report = &trained.report;
-            if report.steps == 0 {
-                info!("stopped before the first step; leaving");
+            if report.steps == 0 || control.stopping() {
+                info!("stopped during round {round_no}; its partial work is not sent");
                 break;
+            }
+            // A long pause may have let the run move past what the coordinator still accepts.
+            let newest = latest_rx
+                .borrow()
+                .round
+                .as_ref()
+                .map(|r| r.round)
+                .unwrap_or(0);
+            if newest > round_no + u64::from(spec.aggregate.max_staleness) {
+                warn!(
+                    "round {round_no} abandoned: the run is at round {newest} now (more than {} rounds later)",
+                    spec.aggregate.max_staleness
+                );
+                checkpoint = latest_rx.borrow().checkpoint.clone().or(Some(m));
+                continue;
             }
             let delta: Vec<NamedTensor> = trained
                 .params
@@ -530,26 +755,40 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 }
             }
             let size = bytes.len();
-            let (kind, outcome) = match s.submit(bytes, &spec).await {
-                Ok(None) => (SubmitOutcome::Gossip, "sent by gossip".to_string()),
-                Ok(Some(DeltaAck::Accepted)) => (SubmitOutcome::Accepted, "accepted".to_string()),
-                Ok(Some(DeltaAck::Rejected { reason })) => {
-                    (SubmitOutcome::Rejected, format!("rejected: {reason}"))
+            let (kind, outcome, verdict) = match s.submit(bytes, &spec).await {
+                Ok(None) => (SubmitOutcome::Gossip, "sent by gossip".to_string(), None),
+                Ok(Some(DeltaAck::Accepted)) => {
+                    (SubmitOutcome::Accepted, "accepted".to_string(), Some(true))
                 }
-                Err(e) => (SubmitOutcome::Failed, format!("not delivered: {e}")),
+                Ok(Some(DeltaAck::Rejected { reason })) => (
+                    SubmitOutcome::Rejected,
+                    format!("rejected ({reason})"),
+                    Some(false),
+                ),
+                Err(e) => (SubmitOutcome::Failed, format!("not delivered: {e}"), None),
             };
             metrics.submitted(size, kind);
             metrics.set_state(WorkerState::Waiting);
+            control.set_state("waiting");
             done += 1;
-            credit_tokens += report.tokens as u64;
-            info!(
-                round = round_no,
-                steps = report.steps,
-                loss = format!("{:.4}", report.mean_loss),
-                tokens_per_s = format!("{:.0}", report.tokens_per_second),
-                bytes = size,
-                "round {round_no}: delta {outcome}; {credit_tokens} tokens contributed so far"
-            );
+            let credit = match kind {
+                SubmitOutcome::Failed | SubmitOutcome::Rejected => 0,
+                _ => report.tokens as u64,
+            };
+            control.round_done(credit, verdict);
+            let line = round_summary(round_no, &outcome, report, size, &control.status());
+            if progress.bars() {
+                progress.println(&line);
+            } else {
+                info!(
+                    round = round_no,
+                    steps = report.steps,
+                    loss = format!("{:.4}", report.mean_loss),
+                    tokens_per_s = format!("{:.0}", report.tokens_per_second),
+                    bytes = size,
+                    "{line}"
+                );
+            }
 
             let last = opts.rounds.is_some_and(|r| done >= r);
             // Wait for a newer checkpoint: gossip usually brings it; poll the coordinator otherwise.
@@ -608,6 +847,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         _ = stop_rx.wait_for(|stop| *stop) => {}
     }
     metrics.set_state(WorkerState::Stopped);
+    control.set_state("stopped");
     // Report the newest checkpoint we know of (gossip may have brought one while we trained).
     let newest = latest_rx.borrow().checkpoint.clone();
     let end = match (newest, checkpoint) {
@@ -615,18 +855,37 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         (n, c) => n.or(c),
     };
     let end = end.as_ref();
-    info!(rounds = done, tokens = credit_tokens, checkpoint_round = ?end.map(|c| c.round), "leaving the swarm");
+    let st = control.status();
+    let summary = format!(
+        "left the swarm after {done} round(s): credit {} tokens, {} accepted, {} rejected; last checkpoint {}",
+        st.credit_tokens,
+        st.accepted,
+        st.rejected,
+        end.map_or("none".to_string(), |c| format!("round {}", c.round))
+    );
+    // The final summary shows even with --quiet.
+    warn_or_info(&progress, &summary);
     println!(
         "{}",
         serde_json::json!({
             "event": "left",
             "peer_id": me.to_base58(),
             "rounds": done,
-            "tokens": credit_tokens,
+            "tokens": st.credit_tokens,
+            "accepted": st.accepted,
+            "rejected": st.rejected,
             "checkpoint_round": end.map(|c| c.round),
             "checkpoint": end.map(|c| c.id().to_hex()),
         })
     );
     net.shutdown().await;
     Ok(())
+}
+
+/// Print the final summary: on the terminal always, in the log as well.
+fn warn_or_info(progress: &Progress, line: &str) {
+    info!(target: "hearth_worker::summary", "{line}");
+    if !tracing::enabled!(tracing::Level::INFO) {
+        progress.println(line);
+    }
 }

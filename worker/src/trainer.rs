@@ -8,16 +8,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use hearth_model::candle_core::{DType, Device};
+use hearth_model::candle_core::DType;
 use hearth_model::{spec, Model, Sequence, StepInfo, TrainReport, Trainer};
 use hearth_proto::{NamedTensor, RunSpec, TensorLayout};
 use tokio::sync::oneshot;
 
+use crate::control::{Control, Gate};
+use crate::device::DeviceChoice;
+
+/// A step callback: sees each step (with `seconds` counting training time only, pauses left out)
+/// and may stop the round early.
+pub type StepCallback = Box<dyn FnMut(&StepInfo) -> ControlFlow<()> + Send>;
+
 /// One round of local training from `params`.
 struct Job {
     params: Vec<NamedTensor>,
-    progress: Box<dyn FnMut(&StepInfo) + Send>,
+    progress: StepCallback,
     reply: oneshot::Sender<Result<Trained>>,
+}
+
+/// Where and how the training thread trains.
+#[derive(Debug, Clone)]
+pub struct TrainerSetup {
+    /// The device.
+    pub device: DeviceChoice,
+    /// Cap on sequences per micro-batch (`--max-batch`); the effective batch is kept by
+    /// accumulating gradients.
+    pub max_batch: Option<usize>,
+    /// Pause, hours and stop.
+    pub control: Control,
 }
 
 /// The result of a round of local training.
@@ -34,6 +53,8 @@ pub struct Trained {
 pub struct TrainerHandle {
     tx: std::sync::mpsc::Sender<Job>,
     stop: Arc<AtomicBool>,
+    /// Sequences per micro-batch and micro-batches per step, after `--max-batch`.
+    pub micro_batch: (usize, usize),
 }
 
 /// Put `tensors` in `layout` order, checking names and shapes.
@@ -73,24 +94,34 @@ impl TrainerHandle {
         model_file: Option<PathBuf>,
         data: Vec<Sequence>,
         seed: u64,
+        setup: TrainerSetup,
     ) -> Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<()>>();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_t = stop.clone();
+        let mut cfg = spec::train_config(&spec.train, seed);
+        // One inner optimizer across rounds (DiLoCo keeps the inner AdamW state); the
+        // schedule warms up once and then stays near the peak learning rate.
+        cfg.schedule_steps = Some(cfg.max_steps.saturating_mul(1000).max(1));
+        if let Some(cap) = setup.max_batch {
+            (cfg.batch_size, cfg.accum_steps) =
+                crate::memory::cap_batch(cfg.batch_size, cfg.accum_steps, cap);
+        }
+        let micro_batch = (cfg.batch_size, cfg.accum_steps);
+        // The time budget counts training time only: enforced below, with pauses left out.
+        let budget = cfg.max_seconds.take();
+        let control = setup.control;
         std::thread::Builder::new()
             .name("hearth-trainer".into())
             .spawn(move || {
                 let setup = (|| -> Result<(Model, Trainer, Vec<TensorLayout>)> {
                     let source = spec::model_source(&spec.base.source, model_file.as_deref());
-                    let base = hearth_model::load_base(&source, &Device::Cpu, DType::F32)
+                    let device = setup.device.open()?;
+                    let base = hearth_model::load_base(&source, &device, DType::F32)
                         .context("loading the base model")?;
                     let lora = spec::lora_config(&spec.lora)?;
                     let model = base.model(Some(&lora))?;
-                    let mut cfg = spec::train_config(&spec.train, seed);
-                    // One inner optimizer across rounds (DiLoCo keeps the inner AdamW state); the
-                    // schedule warms up once and then stays near the peak learning rate.
-                    cfg.schedule_steps = Some(cfg.max_steps.saturating_mul(1000).max(1));
                     let trainer = Trainer::new(&model, cfg)?;
                     let layout = spec.adapter_layout()?;
                     Ok((model, trainer, layout))
@@ -109,14 +140,33 @@ impl TrainerHandle {
                     let result = (|| -> Result<Trained> {
                         model.set_adapter(&spec::from_named(&job.params))?;
                         let stop = &stop_t;
-                        let report = trainer.train(&model, &data, |info| {
-                            (job.progress)(info);
-                            if stop.load(Ordering::Relaxed) {
-                                ControlFlow::Break(())
-                            } else {
-                                ControlFlow::Continue(())
+                        let mut paused = 0f64;
+                        let mut report = trainer.train(&model, &data, |info| {
+                            let active = (info.seconds - paused).max(0.0);
+                            let seen = StepInfo {
+                                seconds: active,
+                                ..info.clone()
+                            };
+                            if (job.progress)(&seen).is_break()
+                                || stop.load(Ordering::Relaxed)
+                                || budget.is_some_and(|b| active >= b)
+                            {
+                                return ControlFlow::Break(());
+                            }
+                            match control.gate() {
+                                Gate::Go(waited) => {
+                                    paused += waited.as_secs_f64();
+                                    ControlFlow::Continue(())
+                                }
+                                Gate::Stop => ControlFlow::Break(()),
                             }
                         })?;
+                        report.seconds = (report.seconds - paused).max(0.0);
+                        report.tokens_per_second = if report.seconds > 0.0 {
+                            report.tokens as f64 / report.seconds
+                        } else {
+                            0.0
+                        };
                         let params = arrange(&layout, model.adapter_tensors()?)?;
                         Ok(Trained { params, report })
                     })();
@@ -127,14 +177,18 @@ impl TrainerHandle {
         ready_rx
             .await
             .map_err(|_| anyhow!("the training thread died while loading"))??;
-        Ok(Self { tx, stop })
+        Ok(Self {
+            tx,
+            stop,
+            micro_batch,
+        })
     }
 
     /// Train one round from `params`.
     pub async fn train(
         &self,
         params: Vec<NamedTensor>,
-        progress: impl FnMut(&StepInfo) + Send + 'static,
+        progress: impl FnMut(&StepInfo) -> ControlFlow<()> + Send + 'static,
     ) -> Result<Trained> {
         let (reply, rx) = oneshot::channel();
         self.tx

@@ -1,0 +1,321 @@
+//! Memory: how much a run's training needs, how much this machine has, and how to shrink it.
+//!
+//! The estimate counts f32 base weights, the activations autograd keeps for backward (one
+//! micro-batch), LoRA parameters with their gradients and AdamW moments, and a fixed runtime
+//! overhead. Its per-token factors were fitted to the peak RSS of real training steps (see the
+//! `memory` integration test, which checks it against a measurement).
+
+use std::fmt;
+
+use hearth_model::{LoraConfig, LoraTarget, ModelConfig};
+
+/// Bytes per f32.
+const F32: u64 = 4;
+/// The process itself: code, tokio, libp2p, allocator slack.
+pub const RUNTIME_OVERHEAD: u64 = 96 << 20;
+/// f32 values kept per token per layer, in units of the hidden width (norms, residuals,
+/// projections, rotary and attention outputs, copies made contiguous).
+const KEPT_PER_HIDDEN: u64 = 14;
+/// ... in units of the MLP width (gate, up, SiLU, product).
+const KEPT_PER_INTERMEDIATE: u64 = 6;
+/// ... per attention score (`b·heads·t²`): scores, mask, softmax pieces.
+const KEPT_PER_SCORE: u64 = 6;
+/// ... per logit (`b·t·vocab`): logits, log-softmax pieces, their gradient.
+const KEPT_PER_LOGIT: u64 = 5;
+
+/// The parts of a training estimate, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Frozen base weights (f32).
+    pub weights: u64,
+    /// Activations kept for backward, one micro-batch.
+    pub activations: u64,
+    /// LoRA parameters, gradients and AdamW moments.
+    pub adapter: u64,
+    /// Fixed process overhead.
+    pub overhead: u64,
+}
+
+impl MemoryEstimate {
+    /// Everything together.
+    pub fn total(&self) -> u64 {
+        self.weights + self.activations + self.adapter + self.overhead
+    }
+}
+
+impl fmt::Display for MemoryEstimate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (weights {}, activations {}, adapter+optimizer {}, runtime {})",
+            human_bytes(self.total()),
+            human_bytes(self.weights),
+            human_bytes(self.activations),
+            human_bytes(self.adapter),
+            human_bytes(self.overhead)
+        )
+    }
+}
+
+/// `(in, out)` widths of an adapted projection.
+fn dims(cfg: &ModelConfig, t: &LoraTarget) -> (u64, u64) {
+    let (h, i) = (cfg.hidden as u64, cfg.intermediate as u64);
+    let q = (cfg.heads * cfg.head_dim) as u64;
+    let kv = (cfg.kv_heads * cfg.head_dim) as u64;
+    match t {
+        LoraTarget::Q => (h, q),
+        LoraTarget::K | LoraTarget::V => (h, kv),
+        LoraTarget::O => (q, h),
+        LoraTarget::Gate | LoraTarget::Up => (h, i),
+        LoraTarget::Down => (i, h),
+    }
+}
+
+/// Estimate the memory of training `cfg` with `lora` on micro-batches of `batch` × `seq_len`.
+pub fn estimate(
+    cfg: &ModelConfig,
+    lora: &LoraConfig,
+    batch: usize,
+    seq_len: usize,
+) -> MemoryEstimate {
+    let (b, t) = (batch as u64, seq_len as u64);
+    let tokens = b * t;
+    let per_layer = tokens
+        * (KEPT_PER_HIDDEN * cfg.hidden as u64 + KEPT_PER_INTERMEDIATE * cfg.intermediate as u64)
+        + KEPT_PER_SCORE * b * cfg.heads as u64 * t * t;
+    let activations =
+        F32 * (cfg.layers as u64 * per_layer + KEPT_PER_LOGIT * tokens * cfg.vocab as u64);
+    let r = lora.rank as u64;
+    let (mut all, mut trained) = (0u64, 0u64);
+    for target in &lora.targets {
+        let (i, o) = dims(cfg, target);
+        all += r * (i + o);
+        trained += if lora.train_a { r * (i + o) } else { r * o };
+    }
+    let layers = cfg.layers as u64;
+    MemoryEstimate {
+        weights: F32 * cfg.parameter_count() as u64,
+        activations,
+        // parameters, plus gradient and two AdamW moments for the trained ones.
+        adapter: F32 * layers * (all + 3 * trained),
+        overhead: RUNTIME_OVERHEAD,
+    }
+}
+
+/// The largest micro-batch ≤ `cap` that divides `batch`, and the accumulation factor that keeps
+/// the effective batch (`micro × accum` = `batch × accum_in`) unchanged.
+pub fn cap_batch(batch: usize, accum: usize, cap: usize) -> (usize, usize) {
+    let batch = batch.max(1);
+    let cap = cap.clamp(1, batch);
+    let micro = (1..=cap).rev().find(|m| batch % m == 0).unwrap_or(1);
+    (micro, accum.max(1) * (batch / micro))
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes (Linux).
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo_field(&text, "MemAvailable:")
+}
+
+/// A `kB` field of `/proc/meminfo` or `/proc/self/status`, in bytes.
+fn meminfo_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kb: u64 = line
+        .get(key.len()..)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
+/// This process's peak resident memory (`VmHWM`), in bytes (Linux).
+pub fn peak_rss() -> Option<u64> {
+    meminfo_field(
+        &std::fs::read_to_string("/proc/self/status").ok()?,
+        "VmHWM:",
+    )
+}
+
+/// This process's resident memory now (`VmRSS`), in bytes (Linux).
+pub fn current_rss() -> Option<u64> {
+    meminfo_field(
+        &std::fs::read_to_string("/proc/self/status").ok()?,
+        "VmRSS:",
+    )
+}
+
+/// Parse a size such as `6G`, `6GiB`, `512M`, `1.5g` or `123456` (bytes); units are powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 8G or 512M"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use K, M, G or T)")),
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 / 2.0 {
+        return Err(format!("{s:?} is not a usable size"));
+    }
+    Ok(bytes as u64)
+}
+
+/// `1.5 GiB`, `320 MiB`, `12 KiB`, `100 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else if v < 10.0 {
+        format!("{v:.1} {}", UNITS[u])
+    } else {
+        format!("{v:.0} {}", UNITS[u])
+    }
+}
+
+/// Why training will not fit, and what to try instead; `None` when it fits in `limit`.
+pub fn refusal(
+    cfg: &ModelConfig,
+    lora: &LoraConfig,
+    batch: usize,
+    seq_len: usize,
+    limit: u64,
+    limit_source: &str,
+) -> Option<String> {
+    let need = estimate(cfg, lora, batch, seq_len);
+    if need.total() <= limit {
+        return None;
+    }
+    let mut hint = String::new();
+    if let Some(b) = (1..batch)
+        .rev()
+        .find(|&b| estimate(cfg, lora, b, seq_len).total() <= limit)
+    {
+        hint = format!(
+            "; try --max-batch {b} (the effective batch is kept by accumulating gradients)"
+        );
+    } else if batch > 1 {
+        hint = "; even --max-batch 1 does not fit: the run's sequence length is too long for this machine (ask the organiser for a shorter seq_len), or use a machine with more memory".into();
+    } else {
+        hint = format!("{hint}; the run's sequence length {seq_len} is too long for this machine (ask the organiser for a shorter seq_len), or use a machine with more memory");
+    }
+    Some(format!(
+        "training this run needs about {need} with micro-batch {batch} × {seq_len} tokens, but only {} is available ({limit_source}){hint}",
+        human_bytes(limit)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lora(targets: Vec<LoraTarget>, train_a: bool) -> LoraConfig {
+        LoraConfig {
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            targets,
+            train_a,
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn smollm2_has_135m_parameters() {
+        let n = ModelConfig::smollm2_135m().parameter_count();
+        assert!((134_000_000..=135_000_000).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn adapter_counts_match_the_layout() {
+        let cfg = ModelConfig::smollm2_135m();
+        // q: 576→576, v: 576→192; FFA trains B only.
+        let ffa = estimate(&cfg, &lora(vec![LoraTarget::Q, LoraTarget::V], false), 1, 1);
+        let all = 30 * 8 * ((576 + 576) + (576 + 192));
+        let trained = 30 * 8 * (576 + 192);
+        assert_eq!(ffa.adapter, 4 * (all + 3 * trained));
+        let full = estimate(&cfg, &lora(vec![LoraTarget::Q, LoraTarget::V], true), 1, 1);
+        assert_eq!(full.adapter, 4 * 4 * all);
+    }
+
+    #[test]
+    fn activations_grow_with_batch_and_quadratically_in_scores() {
+        let cfg = ModelConfig::smollm2_135m();
+        let l = lora(vec![LoraTarget::Q, LoraTarget::V], false);
+        let a1 = estimate(&cfg, &l, 1, 256).activations;
+        let a4 = estimate(&cfg, &l, 4, 256).activations;
+        assert_eq!(a4, 4 * a1);
+        let long = estimate(&cfg, &l, 1, 512).activations;
+        assert!(long > 2 * a1, "scores grow with t²");
+        // Batch 4 × 256 on SmolLM2: weights 540 MB, activations in the low GiB.
+        let e = estimate(&cfg, &l, 4, 256);
+        assert!(e.total() > 1 << 30 && e.total() < 8 << 30, "{e}");
+    }
+
+    #[test]
+    fn refusal_names_a_batch_that_fits() {
+        let cfg = ModelConfig::smollm2_135m();
+        let l = lora(vec![LoraTarget::Q, LoraTarget::V], false);
+        let need4 = estimate(&cfg, &l, 4, 256).total();
+        let need2 = estimate(&cfg, &l, 2, 256).total();
+        assert!(refusal(&cfg, &l, 4, 256, need4, "test").is_none());
+        let msg = refusal(&cfg, &l, 4, 256, need2, "--max-memory").unwrap();
+        assert!(msg.contains("--max-batch 2"), "{msg}");
+        assert!(msg.contains("--max-memory"), "{msg}");
+        let msg = refusal(&cfg, &l, 4, 256, 1 << 20, "test").unwrap();
+        assert!(msg.contains("sequence length"), "{msg}");
+    }
+
+    #[test]
+    fn batch_cap_keeps_the_effective_batch() {
+        assert_eq!(cap_batch(4, 1, 8), (4, 1));
+        assert_eq!(cap_batch(4, 1, 2), (2, 2));
+        assert_eq!(cap_batch(4, 2, 3), (2, 4));
+        assert_eq!(cap_batch(6, 1, 4), (3, 2));
+        assert_eq!(cap_batch(7, 1, 3), (1, 7));
+        assert_eq!(cap_batch(8, 1, 0), (1, 8));
+        for (b, a, c) in [(12, 3, 5), (9, 1, 2), (16, 2, 7)] {
+            let (m, acc) = cap_batch(b, a, c);
+            assert!(m <= c && m * acc == b * a, "{b} {a} {c}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size(" 2 KB "), Ok(2048));
+        for bad in ["", "G", "8X", "-1G", "0", "1e9", "1.2.3G"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(human_bytes(100), "100 B");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(human_bytes(320 << 20), "320 MiB");
+    }
+
+    #[test]
+    fn meminfo_fields_parse() {
+        let text = "MemTotal:       24000000 kB\nMemAvailable:   12345 kB\n";
+        assert_eq!(meminfo_field(text, "MemAvailable:"), Some(12345 * 1024));
+        assert_eq!(meminfo_field(text, "VmHWM:"), None);
+        assert!(available_memory().is_some_and(|m| m > 0));
+        assert!(peak_rss().is_some_and(|m| m > 0));
+    }
+}
