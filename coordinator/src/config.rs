@@ -155,14 +155,23 @@ impl RunConfig {
             });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
-        let cfg: RunConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        cfg.run.validate().map_err(|e| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parse and validate run.toml text (`origin` names the file in errors).
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: origin.to_path_buf(),
+            reason,
+        };
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(invalid(format!(
+                "{} bytes, more than the {MAX_CONFIG_BYTES}-byte limit",
+                text.len()
+            )));
+        }
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        cfg.run.validate().map_err(|e| invalid(e.to_string()))?;
         Ok(cfg)
     }
 

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub aggregate_seconds: Histogram,
     /// Rounds whose update was gated by held-out loss.
     pub gated_rounds: IntCounter,
+    /// Failed writes to the data dir (checkpoint, state file, journal).
+    pub storage_errors: IntCounter,
+    /// 1 while rounds are halted because a checkpoint could not be written.
+    pub halted: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +135,20 @@ impl Metrics {
                     "Rounds whose update was rejected by the held-out gate",
                 )?,
             ),
+            storage_errors: reg(
+                &r,
+                IntCounter::new(
+                    "hearth_storage_errors_total",
+                    "Failed writes to the data dir (checkpoint, state file, journal)",
+                )?,
+            ),
+            halted: reg(
+                &r,
+                IntGauge::new(
+                    "hearth_halted",
+                    "1 while no new round opens because a checkpoint could not be written",
+                )?,
+            ),
             registry: r,
         };
         // Series that exist from the start, so dashboards and scrapers see the family at 0.
@@ -193,10 +211,12 @@ mod tests {
             "hearth_verify_seconds",
             "hearth_aggregate_seconds",
             "hearth_gated_rounds_total",
+            "hearth_storage_errors_total",
+            "hearth_halted",
         ] {
             assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
         }
-        assert_eq!(names.len(), 12, "{names:?}");
+        assert_eq!(names.len(), 14, "{names:?}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use hearth_proto::{
     ContentId, DeltaAck, JoinRequest, JoinResponse, NamedTensor, RoundInfo, RunSpec, ShardLease,
     Wire, PROTOCOL_VERSION,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::aggregate::Aggregator;
 use crate::config::RunConfig;
@@ -26,7 +26,7 @@ use crate::outer::{Outer, OuterState};
 use crate::round::{Decision, Round, RoundPolicy};
 use crate::state::{CheckpointRecord, RoundRecord, State};
 use crate::status::{Snapshot, WorkerView};
-use crate::store::{write_atomic, BlobStore};
+use crate::store::{storage_fault, write_atomic, BlobStore};
 use crate::verify::{Reject, Verifier};
 
 /// Largest validation shard read from the store.
@@ -39,6 +39,8 @@ const PROBE_MARGIN: f64 = 5e-4;
 const RATE_LIMIT: usize = 10;
 /// The rate window, in ms.
 const RATE_WINDOW_MS: u64 = 60_000;
+/// While halted by a storage error, how often the commit is retried, in ms.
+const STORAGE_RETRY_MS: u64 = 5_000;
 
 /// Journal of the deltas accepted in `round` (restored after a crash).
 pub fn journal_path(data_dir: &Path, round: u64) -> PathBuf {
@@ -103,6 +105,32 @@ fn policy_of(spec: &RunSpec) -> RoundPolicy {
     }
 }
 
+/// A closed round's result, waiting to be written to the data dir.
+struct PendingCommit {
+    /// Round number (0 = the initial checkpoint).
+    round: u64,
+    /// Adapter parameters to store.
+    params: Vec<NamedTensor>,
+    /// Outer optimizer state to store.
+    outer: OuterState,
+    /// Held-out loss of `params`.
+    eval_loss: Option<f32>,
+    /// Workers' mean training loss.
+    train_loss: Option<f32>,
+    /// The round's record (none for checkpoint 0).
+    record: Option<RoundRecord>,
+}
+
+/// Rounds are halted: a closed round could not be committed to the data dir.
+struct Halted {
+    /// `disk full` or `storage error` (shown as the phase `halted: ...`).
+    fault: &'static str,
+    /// The round result retried every [`STORAGE_RETRY_MS`].
+    pending: PendingCommit,
+    /// When to retry next.
+    retry_at_ms: u64,
+}
+
 /// The running coordinator.
 pub struct Service {
     cfg: RunConfig,
@@ -132,6 +160,8 @@ pub struct Service {
     bans_seen: Option<SystemTime>,
     /// Peers that sent a delta (accepted or not) in the round in progress.
     responders: HashSet<PeerId>,
+    /// Set while a closed round cannot be committed (disk full): no new round opens.
+    halted: Option<Halted>,
 }
 
 impl Service {
@@ -296,13 +326,21 @@ impl Service {
             probe_data: HashMap::new(),
             bans_seen: None,
             responders: HashSet::new(),
+            halted: None,
         };
         if svc.state.checkpoints.is_empty() {
             let params = svc.engine.params().to_vec();
             let outer = svc.engine.outer_state().clone();
             let loss = svc.eval(params.clone()).await?;
-            svc.commit_checkpoint(0, &params, &outer, Some(loss as f32), None)
-                .await?;
+            svc.commit_checkpoint(&PendingCommit {
+                round: 0,
+                params,
+                outer,
+                eval_loss: Some(loss as f32),
+                train_loss: None,
+                record: None,
+            })
+            .await?;
             info!(
                 eval_loss = loss,
                 "checkpoint 0 (base model, fresh adapter) committed"
@@ -409,6 +447,20 @@ impl Service {
     async fn on_tick(&mut self) -> Result<()> {
         self.apply_ban_file().await;
         let now = now_ms();
+        // Forget rate-limit windows that ended, so senders that went away cost no memory.
+        self.submissions.retain(|_, q| {
+            q.back()
+                .is_some_and(|t| now.saturating_sub(*t) <= RATE_WINDOW_MS)
+        });
+        if let Some(h) = self.halted.take() {
+            if now >= h.retry_at_ms {
+                self.finish_round(h.pending).await;
+            } else {
+                self.halted = Some(h);
+            }
+            self.refresh_snapshot();
+            return Ok(());
+        }
         let responded = self
             .responders
             .iter()
@@ -502,7 +554,7 @@ impl Service {
             .aggregate_seconds
             .observe(started.elapsed().as_secs_f64());
         let seconds = now.saturating_sub(self.round.opened_unix_ms) as f64 / 1000.0;
-        self.state.rounds.push(RoundRecord {
+        let record = RoundRecord {
             round: number,
             accepted,
             rejected: self.round_rejected,
@@ -514,17 +566,7 @@ impl Service {
             seconds,
             bytes_received: self.round_bytes,
             closed_unix_ms: now_ms(),
-        });
-        self.commit_checkpoint(number, &params, &outer_state, eval_loss, train_loss)
-            .await?;
-        let _ = std::fs::remove_file(journal_path(&self.data_dir, number));
-        self.metrics.round_seconds.observe(seconds);
-        if let Some(l) = eval_loss {
-            self.metrics.eval_loss.set(f64::from(l));
-        }
-        if let Some(l) = train_loss {
-            self.metrics.train_loss.set(f64::from(l));
-        }
+        };
         info!(
             round = number,
             accepted,
@@ -535,10 +577,68 @@ impl Service {
             outcome,
             "round closed"
         );
+        self.finish_round(PendingCommit {
+            round: number,
+            params,
+            outer: outer_state,
+            eval_loss,
+            train_loss,
+            record: Some(record),
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Commit a closed round and open the next one. When the data dir refuses the write (disk
+    /// full, I/O error) nothing of the round is committed: rounds halt, the error is logged and
+    /// counted, committed checkpoints keep being served, and the commit is retried every
+    /// [`STORAGE_RETRY_MS`] so the run resumes by itself once space is freed.
+    async fn finish_round(&mut self, pending: PendingCommit) {
+        let number = pending.round;
+        if let Err(e) = self.commit_checkpoint(&pending).await {
+            self.metrics.storage_errors.inc();
+            self.metrics.halted.set(1);
+            let fault = storage_fault(&e);
+            if self.halted.is_none() && pending.record.is_some() {
+                error!(
+                    round = number,
+                    committed_round = self.state.committed_round,
+                    "halted: {fault}: round {number} cannot be committed: {e:#}; no new round opens \
+                     until it is written (retrying every {} s); committed checkpoints stay served",
+                    STORAGE_RETRY_MS / 1000
+                );
+            } else {
+                debug!(round = number, "commit retry failed: {e:#}");
+            }
+            self.halted = Some(Halted {
+                fault,
+                pending,
+                retry_at_ms: now_ms().saturating_add(STORAGE_RETRY_MS),
+            });
+            return;
+        }
+        if self.halted.take().is_some() {
+            info!(
+                round = number,
+                "storage writable again: round {number} committed; resuming"
+            );
+        }
+        self.metrics.halted.set(0);
+        let Some(record) = pending.record else {
+            return;
+        };
+        let _ = std::fs::remove_file(journal_path(&self.data_dir, number));
+        self.metrics.round_seconds.observe(record.seconds);
+        if let Some(l) = pending.eval_loss {
+            self.metrics.eval_loss.set(f64::from(l));
+        }
+        if let Some(l) = pending.train_loss {
+            self.metrics.train_loss.set(f64::from(l));
+        }
         self.announce(Announcement::RoundClosed {
             round: number,
-            accepted,
-            rejected: self.round_rejected,
+            accepted: record.accepted,
+            rejected: record.rejected,
         });
         if let Some(rec) = self.state.latest() {
             self.announce(Announcement::CheckpointReady(rec.manifest.clone()));
@@ -552,29 +652,24 @@ impl Service {
         if self.stop_after == 0 || self.state.committed_round < self.stop_after {
             self.announce(Announcement::RoundOpened(self.round_info()));
         }
-        Ok(())
     }
 
-    /// Store the checkpoint blobs and PEFT directory, then commit the state file.
-    async fn commit_checkpoint(
-        &mut self,
-        round: u64,
-        params: &[NamedTensor],
-        outer: &OuterState,
-        eval_loss: Option<f32>,
-        train_loss: Option<f32>,
-    ) -> Result<()> {
-        let adapter_bytes = hearth_proto::encode_checkpoint(params)?;
+    /// Store the checkpoint blobs and PEFT directory, then commit the state file. On error
+    /// nothing is committed: in-memory state is unchanged and no uncommitted PEFT directory stays
+    /// behind for HTTP or `export` to serve.
+    async fn commit_checkpoint(&mut self, c: &PendingCommit) -> Result<()> {
+        let round = c.round;
+        let adapter_bytes = hearth_proto::encode_checkpoint(&c.params)?;
         let adapter = self.store.put(&adapter_bytes)?;
-        let outer_state = Some(self.store.put(&encode(outer))?);
+        let outer_state = Some(self.store.put(&encode(&c.outer))?);
         let manifest = CheckpointManifest {
             round,
             parent: self.state.latest().map(|c| c.id),
             adapter,
             adapter_bytes: adapter_bytes.len() as u64,
             outer_state,
-            eval_loss,
-            train_loss,
+            eval_loss: c.eval_loss,
+            train_loss: c.train_loss,
             created_unix_ms: now_ms(),
         };
         let id = self.store.put(&encode(&manifest))?;
@@ -586,33 +681,10 @@ impl Service {
             .join("checkpoints")
             .join(format!(".{round}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
-        let ev = self.evaluator.clone();
-        let (p, t) = (params.to_vec(), tmp.clone());
-        tokio::task::spawn_blocking(move || {
-            ev.lock()
-                .map_err(|_| anyhow!("evaluator poisoned"))?
-                .export(&p, &t)
-                .map_err(anyhow::Error::from)
-        })
-        .await??;
-        let manifest_json = serde_json::json!({
-            "round": round,
-            "id": id.to_hex(),
-            "parent": manifest.parent.map(|c| c.to_hex()),
-            "adapter_blob": adapter.to_hex(),
-            "eval_loss": eval_loss,
-            "train_loss": train_loss,
-            "created_unix_ms": manifest.created_unix_ms,
-            "run_id": self.cfg.run.run_id,
-            "base_model": self.cfg.run.base.name,
-        });
-        write_atomic(
-            &tmp.join("manifest.json"),
-            serde_json::to_string_pretty(&manifest_json)?.as_bytes(),
-        )?;
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir)
-            .with_context(|| format!("moving {} into place", dir.display()))?;
+        if let Err(e) = self.write_peft_dir(c, &manifest, id, &tmp, &dir).await {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
 
         // Fault injection for the crash tests: die after the checkpoint's files are written and
         // before the state file commits it.
@@ -627,14 +699,56 @@ impl Service {
             );
             std::process::abort();
         }
-        self.state
-            .checkpoints
-            .push(CheckpointRecord { manifest, id });
-        self.state.committed_round = round;
-        self.state.save(&self.data_dir)?;
+        let mut next = self.state.clone();
+        next.rounds.extend(c.record.clone());
+        next.checkpoints.push(CheckpointRecord { manifest, id });
+        next.committed_round = round;
+        if let Err(e) = next.save(&self.data_dir) {
+            // Not committed: the directory must not be served or exported as round `round`.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.into());
+        }
+        self.state = next;
         self.public.insert(adapter);
         self.verifier.checkpoint_committed(round, id);
         Ok(())
+    }
+
+    /// Export the PEFT adapter and manifest.json of round `c.round` into `tmp`, then move it to `dir`.
+    async fn write_peft_dir(
+        &self,
+        c: &PendingCommit,
+        manifest: &CheckpointManifest,
+        id: ContentId,
+        tmp: &Path,
+        dir: &Path,
+    ) -> Result<()> {
+        let ev = self.evaluator.clone();
+        let (p, t) = (c.params.clone(), tmp.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            ev.lock()
+                .map_err(|_| anyhow!("evaluator poisoned"))?
+                .export(&p, &t)
+                .map_err(anyhow::Error::from)
+        })
+        .await??;
+        let manifest_json = serde_json::json!({
+            "round": c.round,
+            "id": id.to_hex(),
+            "parent": manifest.parent.map(|c| c.to_hex()),
+            "adapter_blob": manifest.adapter.to_hex(),
+            "eval_loss": c.eval_loss,
+            "train_loss": c.train_loss,
+            "created_unix_ms": manifest.created_unix_ms,
+            "run_id": self.cfg.run.run_id,
+            "base_model": self.cfg.run.base.name,
+        });
+        write_atomic(
+            &tmp.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest_json)?.as_bytes(),
+        )?;
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::rename(tmp, dir).with_context(|| format!("moving {} into place", dir.display()))
     }
 
     async fn on_event(&mut self, ev: Event) {
@@ -863,7 +977,8 @@ impl Service {
                 info!(round = self.round.number, peer = %v.peer, tokens = v.tokens, staleness = v.staleness,
                       train_loss = v.train_loss, bytes = v.wire_bytes, "delta accepted");
                 if let Err(e) = self.journal_accepted(bytes) {
-                    warn!("delta accepted but not journaled (lost if the coordinator dies this round): {e:#}");
+                    self.metrics.storage_errors.inc();
+                    error!("{}: delta accepted but not journaled (lost if the coordinator dies this round): {e:#}", storage_fault(&e));
                 }
                 self.engine.accept(v);
                 Ok(())
@@ -1078,7 +1193,8 @@ impl Service {
         self.joined.remove(&p);
         let _ = self.net.ban(p).await;
         if let Err(e) = self.state.save(&self.data_dir) {
-            warn!("ban not saved: {e}");
+            self.metrics.storage_errors.inc();
+            error!("ban not saved: {e}");
         }
     }
 
@@ -1180,7 +1296,9 @@ impl Service {
             peer_id: self.peer_id.to_base58(),
             round: self.round.number,
             committed_round: self.state.committed_round,
-            phase: if self.round.extended {
+            phase: if let Some(h) = &self.halted {
+                format!("halted: {}", h.fault)
+            } else if self.round.extended {
                 "extended".into()
             } else {
                 "training".into()

@@ -57,13 +57,41 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+    let written = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(io(&tmp))
+        .and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
+    if let Err(e) = written {
+        // A failed write (ENOSPC, EIO, ...) leaves the old file untouched and no partial one behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path).map_err(io(path))?;
     sync_dir(dir)
+}
+
+/// Whether an I/O error means the file system is full (ENOSPC) or over quota (EDQUOT).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Short description of a failed write for the round state: `disk full` when any error in the
+/// chain is ENOSPC/EDQUOT, else `storage error`.
+pub fn storage_fault(e: &anyhow::Error) -> &'static str {
+    let full = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(is_disk_full);
+    if full {
+        "disk full"
+    } else {
+        "storage error"
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -160,11 +188,14 @@ impl BlobStore {
             let tmp = self
                 .dir
                 .join(format!(".{}.tmp{}", cid.to_hex(), std::process::id()));
-            fs::copy(src, &tmp).map_err(io(&tmp))?;
-            File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&tmp))?;
-            fs::rename(&tmp, &path).map_err(io(&path))?;
+            let copied = fs::copy(src, &tmp)
+                .and_then(|_| File::open(&tmp)?.sync_all())
+                .map_err(io(&tmp))
+                .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)));
+            if let Err(e) = copied {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
             sync_dir(&self.dir)?;
         }
         self.mark_verified(cid);
@@ -278,6 +309,78 @@ mod tests {
         ));
         let missing = ContentId::of(b"nope");
         assert!(matches!(fresh.get(&missing), Err(StoreError::NotFound(_))));
+    }
+
+    /// No dot-files (temp files) left in `dir`.
+    fn temp_files(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    }
+
+    #[test]
+    fn failed_write_keeps_the_old_file_and_leaves_no_partial_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        write_json(&p, &vec![1u32, 2, 3]).unwrap();
+        // Injected write error: the temp file's name is taken by a directory, so creating it fails.
+        let blocker = dir
+            .path()
+            .join(format!(".state.json.tmp{}", std::process::id()));
+        fs::create_dir(&blocker).unwrap();
+        fs::write(blocker.join("x"), b"keep the directory non-empty").unwrap();
+        let err = write_json(&p, &vec![9u32; 100]).unwrap_err();
+        assert!(matches!(err, StoreError::Io { .. }), "{err}");
+        assert_eq!(
+            read_json::<Vec<u32>>(&p, 1024).unwrap(),
+            Some(vec![1, 2, 3])
+        );
+        fs::remove_dir_all(&blocker).unwrap();
+        // Injected rename error: the destination is a non-empty directory. The temp file goes away.
+        let q = dir.path().join("blob");
+        fs::create_dir(&q).unwrap();
+        fs::write(q.join("y"), b"z").unwrap();
+        assert!(write_atomic(&q, b"bytes").is_err());
+        assert_eq!(temp_files(dir.path()), Vec::<String>::new());
+        assert!(q.join("y").is_file());
+    }
+
+    #[test]
+    fn disk_full_is_told_apart_from_other_write_errors() {
+        let enospc = std::io::Error::from_raw_os_error(28);
+        assert!(is_disk_full(&enospc));
+        let wrapped = anyhow::Error::new(StoreError::Io {
+            path: PathBuf::from("data/state.json"),
+            source: enospc,
+        })
+        .context("committing round 3");
+        assert_eq!(storage_fault(&wrapped), "disk full");
+        let eio = anyhow::Error::new(StoreError::Io {
+            path: PathBuf::from("data/state.json"),
+            source: std::io::Error::from_raw_os_error(5),
+        });
+        assert_eq!(storage_fault(&eio), "storage error");
+        assert_eq!(
+            storage_fault(&anyhow::anyhow!("evaluator poisoned")),
+            "storage error"
+        );
+    }
+
+    #[test]
+    fn write_to_a_full_device_fails_with_enospc() {
+        // /dev/full answers every write with ENOSPC: the same error a full data dir gives.
+        let mut f = match fs::OpenOptions::new().write(true).open("/dev/full") {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("skipping: /dev/full not available: {e}");
+                return;
+            }
+        };
+        let e = f.write_all(&[0u8; 4096]).unwrap_err();
+        assert!(is_disk_full(&e), "{e:?}");
     }
 
     #[test]

@@ -185,11 +185,61 @@ fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}"))
 }
 
-/// Loads a llama GGUF: weights dequantized to `dtype` on `device`.
-pub fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<GgufModel> {
-    let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let mut reader = BufReader::new(file);
-    let content = Content::read(&mut reader).map_err(|e| ModelError::Gguf {
+/// What a GGUF header provides before any tensor data is read.
+#[derive(Debug)]
+pub struct GgufHeader {
+    /// Config from `llama.*` metadata.
+    pub config: ModelConfig,
+    /// Tokenizer from `tokenizer.ggml.*`.
+    pub tokenizer: Tokenizer,
+    /// `tokenizer.chat_template`, if present.
+    pub chat_template: Option<String>,
+    /// `tokenizer.ggml.eos_token_id`.
+    pub eos_token_id: u32,
+}
+
+/// Checks that every tensor Hearth loads lies inside a file of `file_len` bytes, with checked
+/// arithmetic, so a forged shape can neither overflow nor make the reader allocate past the file.
+fn check_tensor_ranges(m: &Meta, content: &Content, file_len: u64) -> Result<()> {
+    for (name, info) in &content.tensor_infos {
+        if hf_name(name).is_none() {
+            continue;
+        }
+        let elems = info
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        let block = info.ggml_dtype.block_size() as u64;
+        let bytes = elems
+            .filter(|e| block > 0 && e % block == 0)
+            .and_then(|e| (e / block).checked_mul(info.ggml_dtype.type_size() as u64));
+        let end = bytes.and_then(|b| {
+            content
+                .tensor_data_offset
+                .checked_add(info.offset)?
+                .checked_add(b)
+        });
+        if end.is_none_or(|e| e > file_len) {
+            return Err(m.err(format!(
+                "tensor {name} (shape {:?}, {:?}, offset {}) does not fit in the {file_len}-byte file",
+                info.shape.dims(),
+                info.ggml_dtype,
+                info.offset
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks the header of a GGUF stream of `file_len` bytes: metadata, config, tokenizer
+/// and the byte range of every tensor (no tensor data is read).
+fn read_header<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+    path: &Path,
+    file_len: u64,
+) -> Result<(Content, GgufHeader)> {
+    let content = Content::read(reader).map_err(|e| ModelError::Gguf {
         path: PathBuf::from(path),
         msg: e.to_string(),
     })?;
@@ -208,14 +258,42 @@ pub fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<GgufModel
             .collect(),
         Err(_) => Vec::new(),
     };
-    let tokenizer = Tokenizer::from_bpe_parts(&tokens, &merges, &specials)?;
     let eos = m.usize("tokenizer.ggml.eos_token_id")?;
     if eos >= tokens.len() {
         return Err(m.err(format!("eos id {eos} >= vocab {}", tokens.len())));
     }
-    let chat_template = m.string("tokenizer.chat_template").ok().map(str::to_string);
     let has_output = content.tensor_infos.contains_key("output.weight");
     let config = config_from_meta(&m, has_output, tokens.len())?;
+    check_tensor_ranges(&m, &content, file_len)?;
+    let tokenizer = Tokenizer::from_bpe_parts(&tokens, &merges, &specials)?;
+    let chat_template = m.string("tokenizer.chat_template").ok().map(str::to_string);
+    let header = GgufHeader {
+        config,
+        tokenizer,
+        chat_template,
+        eos_token_id: eos as u32,
+    };
+    Ok((content, header))
+}
+
+/// Parses and checks a GGUF header held in memory (the fuzzing entry point; `bytes` may be
+/// truncated after the header, but then the tensor range check fails).
+pub fn gguf_header_from_bytes(bytes: &[u8]) -> Result<GgufHeader> {
+    let mut cursor = std::io::Cursor::new(bytes);
+    read_header(&mut cursor, Path::new("<memory>"), bytes.len() as u64).map(|(_, h)| h)
+}
+
+/// Loads a llama GGUF: weights dequantized to `dtype` on `device`.
+pub fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<GgufModel> {
+    let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
+    let mut reader = BufReader::new(file);
+    let (content, header) = read_header(&mut reader, path, file_len)?;
+    let config = header.config;
+    let m = Meta {
+        path,
+        md: &content.metadata,
+    };
 
     let mut weights = Weights::default();
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
@@ -240,9 +318,9 @@ pub fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<GgufModel
     Ok(GgufModel {
         config,
         weights,
-        tokenizer,
-        chat_template,
-        eos_token_id: eos as u32,
+        tokenizer: header.tokenizer,
+        chat_template: header.chat_template,
+        eos_token_id: header.eos_token_id,
     })
 }
 

@@ -114,6 +114,38 @@ pub struct HfModel {
     pub eos_token_id: u32,
 }
 
+/// Parses `config.json` bytes (`origin` names the file in errors) and checks the model config.
+pub fn parse_hf_config(bytes: &[u8], origin: &Path) -> Result<(HfConfig, ModelConfig)> {
+    let hf: HfConfig = serde_json::from_slice(bytes).map_err(|source| ModelError::Json {
+        path: origin.to_path_buf(),
+        source,
+    })?;
+    let config = hf.to_model_config();
+    config.validate()?;
+    Ok((hf, config))
+}
+
+/// Decodes `model.safetensors` bytes into weights of `dtype` on `device` (names and shapes are
+/// checked against a config by [`Weights::validate`]).
+pub fn weights_from_safetensors_bytes(
+    bytes: &[u8],
+    origin: &Path,
+    device: &Device,
+    dtype: DType,
+) -> Result<Weights> {
+    let raw = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| {
+        ModelError::Weight {
+            name: origin.display().to_string(),
+            msg: e.to_string(),
+        }
+    })?;
+    let mut weights = Weights::default();
+    for (name, t) in raw {
+        weights.insert(name, t.to_dtype(dtype)?.to_device(device)?);
+    }
+    Ok(weights)
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = read_bounded(path, JSON_LIMIT)?;
     serde_json::from_slice(&bytes).map_err(|source| ModelError::Json {
@@ -124,9 +156,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Loads a Hugging Face Llama checkpoint directory.
 pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel> {
-    let hf: HfConfig = read_json(&dir.join("config.json"))?;
-    let config = hf.to_model_config();
-    config.validate()?;
+    let cfg_path = dir.join("config.json");
+    let (hf, config) = parse_hf_config(&read_bounded(&cfg_path, JSON_LIMIT)?, &cfg_path)?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let tc_path = dir.join("tokenizer_config.json");
     let tc: Option<serde_json::Value> = if tc_path.exists() {
@@ -156,25 +187,9 @@ pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel>
         .or(eos_from_cfg.and_then(|e| u32::try_from(e).ok()))
         .ok_or_else(|| ModelError::Config(format!("{}: no eos token id", dir.display())))?;
     let st = dir.join("model.safetensors");
-    let size = std::fs::metadata(&st)
-        .map_err(|e| ModelError::io(&st, e))?
-        .len();
-    if size > WEIGHTS_LIMIT {
-        return Err(ModelError::TooLarge {
-            path: st,
-            size,
-            limit: WEIGHTS_LIMIT,
-        });
-    }
-    let raw =
-        candle_core::safetensors::load(&st, &Device::Cpu).map_err(|e| ModelError::Weight {
-            name: st.display().to_string(),
-            msg: e.to_string(),
-        })?;
-    let mut weights = Weights::default();
-    for (name, t) in raw {
-        weights.insert(name, t.to_dtype(dtype)?.to_device(device)?);
-    }
+    let bytes = read_bounded(&st, WEIGHTS_LIMIT)?;
+    let weights = weights_from_safetensors_bytes(&bytes, &st, device, dtype)?;
+    drop(bytes);
     weights.validate(&config)?;
     Ok(HfModel {
         config,

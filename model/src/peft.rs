@@ -214,20 +214,33 @@ fn check_name(name: &str, targets: &[LoraTarget]) -> Result<()> {
     Ok(())
 }
 
-/// Reads and checks a PEFT adapter directory (f32 tensors only).
-pub fn import_peft(dir: &Path) -> Result<PeftAdapter> {
-    let cfg_path = dir.join(ADAPTER_CONFIG);
-    let cfg_bytes = read_bounded(&cfg_path, CONFIG_FILE_LIMIT)?;
-    let config: PeftConfig =
-        serde_json::from_slice(&cfg_bytes).map_err(|source| ModelError::Json {
-            path: cfg_path.clone(),
-            source,
-        })?;
+/// Parses and checks `adapter_config.json` bytes (`origin` names the file in errors).
+pub fn parse_peft_config(bytes: &[u8], origin: &Path) -> Result<PeftConfig> {
+    if bytes.len() as u64 > CONFIG_FILE_LIMIT {
+        return Err(ModelError::TooLarge {
+            path: origin.to_path_buf(),
+            size: bytes.len() as u64,
+            limit: CONFIG_FILE_LIMIT,
+        });
+    }
+    let config: PeftConfig = serde_json::from_slice(bytes).map_err(|source| ModelError::Json {
+        path: origin.to_path_buf(),
+        source,
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Decodes and checks the tensors of `adapter_model.safetensors` bytes against `config`
+/// (PEFT names of its targets, f32, 2-d, rank `config.r`), sorted by name.
+pub fn adapter_tensors_from_bytes(
+    config: &PeftConfig,
+    bytes: &[u8],
+    origin: &Path,
+) -> Result<Vec<AdapterTensor>> {
     let targets = config.validate()?;
-    let path = dir.join(ADAPTER_WEIGHTS);
-    let bytes = read_bounded(&path, ADAPTER_FILE_LIMIT)?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| ModelError::Adapter(format!("{}: {e}", path.display())))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| ModelError::Adapter(format!("{}: {e}", origin.display())))?;
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
         check_name(&name, &targets)?;
@@ -262,7 +275,7 @@ pub fn import_peft(dir: &Path) -> Result<PeftAdapter> {
             .chunks_exact(4)
             .filter_map(|c| <[u8; 4]>::try_from(c).ok().map(f32::from_le_bytes))
             .collect();
-        if data.len() != rows * cols {
+        if Some(data.len()) != rows.checked_mul(cols) {
             return Err(ModelError::Adapter(format!(
                 "{name}: {} values for shape {shape:?}",
                 data.len()
@@ -271,6 +284,16 @@ pub fn import_peft(dir: &Path) -> Result<PeftAdapter> {
         tensors.push(AdapterTensor { name, shape, data });
     }
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tensors)
+}
+
+/// Reads and checks a PEFT adapter directory (f32 tensors only).
+pub fn import_peft(dir: &Path) -> Result<PeftAdapter> {
+    let cfg_path = dir.join(ADAPTER_CONFIG);
+    let config = parse_peft_config(&read_bounded(&cfg_path, CONFIG_FILE_LIMIT)?, &cfg_path)?;
+    let path = dir.join(ADAPTER_WEIGHTS);
+    let bytes = read_bounded(&path, ADAPTER_FILE_LIMIT)?;
+    let tensors = adapter_tensors_from_bytes(&config, &bytes, &path)?;
     Ok(PeftAdapter { config, tensors })
 }
 
