@@ -690,3 +690,74 @@ fn pump(
 
 /// Light simulated workers for the scale benchmark (`hearth-sim`).
 pub mod sim;
+
+/// Send signal `sig` (e.g. `USR1`) to a process.
+pub fn signal(proc: &Proc, sig: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(proc.child.id().to_string())
+        .status()?;
+    if !status.success() {
+        return Err(anyhow!("kill -{sig} {} failed", proc.child.id()));
+    }
+    Ok(())
+}
+
+/// POST to `url` with an empty body (status 200 only), with a 10 s timeout; the body.
+pub fn http_post(url: &str) -> Result<String> {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let mut resp = agent
+        .post(url)
+        .send_empty()
+        .with_context(|| format!("POST {url}"))?;
+    resp.body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_string()
+        .with_context(|| format!("reading {url}"))
+}
+
+/// GET `url` and parse the body as JSON.
+pub fn http_json(url: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&http_get(url)?)?)
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, or fail after `timeout` saying `what`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > end {
+            return Err(anyhow!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Files under `dir` (recursively) whose names mark an unfinished write (`.tmp`, `.partial`).
+pub fn unfinished_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.contains(".tmp") || name.ends_with(".partial") {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
