@@ -14,9 +14,15 @@ per_proc="${HEARTH_SCALE_PER_PROCESS:-250}"
 ulimit -n "$(ulimit -Hn)"
 ulimit -n 65536 2>/dev/null || true
 
-cargo build -q --release -p hearth-coordinator -p hearth-tests --bin hearth-coordinator --bin hearth-sim
-coord=target/release/hearth-coordinator
-sim=target/release/hearth-sim
+# HEARTH_SCALE_PROFILE=debug reuses the test build (dependencies are optimised there too).
+profile="${HEARTH_SCALE_PROFILE:-release}"
+if [ "$profile" = release ]; then
+  cargo build -q --release -p hearth-coordinator -p hearth-tests --bin hearth-coordinator --bin hearth-sim
+else
+  cargo build -q -p hearth-coordinator -p hearth-tests --bin hearth-coordinator --bin hearth-sim
+fi
+coord="target/$profile/hearth-coordinator"
+sim="target/$profile/hearth-sim"
 tick="$(getconf CLK_TCK)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -71,7 +77,7 @@ done
 {
   echo "# 5. Scale: simulated peers against one coordinator"
   echo
-  echo "One real \`hearth-coordinator run\` process (tiny preset, loopback TCP, release build) against light"
+  echo "One real \`hearth-coordinator run\` process (tiny preset, loopback TCP, $profile build) against light"
   echo "simulated workers: \`hearth-sim\` runs many real libp2p nodes (hearth-net) per process, each with its own"
   echo "ed25519 identity; every peer joins with the real \`/hearth/join/1\` protocol and each round sends one"
   echo "signed delta in the run's codec, built on the latest checkpoint, by direct submission (\`/hearth/delta/1\`),"
@@ -81,7 +87,7 @@ done
   echo "deadline 600 s). Lost = sent − accepted − explicitly rejected. Command:"
   echo
   echo '```'
-  echo "bash tests/bench/5-scale.sh   # HEARTH_SCALE_PEERS=\"$sizes\" HEARTH_SCALE_ROUNDS=$rounds HEARTH_SCALE_PER_PROCESS=$per_proc"
+  echo "HEARTH_SCALE_PEERS=\"$sizes\" HEARTH_SCALE_ROUNDS=$rounds HEARTH_SCALE_PER_PROCESS=$per_proc HEARTH_SCALE_PROFILE=$profile bash tests/bench/5-scale.sh"
   echo '```'
   echo
   echo "| peers | rounds | sent | accepted | rejected | lost | coordinator's accepted per round | all joined (s) | last ack per round (s) | round close per round (s) | coordinator CPU (s) | coordinator peak RSS (MiB) | sim processes |"
