@@ -8,7 +8,9 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::config::RunConfig;
 use crate::init::{init, InitOptions, Preset};
+use crate::overrides::{outer_label, RunOverrides};
 use crate::service::{RunOptions, Service};
 use crate::state::State;
 
@@ -35,6 +37,14 @@ pub struct DemoOptions {
     pub attack: String,
     /// Fresh demo-task examples decoded greedily before and after (0 = skip).
     pub accuracy_examples: usize,
+    /// Training shards the data is cut into (default: the init default).
+    pub shards: Option<usize>,
+    /// Seed of the demo task, the split and the shards (default: the init default).
+    pub seed: Option<u64>,
+    /// Settings layered over the preset's run.toml.
+    pub overrides: RunOverrides,
+    /// Worker `i` serves Prometheus metrics on 127.0.0.1:(this + i).
+    pub worker_metrics_port: Option<u16>,
 }
 
 /// Greedy exact-match accuracy of the base model and of the last checkpoint on `n` demo-task
@@ -96,7 +106,19 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
     let _ = std::fs::remove_dir_all(&dir);
     let mut init_opts = InitOptions::new(opts.preset, dir.join("run"));
     init_opts.model = opts.model.clone();
+    if let Some(s) = opts.shards {
+        init_opts.shards = s;
+    }
+    if let Some(s) = opts.seed {
+        init_opts.seed = s;
+    }
     let config = tokio::task::spawn_blocking(move || init(&init_opts)).await??;
+    let mut cfg = RunConfig::load(&config)?;
+    if !opts.overrides.is_empty() {
+        opts.overrides.apply(&mut cfg)?;
+        crate::store::write_atomic(&config, cfg.to_commented_toml()?.as_bytes())?;
+    }
+    let started = std::time::Instant::now();
     let run_opts = RunOptions {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
         http: Some(opts.http.clone()),
@@ -132,11 +154,20 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         } else {
             format!("demo-worker-{i}")
         };
-        let attack: Vec<String> = if adversary {
+        let mut extra: Vec<String> = if adversary {
             vec!["--attack".into(), opts.attack.clone()]
         } else {
             Vec::new()
         };
+        if let Some(port) = opts.worker_metrics_port {
+            let port = usize::from(port) + i;
+            if port > usize::from(u16::MAX) {
+                return Err(anyhow!(
+                    "--worker-metrics-port leaves no port for worker {i}"
+                ));
+            }
+            extra.extend(["--metrics".into(), format!("127.0.0.1:{port}")]);
+        }
         let child = tokio::process::Command::new(&worker)
             .arg("join")
             .arg(addr.to_string())
@@ -149,7 +180,7 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
             .arg("--threads")
             .arg(threads.to_string())
             .arg("--quiet")
-            .args(&attack)
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -158,6 +189,7 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         children.push(child);
     }
     svc.run(events).await?;
+    let swarm_seconds = started.elapsed().as_secs_f64();
     for mut c in children {
         match tokio::time::timeout(Duration::from_secs(20), c.wait()).await {
             Ok(Ok(status)) if status.success() => {}
@@ -179,6 +211,13 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         None
     };
     let base_loss = state.checkpoints.first().and_then(|c| c.manifest.eval_loss);
+    let checkpoint_bytes = match state.checkpoints.last() {
+        Some(c) => crate::store::BlobStore::open(data_dir.join("blobs"))?
+            .get(&c.manifest.adapter)?
+            .len(),
+        None => 0,
+    };
+    let adapter_values = hearth_proto::total_numel(&cfg.run.adapter_layout()?).unwrap_or(0);
     let adversaries: Vec<_> = state
         .ledger
         .peers
@@ -187,6 +226,18 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         .map(|p| json!({"name": p.name, "accepted": p.accepted, "rejected": p.rejected, "banned": p.banned}))
         .collect();
     Ok(json!({
+        "preset": format!("{:?}", opts.preset).to_lowercase(),
+        "workers": opts.workers,
+        "codec": cfg.run.aggregate.codec.label(),
+        "outer": outer_label(&cfg.run.aggregate.outer),
+        "local_steps": cfg.run.train.local_steps,
+        "lr": cfg.run.train.lr,
+        "target_deltas": cfg.run.aggregate.target_deltas,
+        "shards": cfg.run.data.shards.len(),
+        "adapter_values": adapter_values,
+        "checkpoint_bytes": checkpoint_bytes,
+        "swarm_seconds": swarm_seconds,
+        "bytes_per_round": state.rounds.iter().map(|r| r.bytes_received).collect::<Vec<_>>(),
         "rounds": state.committed_round,
         "deltas_accepted": state.rounds.iter().map(|r| r.accepted).collect::<Vec<_>>(),
         "deltas_rejected": state.rounds.iter().map(|r| r.rejected).collect::<Vec<_>>(),

@@ -12,6 +12,7 @@ pub mod init;
 pub mod ledger;
 pub mod metrics;
 pub mod outer;
+pub mod overrides;
 pub mod round;
 pub mod service;
 pub mod state;

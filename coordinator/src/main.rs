@@ -87,6 +87,20 @@ enum Command {
         /// Fresh demo-task examples to decode greedily with the base and the fine-tuned adapter (0 = skip).
         #[arg(long, default_value_t = 10)]
         accuracy_examples: usize,
+        /// Training shards to cut the data into (workers lease one each; default 8).
+        #[arg(long)]
+        shards: Option<usize>,
+        /// Seed of the demo task, the held-out split and the shards (default 7).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Worker i serves Prometheus metrics on 127.0.0.1:(PORT + i).
+        #[arg(long, value_name = "PORT")]
+        worker_metrics_port: Option<u16>,
+        /// Also write the JSON summary to this file.
+        #[arg(long, value_name = "FILE")]
+        json_out: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: hearth_coordinator::overrides::RunOverrides,
     },
     /// Ban a peer id from the run (applied by the running coordinator within a second, or at its next start).
     Ban {
@@ -206,6 +220,11 @@ async fn real_main(cli: Cli) -> Result<()> {
             adversaries,
             attack,
             accuracy_examples,
+            shards,
+            seed,
+            worker_metrics_port,
+            json_out,
+            overrides,
         } => {
             if adversaries > workers {
                 anyhow::bail!("--adversaries {adversaries} is more than --workers {workers}");
@@ -221,8 +240,16 @@ async fn real_main(cli: Cli) -> Result<()> {
                 adversaries,
                 attack,
                 accuracy_examples,
+                shards,
+                seed,
+                overrides,
+                worker_metrics_port,
             })
             .await?;
+            if let Some(f) = &json_out {
+                hearth_coordinator::store::write_atomic(f, format!("{summary}\n").as_bytes())
+                    .with_context(|| format!("writing {}", f.display()))?;
+            }
             let losses: Vec<f64> = summary["eval_loss"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
