@@ -452,6 +452,11 @@ impl Service {
             q.back()
                 .is_some_and(|t| now.saturating_sub(*t) <= RATE_WINDOW_MS)
         });
+        // Forget rate-limit windows that ended, so senders that went away cost no memory.
+        self.submissions.retain(|_, q| {
+            q.back()
+                .is_some_and(|t| now.saturating_sub(*t) <= RATE_WINDOW_MS)
+        });
         if let Some(h) = self.halted.take() {
             if now >= h.retry_at_ms {
                 self.finish_round(h.pending).await;
@@ -996,7 +1001,11 @@ impl Service {
                 while self.recent_rejections.len() > 50 {
                     self.recent_rejections.pop_front();
                 }
-                if let Some(p) = peer {
+                // A peer that never joined gets no ledger record (only the metrics count its
+                // rejection): records are per volunteer, and a flood of fresh identities must not
+                // grow the state file.
+                let known = self.state.ledger.peers.contains_key(&who);
+                if let Some(p) = peer.filter(|_| known) {
                     // gossipsub drops exact echoes before they reach us, so a replay here is a real
                     // resubmission. Lateness, replays and rate limits are counted but never lead to a ban.
                     self.state.ledger.rejected(&who, r.label(), now);
