@@ -106,7 +106,7 @@ done
   echo "**Reading.** Deltas lost over all sizes: **$lost_total**. Slowest round close, coordinator CPU and peak"
   echo "RSS:${summary%;}. The coordinator handles deltas one at a time in its event loop, so round"
   echo "close grows with the number of deltas probed (every delta of a new peer); memory stays small on the tiny"
-  echo "preset (one decoded delta is 24 KiB here, 720 KiB on SmolLM2, where 1,000 pending deltas hold ~0.7 GiB)."
+  echo "preset (one decoded delta is 6 KiB here, 720 KiB on SmolLM2, where 1,000 pending deltas hold ~0.7 GiB)."
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "wrote $out" >&2
