@@ -147,14 +147,26 @@ async fn wait_checkpoint(
     let mut polls = 0u64;
     loop {
         if let Some(c) = lead.announced().filter(|c| c.round > m.round) {
-            let (_, round) = lead.poll().await?;
+            // The next round's details; a coordinator that stopped after its last round is gone.
+            let round = match lead.poll().await {
+                Ok((_, round)) => round,
+                Err(_) => hearth_proto::RoundInfo {
+                    round: c.round + 1,
+                    base_checkpoint: Some(c.id()),
+                    opened_unix_ms: 0,
+                    deadline_unix_ms: 0,
+                },
+            };
             return Ok((Some(c), round));
         }
         polls += 1;
         if polls % 4 == 0 {
-            let (latest, round) = lead.poll().await?;
-            if latest.as_ref().is_some_and(|c| c.round > m.round) {
-                return Ok((latest, round));
+            match lead.poll().await {
+                Ok((latest, round)) if latest.as_ref().is_some_and(|c| c.round > m.round) => {
+                    return Ok((latest, round))
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("poll failed: {e:#}"),
             }
         }
         if Instant::now() > end {
