@@ -1,5 +1,6 @@
 //! `hearth-worker`: thin CLI over the library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -98,6 +99,12 @@ struct JoinArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Join a run and contribute: `hearth-worker join /ip4/…/tcp/4001/p2p/<coordinator peer id>`.
+    ///
+    /// Everything else has a default. While it runs: Ctrl-C finishes the step in progress, drops
+    /// the unfinished round and leaves the swarm (press it again to quit at once); SIGUSR1 or
+    /// POST /pause on --control pauses after the current step, SIGUSR2 or POST /resume resumes.
+    /// Before joining, the worker estimates the memory the run needs and refuses, with a
+    /// suggestion, when this machine cannot hold it.
     Join(Box<JoinArgs>),
     /// Measure this machine: training speed, memory, and how long a round would take.
     Bench(hearth_worker::bench::BenchArgs),
@@ -224,6 +231,7 @@ fn init_logging(quiet: bool, format: LogFormat, progress: &Progress) {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(progress.clone());
     match format {
         LogFormat::Text => builder.init(),

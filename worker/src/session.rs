@@ -492,12 +492,13 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     {
         let control = control.clone();
+        let mut interrupts = Interrupts::new()?;
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if interrupts.next().await {
                 info!("interrupted: leaving after the current step (Ctrl-C again to quit now)");
                 control.request_stop();
                 let _ = stop_tx.send(true);
-                if tokio::signal::ctrl_c().await.is_ok() {
+                if interrupts.next().await {
                     eprintln!(
                         "hearth-worker: interrupted twice; quitting without finishing the step"
                     );
@@ -887,5 +888,32 @@ fn warn_or_info(progress: &Progress, line: &str) {
     info!(target: "hearth_worker::summary", "{line}");
     if !tracing::enabled!(tracing::Level::INFO) {
         progress.println(line);
+    }
+}
+
+/// Ctrl-C (SIGINT) deliveries, one stream for the whole session so that each press counts once.
+struct Interrupts {
+    #[cfg(unix)]
+    sigint: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            sigint: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next Ctrl-C; `false` if no more can arrive.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            self.sigint.recv().await.is_some()
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
     }
 }
