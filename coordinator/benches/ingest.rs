@@ -420,7 +420,7 @@ fn reading(n: usize, r: &Row, total: Duration, probe: Option<Duration>, fraction
         ("aggregation and outer step", r.engine_e2e),
         ("the checkpoint write", r.checkpoint),
     ];
-    stages.sort_by(|a, b| b.1.cmp(&a.1));
+    stages.sort_by_key(|s| std::cmp::Reverse(s.1));
     let s = total.as_secs_f64();
     println!(
         "\n**Reading.** At {n} deltas per round the coordinator's work without the loss probe takes \

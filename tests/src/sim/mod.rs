@@ -160,7 +160,7 @@ async fn wait_checkpoint(
             return Ok((Some(c), round));
         }
         polls += 1;
-        if polls % 4 == 0 {
+        if polls.is_multiple_of(4) {
             match lead.poll().await {
                 Ok((latest, round)) if latest.as_ref().is_some_and(|c| c.round > m.round) => {
                     return Ok((latest, round))
