@@ -24,10 +24,10 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub workers: usize,
     /// Rounds per swarm.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     pub rounds: u64,
     /// Local steps per round of each configuration (comma-separated; 20 is the tiny preset's).
-    #[arg(long, value_delimiter = ',', default_value = "20,100")]
+    #[arg(long, value_delimiter = ',', default_value = "20,100,400")]
     pub local_steps: Vec<u32>,
     /// Seconds one swarm may take.
     #[arg(long, default_value_t = 900)]
@@ -39,8 +39,11 @@ const TARGET: f64 = 0.90;
 
 /// Phases reported, in order: (state label, column text).
 const PHASES: [(&str, &str); 5] = [
-    ("joining", "join + model load"),
-    ("fetching", "downloads (model, shards, checkpoints)"),
+    ("joining", "join"),
+    (
+        "fetching",
+        "startup (model, shards, model load) + checkpoint downloads",
+    ),
     ("submitting", "delta encode + sign + upload"),
     ("waiting", "waiting for the round to close"),
     ("stopped", "stopped"),
@@ -201,9 +204,10 @@ Command (run time {{WALL}}):\n",
     ];
     header.extend(PHASES.iter().map(|(_, name)| name.to_string()));
     header.push("coordinator close per round (last delta → checkpoint)".into());
+    header.push("deltas accepted / rejected".into());
     let mut t = Table::new(&header);
     let mut shares = Vec::new();
-    for (spec, _result, usages, closes) in &rows {
+    for (spec, result, usages, closes) in &rows {
         let u = total(usages);
         let training_state = u.states.get("training").copied().unwrap_or(0.0);
         let mut row = vec![
@@ -223,6 +227,11 @@ Command (run time {{WALL}}):\n",
         } else {
             format!("{mean_close:.2} s")
         });
+        row.push(format!(
+            "{} / {}",
+            result.accepted.iter().sum::<u64>(),
+            result.rejected.iter().sum::<u64>()
+        ));
         shares.push((
             spec.local_steps,
             u.step_seconds / u.wall.max(1e-9),
