@@ -9,6 +9,7 @@ pub mod demo;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod fused;
 pub mod generate;
 pub mod gguf;
 pub mod head_loss;

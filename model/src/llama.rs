@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use crate::attention::{self, causal_attention, Geometry};
 use crate::config::{LoraConfig, LoraTarget, ModelConfig};
 use crate::error::{ModelError, Result};
+use crate::fused;
 use crate::linear::frozen_linear;
 use crate::lora::{self, AdapterSlot, AdapterTensor, LoraLinear};
 use crate::weights::Weights;
@@ -25,6 +26,9 @@ impl RmsNorm {
 
     /// Normalises over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if fused::supported(x.device(), x.dtype()) {
+            return fused::rms_norm(x, &self.weight, self.eps);
+        }
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
         let x = x.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
         Ok(x.broadcast_mul(&self.weight)?)
@@ -213,9 +217,14 @@ impl Mlp {
 
     /// `x: [n, hidden]` → `[n, hidden]`.
     pub fn forward(&self, x: &Tensor, seed: Option<u64>) -> Result<Tensor> {
-        let g = self.gate.forward(x, seed)?.silu()?;
+        let g = self.gate.forward(x, seed)?;
         let u = self.up.forward(x, seed)?;
-        self.down.forward(&(g * u)?, seed)
+        let h = if fused::supported(x.device(), x.dtype()) {
+            fused::swiglu(&g, &u)?
+        } else {
+            (g.silu()? * u)?
+        };
+        self.down.forward(&h, seed)
     }
 }
 
