@@ -66,14 +66,21 @@ impl Evaluator {
     }
 
     /// Loss on `data` of the checkpoint `params` without and with `delta` added (the loss probe).
+    /// `without`, when known (same checkpoint and data), saves one of the two evaluations.
     pub fn probe(
         &mut self,
         params: &[NamedTensor],
         delta: &[NamedTensor],
         data: &[Sequence],
+        without: Option<f64>,
     ) -> hearth_model::Result<(f64, f64)> {
-        self.model.set_adapter(&spec::from_named(params))?;
-        let without = hearth_model::evaluate(&self.model, data, self.batch)?.loss;
+        let without = match without {
+            Some(w) => w,
+            None => {
+                self.model.set_adapter(&spec::from_named(params))?;
+                hearth_model::evaluate(&self.model, data, self.batch)?.loss
+            }
+        };
         let with: Vec<NamedTensor> = params
             .iter()
             .zip(delta)

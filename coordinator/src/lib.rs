@@ -9,6 +9,7 @@ pub mod evaluator;
 pub mod export;
 pub mod http;
 pub mod init;
+pub mod journal;
 pub mod ledger;
 pub mod metrics;
 pub mod outer;

@@ -177,6 +177,27 @@ impl BlobStore {
         Ok(cid)
     }
 
+    /// Store `bytes` without waiting for the disk (temp file + rename, no fsync): survives a killed
+    /// process, not a power cut. For data a later fsynced commit supersedes, like the delta journal.
+    pub fn put_unsynced(&self, bytes: &[u8]) -> Result<ContentId, StoreError> {
+        let cid = ContentId::of(bytes);
+        let path = self.path(&cid);
+        if !path.is_file() {
+            let tmp = self
+                .dir
+                .join(format!(".{}.tmp{}", cid.to_hex(), std::process::id()));
+            let written = fs::write(&tmp, bytes)
+                .map_err(io(&tmp))
+                .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)));
+            if let Err(e) = written {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+        self.mark_verified(cid);
+        Ok(cid)
+    }
+
     /// Copy the file at `src` into the store (streaming), returning its content id.
     pub fn put_file(&self, src: &Path) -> Result<ContentId, StoreError> {
         let mut hasher = blake3::Hasher::new();
