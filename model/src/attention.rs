@@ -173,7 +173,7 @@ impl CausalAttention {
                         let (live, masked) = row.split_at_mut(i + 1);
                         let mut max = live[0] * scale;
                         for x in live.iter_mut() {
-                            *x = *x * scale;
+                            *x *= scale;
                             if *x > max {
                                 max = *x;
                             }
@@ -184,7 +184,7 @@ impl CausalAttention {
                             sum += *x;
                         }
                         for x in live.iter_mut() {
-                            *x = *x / sum;
+                            *x /= sum;
                         }
                         masked.fill(T::zero());
                     }
@@ -404,7 +404,11 @@ pub fn causal_attention(
     sin: &Tensor,
     g: Geometry,
 ) -> Result<Tensor> {
-    if g.kv_heads == 0 || g.heads % g.kv_heads != 0 || g.head_dim % 2 != 0 || g.t == 0 {
+    if g.kv_heads == 0
+        || !g.heads.is_multiple_of(g.kv_heads)
+        || !g.head_dim.is_multiple_of(2)
+        || g.t == 0
+    {
         return Err(crate::error::ModelError::Config(format!(
             "causal_attention: bad geometry {g:?}"
         )));

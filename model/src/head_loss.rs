@@ -45,7 +45,7 @@ fn row_kernel<T: Real>(x: &[T], dl: &mut [T], target: usize, w: f64) -> f64 {
     let lse = max + sum.ln();
     let scale = T::from_f64(w / sum);
     for d in dl.iter_mut() {
-        *d = *d * scale;
+        *d *= scale;
     }
     if let Some(d) = dl.get_mut(target) {
         *d = T::from_f64(d.to_f64() - w);
