@@ -197,6 +197,10 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport> {
         spec.train.local_steps = s;
     }
     let src = source(args, &spec)?;
+    let file_bytes = match &src {
+        ModelSource::Gguf(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+        _ => 0,
+    };
     let base = load_base(&src, &device, DType::F32).with_context(|| format!("loading {src:?}"))?;
     let lora = lora_config(&spec.lora)?;
     let model = base.model(Some(&lora))?;
@@ -253,7 +257,9 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport> {
         tokens_per_second: report.tokens as f64 / seconds,
         seconds_per_step: per_step,
         peak_memory_bytes: if choice.is_cpu() { peak_rss() } else { None },
-        estimated_memory_bytes: estimate(&base.config, &lora, micro, seq_len).total(),
+        estimated_memory_bytes: estimate(&base.config, &lora, micro, seq_len)
+            .with_model_file(file_bytes)
+            .total(),
         local_steps: spec.train.local_steps,
         round_seconds: per_step * within as f64,
         time_budget_secs: budget,

@@ -11,12 +11,13 @@ use hearth_model::{LoraConfig, LoraTarget, ModelConfig};
 
 /// Bytes per f32.
 const F32: u64 = 4;
-/// The process itself: code, tokio, libp2p, allocator slack.
-pub const RUNTIME_OVERHEAD: u64 = 96 << 20;
+/// The process itself: code, tokio, libp2p, allocator slack (a tiny-preset worker peaks at
+/// 26 MiB in all).
+pub const RUNTIME_OVERHEAD: u64 = 32 << 20;
 /// f32 values alive at the peak of a step, per token per layer, in units of the hidden width
 /// (norms, residuals, projections, rotary and attention outputs, contiguous copies). These four
 /// factors were fitted to measured peaks: a 6-layer model of SmolLM2's proportions at 4 × 128
-/// (`tests/memory.rs`) and SmolLM2-135M itself at 4 × 64 (`bench`), both within 15 %.
+/// (`tests/memory.rs`, estimate/measured 1.10) and SmolLM2-135M at 4 × 64 and 1 × 64 (`bench`, 1.08 and 0.99).
 const KEPT_PER_HIDDEN: f64 = 7.0;
 /// ... in units of the MLP width (gate, up, SiLU, product).
 const KEPT_PER_INTERMEDIATE: f64 = 3.0;
@@ -36,12 +37,22 @@ pub struct MemoryEstimate {
     pub adapter: u64,
     /// Fixed process overhead.
     pub overhead: u64,
+    /// The model file, held while its weights are decoded (0 for presets).
+    pub loading: u64,
 }
 
 impl MemoryEstimate {
     /// Everything together.
     pub fn total(&self) -> u64 {
-        self.weights + self.activations + self.adapter + self.overhead
+        self.weights + self.activations + self.adapter + self.overhead + self.loading
+    }
+
+    /// Count a model file of `bytes`, read whole while its weights are decoded.
+    pub fn with_model_file(self, bytes: u64) -> Self {
+        Self {
+            loading: bytes,
+            ..self
+        }
     }
 }
 
@@ -49,13 +60,17 @@ impl fmt::Display for MemoryEstimate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} (weights {}, activations {}, adapter+optimizer {}, runtime {})",
+            "{} (weights {}, activations {}, adapter+optimizer {}, runtime {}",
             human_bytes(self.total()),
             human_bytes(self.weights),
             human_bytes(self.activations),
             human_bytes(self.adapter),
             human_bytes(self.overhead)
-        )
+        )?;
+        if self.loading > 0 {
+            write!(f, ", model file {}", human_bytes(self.loading))?;
+        }
+        f.write_str(")")
     }
 }
 
@@ -102,6 +117,7 @@ pub fn estimate(
         // parameters, plus gradient and two AdamW moments for the trained ones.
         adapter: F32 * layers * (all + 3 * trained),
         overhead: RUNTIME_OVERHEAD,
+        loading: 0,
     }
 }
 
@@ -200,11 +216,13 @@ pub fn refusal(
     lora: &LoraConfig,
     batch: usize,
     seq_len: usize,
+    file_bytes: u64,
     limit: u64,
     limit_source: &str,
 ) -> Option<String> {
-    let need = estimate(cfg, lora, batch, seq_len);
-    if need.total() <= limit {
+    let need = |b| estimate(cfg, lora, b, seq_len).with_model_file(file_bytes);
+    let need_now = need(batch);
+    if need_now.total() <= limit {
         return None;
     }
     let hint = if let Some(b) = (1..batch)
@@ -216,7 +234,7 @@ pub fn refusal(
         format!("; even one sequence at a time does not fit: the run's sequence length {seq_len} is too long for this machine (ask the organiser for a shorter seq_len), or use a machine with more memory")
     };
     Some(format!(
-        "training this run needs about {need} with micro-batch {batch} × {seq_len} tokens, but only {} is available ({limit_source}){hint}",
+        "training this run needs about {need_now} with micro-batch {batch} × {seq_len} tokens, but only {} is available ({limit_source}){hint}",
         human_bytes(limit)
     ))
 }
@@ -274,11 +292,11 @@ mod tests {
         let l = lora(vec![LoraTarget::Q, LoraTarget::V], false);
         let need4 = estimate(&cfg, &l, 4, 256).total();
         let need2 = estimate(&cfg, &l, 2, 256).total();
-        assert!(refusal(&cfg, &l, 4, 256, need4, "test").is_none());
-        let msg = refusal(&cfg, &l, 4, 256, need2, "--max-memory").unwrap();
+        assert!(refusal(&cfg, &l, 4, 256, 0, need4, "test").is_none());
+        let msg = refusal(&cfg, &l, 4, 256, 0, need2, "--max-memory").unwrap();
         assert!(msg.contains("--max-batch 2"), "{msg}");
         assert!(msg.contains("--max-memory"), "{msg}");
-        let msg = refusal(&cfg, &l, 4, 256, 1 << 20, "test").unwrap();
+        let msg = refusal(&cfg, &l, 4, 256, 0, 1 << 20, "test").unwrap();
         assert!(msg.contains("sequence length"), "{msg}");
     }
 

@@ -403,7 +403,8 @@ pub fn run_memory(spec: &RunSpec, max_batch: Option<usize>) -> Result<(MemoryEst
     });
     let cfg = run_model_config(spec);
     Ok((
-        crate::memory::estimate(&cfg, &lora, micro, spec.data.seq_len),
+        crate::memory::estimate(&cfg, &lora, micro, spec.data.seq_len)
+            .with_model_file(spec.base.size_bytes),
         micro,
     ))
 }
@@ -431,6 +432,7 @@ fn check_memory(opts: &JoinOptions, spec: &RunSpec) -> Result<()> {
         &lora,
         micro,
         spec.data.seq_len,
+        spec.base.size_bytes,
         limit,
         source,
     ) {
