@@ -62,6 +62,12 @@ fn sh(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs a command given as one line of words (no quoting: every word here is a plain name),
+/// failing with its stderr unless it exits 0.
+fn cmd(line: &str) -> Result<()> {
+    sh(&line.split_whitespace().collect::<Vec<_>>())
+}
+
 /// Which firewall tool the routers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Firewall {
@@ -109,6 +115,23 @@ fn preflight() -> std::result::Result<Firewall, String> {
             )
         }
     };
+    // Creating a namespace and a NAT table in it is what needs privileges (EPERM in an
+    // unprivileged container): try it once; every later failure is a real failure.
+    let ns = format!("hn{}-probe", std::process::id() % 100_000);
+    let _ = run(&["ip", "netns", "del", &ns]);
+    if let Err(e) = sh(&["ip", "netns", "add", &ns]) {
+        return Err(format!("cannot create a network namespace: {e:#}"));
+    }
+    let table = match firewall {
+        Firewall::Iptables => sh(&[
+            "ip", "netns", "exec", &ns, "iptables", "-t", "nat", "-L", "-n",
+        ]),
+        Firewall::Nft => sh(&["ip", "netns", "exec", &ns, "nft", "list", "ruleset"]),
+    };
+    let _ = sh(&["ip", "netns", "del", &ns]);
+    if let Err(e) = table {
+        return Err(format!("no netfilter NAT inside a namespace: {e:#}"));
+    }
     Ok(firewall)
 }
 
@@ -129,78 +152,39 @@ impl Lab {
             firewall,
         };
         let public = lab.add_ns("pub")?;
-        sh(&["ip", "-n", &public, "link", "set", "lo", "up"])?;
-        sh(&[
-            "ip",
-            "-n",
-            &public,
-            "addr",
-            "add",
-            &format!("{COORD_IP}/32"),
-            "dev",
-            "lo",
-        ])?;
+        cmd(&format!("ip -n {public} link set lo up"))?;
+        cmd(&format!("ip -n {public} addr add {COORD_IP}/32 dev lo"))?;
         for home in 1..=2u8 {
             let router = lab.add_ns(&format!("r{home}"))?;
             let house = lab.add_ns(&format!("h{home}"))?;
             let p = &lab.prefix;
             let (wan, isp) = (format!("{p}w{home}"), format!("{p}i{home}"));
             let (lan, eth) = (format!("{p}l{home}"), format!("{p}e{home}"));
-            // WAN link: router ↔ public, created directly inside the namespaces.
-            sh(&[
-                "ip", "-n", &router, "link", "add", &wan, "type", "veth", "peer", "name", &isp,
-                "netns", &public,
-            ])?;
-            // LAN link: home ↔ router.
-            sh(&[
-                "ip", "-n", &house, "link", "add", &eth, "type", "veth", "peer", "name", &lan,
-                "netns", &router,
-            ])?;
-            let wan_net = format!("10.201.{home}");
-            let lan_net = format!("192.168.{home}");
+            let (wan_net, lan_net) = (format!("10.201.{home}"), format!("192.168.{home}"));
+            // Both veth ends are created directly inside the namespaces.
+            cmd(&format!(
+                "ip -n {router} link add {wan} type veth peer name {isp} netns {public}"
+            ))?;
+            cmd(&format!(
+                "ip -n {house} link add {eth} type veth peer name {lan} netns {router}"
+            ))?;
             for (ns, dev, addr) in [
                 (&public, &isp, format!("{wan_net}.1/24")),
                 (&router, &wan, format!("{wan_net}.2/24")),
                 (&router, &lan, format!("{lan_net}.1/24")),
                 (&house, &eth, format!("{lan_net}.2/24")),
             ] {
-                sh(&["ip", "-n", ns, "addr", "add", &addr, "dev", dev])?;
-                sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+                cmd(&format!("ip -n {ns} addr add {addr} dev {dev}"))?;
+                cmd(&format!("ip -n {ns} link set {dev} up"))?;
             }
-            for ns in [&router, &house] {
-                sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-            }
-            sh(&[
-                "ip",
-                "-n",
-                &house,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("{lan_net}.1"),
-            ])?;
-            sh(&[
-                "ip",
-                "-n",
-                &router,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("{wan_net}.1"),
-            ])?;
+            cmd(&format!("ip -n {router} link set lo up"))?;
+            cmd(&format!("ip -n {house} link set lo up"))?;
+            cmd(&format!("ip -n {house} route add default via {lan_net}.1"))?;
+            cmd(&format!("ip -n {router} route add default via {wan_net}.1"))?;
             // The worst case for a NAT: the public side can route to the home subnet.
-            sh(&[
-                "ip",
-                "-n",
-                &public,
-                "route",
-                "add",
-                &format!("{lan_net}.0/24"),
-                "via",
-                &format!("{wan_net}.2"),
-            ])?;
+            cmd(&format!(
+                "ip -n {public} route add {lan_net}.0/24 via {wan_net}.2"
+            ))?;
             sh(&[
                 "ip",
                 "netns",
@@ -230,40 +214,20 @@ impl Lab {
     fn nat(&self, router: &str, wan: &str) -> Result<()> {
         match self.firewall {
             Firewall::Iptables => {
-                let ipt = |rule: &[&str]| {
-                    let mut args = vec!["ip", "netns", "exec", router, "iptables"];
-                    args.extend_from_slice(rule);
-                    sh(&args)
-                };
-                ipt(&[
-                    "-t",
-                    "nat",
-                    "-A",
-                    "POSTROUTING",
-                    "-o",
-                    wan,
-                    "-j",
-                    "MASQUERADE",
-                ])?;
-                ipt(&[
-                    "-A",
-                    "FORWARD",
-                    "-i",
-                    wan,
-                    "-m",
-                    "conntrack",
-                    "--ctstate",
-                    "ESTABLISHED,RELATED",
-                    "-j",
-                    "ACCEPT",
-                ])?;
-                ipt(&["-A", "FORWARD", "-i", wan, "-j", "DROP"])
+                let ipt = format!("ip netns exec {router} iptables");
+                cmd(&format!(
+                    "{ipt} -t nat -A POSTROUTING -o {wan} -j MASQUERADE"
+                ))?;
+                cmd(&format!(
+                    "{ipt} -A FORWARD -i {wan} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+                ))?;
+                cmd(&format!("{ipt} -A FORWARD -i {wan} -j DROP"))
             }
             Firewall::Nft => {
                 let rules = format!(
                     "table ip hearth {{\n\
-                     chain post {{ type nat hook postrouting priority srcnat; oifname \"{wan}\" masquerade; }}\n\
-                     chain fwd {{ type filter hook forward priority filter; policy accept;\n\
+                     chain out_nat {{ type nat hook postrouting priority srcnat; oifname \"{wan}\" masquerade; }}\n\
+                     chain in_filter {{ type filter hook forward priority filter; policy accept;\n\
                      iifname \"{wan}\" ct state established,related accept; iifname \"{wan}\" drop; }}\n\
                      }}\n"
                 );
@@ -528,10 +492,8 @@ fn workers_behind_nat_join_contribute_and_meet_through_the_relay() {
         Ok(f) => f,
         Err(reason) => return skip_or_fail(&reason),
     };
-    let lab = match Lab::create(firewall) {
-        Ok(lab) => lab,
-        Err(e) => return skip_or_fail(&format!("cannot build the namespaces: {e:#}")),
-    };
+    // Namespaces work here (preflight): a failure from now on is a bug, not a skip.
+    let lab = Lab::create(firewall).expect("building the NAT namespaces");
     let (public, router1, home1, home2) = (lab.ns("pub"), lab.ns("r1"), lab.ns("h1"), lab.ns("h2"));
     println!(
         "namespaces {:?} ({firewall:?}) ready in {:.1} s",
