@@ -78,6 +78,9 @@ fn node_config(key: Keypair, run_id: &str, spec: Option<&RunSpec>, timeout: Dura
     );
     cfg.listen = Vec::new();
     cfg.request_timeout = timeout;
+    // Hundreds of simulated peers share one IP: relay reservations would hit the relay's
+    // per-IP limit, and light peers are never dialled back anyway.
+    cfg.reserve_on_relays = false;
     if let Some(spec) = spec {
         cfg.max_transmit_size = spec.net.max_transmit_size;
         cfg.max_request_bytes = cfg.max_request_bytes.max(spec.net.max_transmit_size + 4096);
