@@ -54,7 +54,7 @@ impl InitOptions {
             shards: 8,
             demo_examples: 1500,
             seed: 7,
-            max_validation: if preset == Preset::Tiny { 0 } else { 48 },
+            max_validation: if preset == Preset::Tiny { 0 } else { 32 },
         }
     }
 }
@@ -80,12 +80,12 @@ fn base_spec(preset: Preset, model: Option<(&Path, ContentId, u64)>) -> RunSpec 
         s.train.lr = 3e-3;
         s.train.warmup_steps = 2;
     } else {
-        // Sized so the README demo (3 workers sharing 2 CPU cores) finishes a round in minutes;
+        // Sized so the README demo (3 workers sharing 2 CPU cores) runs 3 rounds in about 8 minutes;
         // the time budget stops a slow machine's local training instead of dropping it.
         s.train.local_steps = 15;
         s.train.lr = 2e-3;
         s.train.warmup_steps = 2;
-        s.train.time_budget_secs = 150;
+        s.train.time_budget_secs = 100;
     }
     s
 }

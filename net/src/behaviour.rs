@@ -6,7 +6,7 @@ use std::{
 };
 
 use libp2p::{
-    allow_block_list, autonat, dcutr, gossipsub, identify,
+    allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify,
     identity::Keypair,
     ping, relay, request_response,
     swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
@@ -42,6 +42,8 @@ pub fn gossip_overhead(run_id: &str) -> usize {
 pub struct Behaviour {
     /// Banned peers: their connections are denied and closed.
     pub block_list: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// Caps on connections per peer, established incoming and pending incoming ones.
+    pub limits: connection_limits::Behaviour,
     /// Signed, manually validated gossip on the announce and deltas topics.
     pub gossipsub: gossipsub::Behaviour,
     /// `/hearth/join/1`.
@@ -161,8 +163,13 @@ pub fn build(
         use_connected: !is_coordinator,
         ..autonat::Config::default()
     };
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established_per_peer(Some(config.max_connections_per_peer))
+        .with_max_established_incoming(Some(config.max_incoming_connections))
+        .with_max_pending_incoming(Some(config.max_pending_incoming));
     Ok(Behaviour {
         block_list: allow_block_list::Behaviour::default(),
+        limits: connection_limits::Behaviour::new(limits),
         gossipsub,
         join: rr_behaviour(config, Protocol::Join, rejected),
         blob: rr_behaviour(config, Protocol::Blob, rejected),

@@ -60,6 +60,7 @@ pub(crate) enum Command {
         oneshot::Sender<Result<(), NetError>>,
     ),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    EstablishedConnections(oneshot::Sender<u32>),
     Disconnect(PeerId, oneshot::Sender<bool>),
     Ban(PeerId, oneshot::Sender<()>),
     Unban(PeerId, oneshot::Sender<()>),
@@ -193,6 +194,13 @@ impl Client {
     /// Peers with at least one open connection.
     pub async fn connected_peers(&self) -> Vec<PeerId> {
         self.call(Command::ConnectedPeers).await.unwrap_or_default()
+    }
+
+    /// Open connections, all peers and directions together.
+    pub async fn established_connections(&self) -> u32 {
+        self.call(Command::EstablishedConnections)
+            .await
+            .unwrap_or_default()
     }
 
     /// Closes every connection to `peer`; returns whether there was one.

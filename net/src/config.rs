@@ -12,6 +12,13 @@ pub const DEFAULT_MAX_TRANSMIT_SIZE: usize = 262_144;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Default cap on a request-response response (16 MiB, one blob chunk plus framing).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// Default cap on simultaneous connections from one peer: TCP and QUIC, a relayed circuit and a
+/// redial in flight fit; a peer opening dozens is denied.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u32 = 8;
+/// Default cap on established incoming connections (a coordinator serving thousands of workers).
+pub const DEFAULT_MAX_INCOMING_CONNECTIONS: u32 = 4096;
+/// Default cap on incoming connections still negotiating (bounds handshake memory under a flood).
+pub const DEFAULT_MAX_PENDING_INCOMING: u32 = 256;
 /// Largest cap the length-prefixed codec can express.
 pub const MAX_FRAME_BYTES: usize = u32::MAX as usize;
 
@@ -65,6 +72,12 @@ pub struct NetConfig {
     /// lists the relay hop protocol, i.e. the coordinator), so a node behind NAT is reachable at
     /// `<relay>/p2p-circuit/p2p/<us>` without asking. On by default.
     pub reserve_on_relays: bool,
+    /// Most connections one peer may hold to this node at once (more are denied).
+    pub max_connections_per_peer: u32,
+    /// Most established incoming connections, all peers together.
+    pub max_incoming_connections: u32,
+    /// Most incoming connections still in their handshake.
+    pub max_pending_incoming: u32,
 }
 
 impl NetConfig {
@@ -84,11 +97,23 @@ impl NetConfig {
             idle_connection_timeout: Duration::from_secs(3600),
             psk: None,
             reserve_on_relays: true,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            max_incoming_connections: DEFAULT_MAX_INCOMING_CONNECTIONS,
+            max_pending_incoming: DEFAULT_MAX_PENDING_INCOMING,
         }
     }
 
     /// Checks the limits; called by [`crate::spawn`].
     pub fn validate(&self) -> Result<(), NetError> {
+        for (name, value) in [
+            ("max_connections_per_peer", self.max_connections_per_peer),
+            ("max_incoming_connections", self.max_incoming_connections),
+            ("max_pending_incoming", self.max_pending_incoming),
+        ] {
+            if value == 0 {
+                return Err(NetError::Config(format!("{name} must be at least 1")));
+            }
+        }
         for (name, value) in [
             ("max_transmit_size", self.max_transmit_size),
             ("max_request_bytes", self.max_request_bytes),

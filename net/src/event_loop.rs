@@ -291,6 +291,10 @@ impl EventLoop {
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
+            Command::EstablishedConnections(reply) => {
+                let info = self.swarm.network_info();
+                let _ = reply.send(info.connection_counters().num_established());
+            }
             Command::Disconnect(peer, reply) => {
                 let _ = reply.send(self.swarm.disconnect_peer_id(peer).is_ok());
             }

@@ -746,3 +746,23 @@ async fn reservations_can_be_turned_off() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_peer_opening_many_connections_is_capped() {
+    let mut cfg = config(Role::Coordinator);
+    cfg.max_connections_per_peer = 2;
+    let coord = start(cfg).await;
+    let mut hostile = worker(false);
+    // The dialler does not limit itself: only the coordinator's cap is tested.
+    hostile.max_connections_per_peer = 64;
+    let hostile = start(hostile).await;
+    for _ in 0..12 {
+        let _ = within("dial", hostile.client.dial(coord.tcp())).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = coord.client.established_connections().await;
+    println!("12 dials from one peer: the coordinator holds {held} connection(s)");
+    assert!((1..=2).contains(&held), "held {held}");
+    // The peer itself is still served.
+    assert!(coord.client.connected_peers().await.contains(&hostile.peer));
+}
