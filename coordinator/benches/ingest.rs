@@ -392,7 +392,7 @@ fn main() {
             .collect();
         println!("| deltas/s with sampled probe | {} |", rates.join(" | "));
         println!(
-            "\nLoss probe: {:.0} ms per probed delta ({} sequences × {} tokens, with and without the delta, \
+            "\nLoss probe: {:.0} ms per probed delta ({} sequences × {} tokens, the checkpoint plus the delta; its loss without the delta is cached per round and shard, \
              {} threads); a round of new peers probes every delta.",
             p.as_secs_f64() * 1e3,
             PROBE_SEQUENCES,
