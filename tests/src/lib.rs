@@ -687,7 +687,6 @@ fn pump(
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
 }
-
 /// Light simulated workers for the scale benchmark (`hearth-sim`).
 pub mod sim;
 
