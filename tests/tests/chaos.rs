@@ -334,7 +334,9 @@ fn six_workers_ten_rounds_under_kills_restarts_hangs_and_cut_links() {
             // exited after its last round before this worker, behind its slow proxy, had fetched
             // it) the one before, and the id matches the coordinator's record of that round.
             let round = summary["checkpoint_round"].as_u64().unwrap_or(0);
-            let want = s["checkpoints"][round as usize]["id"].as_str().unwrap_or("");
+            let want = s["checkpoints"][round as usize]["id"]
+                .as_str()
+                .unwrap_or("");
             assert!(
                 round + 1 >= ROUNDS && summary["checkpoint"].as_str() == Some(want),
                 "{name} ended on {summary}, final {final_id}; log:\n{}",
