@@ -36,7 +36,11 @@ fi
 FUZZ=("${CARGO[@]}" fuzz)
 echo "fuzz: $("${CARGO[@]}" --version), sanitizer $SANITIZER, ${SECS}s per target"
 
+# Build once, then run the binaries directly: `cargo fuzz run` would rebuild whenever a source
+# file changed in the meantime.
 "${FUZZ[@]}" build --sanitizer "$SANITIZER"
+TRIPLE="$(rustc -vV | sed -n 's/^host: //p')"
+BINDIR="$HERE/target/$TRIPLE/release"
 
 read -r -a TARGETS <<<"${FUZZ_TARGETS:-$("${FUZZ[@]}" list | tr '\n' ' ')}"
 
@@ -59,7 +63,7 @@ for t in "${TARGETS[@]}"; do
     mkdir -p "$seeds" "$work" "$(dirname "$log")" "$HERE/artifacts/$t"
     echo "== $t (${SECS}s)"
     set +e
-    "${FUZZ[@]}" run --sanitizer "$SANITIZER" "$t" "$work" "$seeds" -- \
+    "$BINDIR/$t" "$work" "$seeds" \
         -max_total_time="$SECS" -rss_limit_mb="$RSS_MB" -malloc_limit_mb="$RSS_MB" \
         -max_len="$(max_len "$t")" -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$HERE/artifacts/$t/" >"$log" 2>&1
@@ -80,7 +84,7 @@ for t in "${TARGETS[@]}"; do
     if [ "$rc" -eq 0 ] && [ "${FUZZ_MERGE:-0}" = 1 ]; then
         merged="$HERE/target/corpus-merged/$t"
         rm -rf "$merged" && mkdir -p "$merged"
-        "${FUZZ[@]}" run --sanitizer "$SANITIZER" "$t" "$merged" "$seeds" "$work" -- \
+        "$BINDIR/$t" "$merged" "$seeds" "$work" \
             -merge=1 -max_len="$(max_len "$t")" -rss_limit_mb="$RSS_MB" >>"$log" 2>&1
         rm -rf "$seeds" && mv "$merged" "$seeds"
     fi
