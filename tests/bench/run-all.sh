@@ -47,7 +47,9 @@ out=docs/BENCHMARKS.md
     [ -f "$f" ] || continue
     echo
     # Demote each table's headings one level under this file's title.
-    awk '/^```/ {fence = !fence} !fence && /^#/ {$0 = "#" $0} {print}' "$f"
+    # ... and point relative links (plots next to the section files) into docs/bench/.
+    awk '/^```/ {fence = !fence} !fence && /^#/ {$0 = "#" $0} {print}' "$f" |
+      sed -E 's#\]\(([0-9][^)]*)\)#](bench/\1)#g'
   done
 } > "$out.tmp"
 mv "$out.tmp" "$out"
