@@ -291,10 +291,12 @@ fn hostile_peers_are_refused_with_bounded_memory_and_honest_rounds_keep_pace() {
             p["accepted"].as_u64().unwrap() >= during.min(6),
             "honest-{i}: {p}"
         );
-        assert!(
-            p["rejected"].as_object().unwrap().is_empty() || p["strikes"] == 0,
-            "{p}"
-        );
+        // An honest delta can miss the loss probe's margin now and then (small deltas on a
+        // loaded machine); more than one such miss, any other rejection, or a ban is a failure.
+        let rejected = p["rejected"].as_object().unwrap();
+        let probe_only = rejected.keys().all(|k| k == "probe");
+        let misses: u64 = rejected.values().filter_map(|v| v.as_u64()).sum();
+        assert!(p["banned"] == false && probe_only && misses <= 1, "{p}");
     }
     assert!(
         mean(&under) <= SLOWDOWN * mean(&calm) + 5.0,
