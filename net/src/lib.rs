@@ -15,6 +15,7 @@ mod event;
 mod event_loop;
 mod identity;
 mod protocol;
+mod swarm_key;
 mod transport;
 
 use std::sync::{atomic::AtomicU64, Arc};
@@ -38,6 +39,9 @@ pub use event_loop::EventLoop;
 pub use identity::load_or_create_identity;
 pub use libp2p::{identity::Keypair, Multiaddr, PeerId};
 pub use protocol::{Protocol, Topic};
+pub use swarm_key::{
+    SwarmKey, SwarmKeyError, MAX_SWARM_KEY_FILE, SWARM_KEY_ENCODING, SWARM_KEY_HEADER,
+};
 
 /// Capacity of the command queue from clients to the event loop.
 const COMMAND_BUFFER: usize = 256;
