@@ -47,6 +47,9 @@ pub struct CoordinatorSettings {
     pub rounds: u64,
     /// Batch size for held-out evaluation.
     pub eval_batch: usize,
+    /// Private swarm (libp2p pnet): `run` refuses to start without `--swarm-key`, so the run
+    /// cannot be opened to everyone by forgetting the flag. Absent in older files: false.
+    pub private: bool,
 }
 
 impl Default for CoordinatorSettings {
@@ -62,6 +65,7 @@ impl Default for CoordinatorSettings {
             validation: None,
             rounds: 0,
             eval_batch: 8,
+            private: false,
         }
     }
 }
@@ -86,6 +90,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ("coordinator.validation", "Content id of the held-out validation shard (stays on the coordinator)."),
     ("coordinator.rounds", "Stop after this many committed rounds (0 = run until stopped)."),
     ("coordinator.eval_batch", "Batch size of held-out evaluation."),
+    ("coordinator.private", "Private swarm: true = `run` refuses to start without --swarm-key (pnet over TCP; QUIC off)."),
     ("run.run_id", "Run id: names the gossip topics hearth/<run_id>/announce and hearth/<run_id>/deltas."),
     ("run.name", "Human-readable run name shown on the dashboard."),
     ("run.base.name", "Base model name (PEFT base_model_name_or_path)."),
@@ -238,6 +243,24 @@ mod tests {
         let p = dir.path().join("run.toml");
         std::fs::write(&p, &text).unwrap();
         assert_eq!(RunConfig::load(&p).unwrap(), cfg);
+    }
+
+    #[test]
+    fn private_defaults_to_false_in_files_that_predate_it() {
+        let cfg = RunConfig {
+            run: RunSpec::tiny(),
+            ..Default::default()
+        };
+        let text = cfg.to_commented_toml().unwrap();
+        assert!(text.contains("# Private swarm"), "{text}");
+        let old = text.replace("private = false\n", "");
+        assert!(!old.contains("private ="), "{old}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.toml");
+        std::fs::write(&p, &old).unwrap();
+        assert!(!RunConfig::load(&p).unwrap().coordinator.private);
+        std::fs::write(&p, text.replace("private = false", "private = true")).unwrap();
+        assert!(RunConfig::load(&p).unwrap().coordinator.private);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct DemoOptions {
     pub overrides: RunOverrides,
     /// Worker `i` serves Prometheus metrics on 127.0.0.1:(this + i).
     pub worker_metrics_port: Option<u16>,
+    /// Run as a private swarm with this key file (coordinator and every worker).
+    pub swarm_key: Option<PathBuf>,
 }
 
 /// Greedy exact-match accuracy of the base model and of the last checkpoint on `n` demo-task
@@ -124,6 +126,12 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         http: Some(opts.http.clone()),
         rounds: Some(opts.rounds),
         addr_file: None,
+        swarm_key: opts
+            .swarm_key
+            .as_deref()
+            .map(hearth_net::SwarmKey::load)
+            .transpose()
+            .context("--swarm-key")?,
     };
     let (svc, events) = Service::start(&config, &run_opts).await?;
     let data_dir = svc.data_dir().to_path_buf();
@@ -146,6 +154,15 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
     let threads = opts
         .threads
         .unwrap_or_else(|| (cores / opts.workers.max(1)).max(1));
+    let key_file = opts
+        .swarm_key
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()?;
+    let key_args: Vec<&std::ffi::OsStr> = key_file
+        .iter()
+        .flat_map(|k| [std::ffi::OsStr::new("--swarm-key"), k.as_os_str()])
+        .collect();
     let mut children = Vec::new();
     for i in 0..opts.workers {
         let adversary = i < opts.adversaries;
@@ -181,6 +198,7 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
             .arg(threads.to_string())
             .arg("--quiet")
             .args(&extra)
+            .args(&key_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)

@@ -54,6 +54,11 @@ enum Command {
         /// Write the dialable multiaddr to this file once listening.
         #[arg(long)]
         addr_file: Option<PathBuf>,
+        /// Private swarm: only peers holding the same key can even open a connection (libp2p
+        /// pnet; TCP only, QUIC off). FILE is an IPFS swarm.key or 64 hex digits; make one with
+        /// `hearth-coordinator keygen --out FILE` and give it to every worker (`join --swarm-key`).
+        #[arg(long, value_name = "FILE")]
+        swarm_key: Option<PathBuf>,
     },
     /// Start a coordinator and N worker processes on loopback; exit after R rounds with a JSON summary.
     Demo {
@@ -99,8 +104,20 @@ enum Command {
         /// Also write the JSON summary to this file.
         #[arg(long, value_name = "FILE")]
         json_out: Option<PathBuf>,
+        /// Run the demo as a private swarm with this key (see `run --swarm-key`).
+        #[arg(long, value_name = "FILE")]
+        swarm_key: Option<PathBuf>,
         #[command(flatten)]
         overrides: hearth_coordinator::overrides::RunOverrides,
+    },
+    /// Write a new random swarm key (IPFS swarm.key format, mode 0600) for a private swarm.
+    ///
+    /// Pass it to `run --swarm-key FILE` and give it to every worker (`join --swarm-key FILE`)
+    /// over a private channel: only peers holding it can connect. Never overwrites a file.
+    Keygen {
+        /// The key file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Ban a peer id from the run (applied by the running coordinator within a second, or at its next start).
     Ban {
@@ -154,6 +171,11 @@ fn ban(data_dir: &Path, peer_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Reads `--swarm-key FILE`.
+fn load_swarm_key(path: &Path) -> Result<hearth_net::SwarmKey> {
+    hearth_net::SwarmKey::load(path).context("--swarm-key")
+}
+
 async fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init {
@@ -176,7 +198,9 @@ async fn real_main(cli: Cli) -> Result<()> {
             http,
             rounds,
             addr_file,
+            swarm_key,
         } => {
+            let swarm_key = swarm_key.as_deref().map(load_swarm_key).transpose()?;
             let listen = listen
                 .iter()
                 .map(|a| a.parse().with_context(|| format!("listen address {a:?}")))
@@ -186,6 +210,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                 http,
                 rounds,
                 addr_file: addr_file.clone(),
+                swarm_key,
             };
             let (svc, events) = Service::start(&config, &opts).await?;
             let addrs = svc.dial_addrs().await;
@@ -224,6 +249,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             seed,
             worker_metrics_port,
             json_out,
+            swarm_key,
             overrides,
         } => {
             if adversaries > workers {
@@ -244,6 +270,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                 seed,
                 overrides,
                 worker_metrics_port,
+                swarm_key,
             })
             .await?;
             if let Some(f) = &json_out {
@@ -270,6 +297,16 @@ async fn real_main(cli: Cli) -> Result<()> {
                 );
             }
             println!("{summary}");
+        }
+        Command::Keygen { out } => {
+            let key = hearth_net::SwarmKey::generate()?;
+            key.write_new(&out)?;
+            println!(
+                "wrote swarm key {} (fingerprint {}); start the coordinator with \
+                 `run --swarm-key {0}` and give the file to every worker (`join --swarm-key FILE`)",
+                out.display(),
+                key.fingerprint()
+            );
         }
         Command::Ban { peer_id, data_dir } => ban(&data_dir, &peer_id)?,
         Command::Export {

@@ -70,6 +70,8 @@ pub struct RunOptions {
     pub rounds: Option<u64>,
     /// Write the dialable multiaddr here once listening (used by `demo` and tests).
     pub addr_file: Option<PathBuf>,
+    /// Pre-shared key of a private swarm (`--swarm-key`): pnet over TCP, QUIC off.
+    pub swarm_key: Option<hearth_net::SwarmKey>,
 }
 
 fn aggregator_of(spec: &RunSpec) -> Aggregator {
@@ -169,6 +171,13 @@ impl Service {
         opts: &RunOptions,
     ) -> Result<(Self, tokio::sync::mpsc::Receiver<Event>)> {
         let cfg = RunConfig::load(config_path)?;
+        if cfg.coordinator.private && opts.swarm_key.is_none() {
+            return Err(anyhow!(
+                "{}: coordinator.private = true, but no --swarm-key was given; \
+                 refusing to open this private run to everyone",
+                config_path.display()
+            ));
+        }
         let data_dir = cfg.data_dir(config_path);
         let store = Arc::new(BlobStore::open(data_dir.join("blobs"))?);
         crate::export::save_spec(&data_dir, &cfg.run)?;
@@ -287,6 +296,26 @@ impl Service {
         } else {
             opts.listen.clone()
         };
+        if let Some(key) = &opts.swarm_key {
+            // pnet wraps TCP only: QUIC addresses are not listened on (nor printed for workers).
+            let (quic, tcp): (Vec<_>, Vec<_>) =
+                net_cfg.listen.drain(..).partition(hearth_net::is_quic);
+            if tcp.is_empty() {
+                return Err(anyhow!(
+                    "a private swarm (--swarm-key) runs over TCP only, and every listen address \
+                     is QUIC: {quic:?}; add a /tcp/ address"
+                ));
+            }
+            for a in &quic {
+                info!(addr = %a, "private swarm: not listening on QUIC");
+            }
+            net_cfg.listen = tcp;
+            net_cfg.psk = Some(key.to_bytes());
+            info!(
+                fingerprint = %key.fingerprint(),
+                "private swarm: only peers holding the same swarm key can connect (pnet over TCP, QUIC off)"
+            );
+        }
         net_cfg.max_transmit_size = spec.net.max_transmit_size;
         net_cfg.max_request_bytes = net_cfg
             .max_request_bytes
@@ -375,7 +404,8 @@ impl Service {
         &self.data_dir
     }
 
-    /// The addresses a worker should dial, with `/p2p/<peer id>`.
+    /// The addresses a worker should dial, with `/p2p/<peer id>` (TCP only in a private swarm,
+    /// where QUIC is not listened on).
     pub async fn dial_addrs(&self) -> Vec<Multiaddr> {
         self.net
             .listen_addrs()

@@ -760,3 +760,46 @@ pub fn unfinished_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Start `hearth-coordinator run --config CONFIG --listen LISTEN --http HTTP --rounds 0` with
+/// `extra` arguments (e.g. `--swarm-key FILE`, a second `--listen`); stderr goes to `log`, stdout
+/// (the printed `listening on` lines) to `log` with the extension `out`. Waits for the dialable
+/// address like [`start_coordinator`].
+pub fn start_coordinator_args(
+    config: &Path,
+    listen: &str,
+    http: &str,
+    log: &Path,
+    extra: &[&str],
+) -> Result<(Proc, String)> {
+    let addr_file = config.with_file_name(format!("addr-args-{}", std::process::id()));
+    let _ = std::fs::remove_file(&addr_file);
+    let child = Command::new(bin("hearth-coordinator"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", listen, "--http", http, "--rounds", "0"])
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .args(extra)
+        .stdout(std::fs::File::create(log.with_extension("out"))?)
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .context("starting hearth-coordinator run")?;
+    let mut proc = Proc {
+        child,
+        label: "coordinator".into(),
+    };
+    let addr = wait_until(Duration::from_secs(60), "the coordinator's address", || {
+        let addr = std::fs::read_to_string(&addr_file).unwrap_or_default();
+        let exited = proc.child.try_wait().ok().flatten().is_some();
+        (!addr.trim().is_empty() || exited).then(|| addr.trim().to_string())
+    })?;
+    if addr.is_empty() {
+        return Err(anyhow!(
+            "coordinator exited early; log: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ));
+    }
+    Ok((proc, addr))
+}

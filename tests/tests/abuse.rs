@@ -1,8 +1,9 @@
 //! Abuse: hostile peers (the `hearth-hostile` binary, and workers with `--attack`) against a
 //! coordinator on loopback, bounded in count and time. Each attack is refused (reason counters in
 //! /metrics and the ledger), the coordinator's peak RSS stays bounded, and honest workers keep
-//! closing rounds at their undisturbed pace. pnet is covered by hearth-net's
-//! `private_network_admits_only_holders_of_the_key` (the coordinator binary has no psk setting).
+//! closing rounds at their undisturbed pace. Private swarms (pnet, `--swarm-key`) are covered
+//! end to end by the last test, and at the network layer by hearth-net's
+//! `private_network_admits_only_holders_of_the_key`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -11,8 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hearth_tests::{
-    bin, deltas_by_reason, free_port, http_get, init_tiny, set_toml, start_coordinator_http,
-    start_worker_logged, state, vm_hwm_kib, wait_for_round, Proc,
+    bin, deltas_by_reason, free_port, http_get, http_json, init_tiny, set_toml,
+    start_coordinator_args, start_coordinator_http, start_worker_logged, state, vm_hwm_kib,
+    wait_for_round, wait_until, Proc,
 };
 use serde_json::Value;
 
@@ -416,4 +418,267 @@ fn unadmitted_peers_are_refused_in_closed_swarms() {
         coord.interrupt();
         let _ = coord.wait_timeout(Duration::from_secs(30));
     }
+}
+
+/// Peak RSS the coordinator of a private swarm may reach while outsiders knock (tiny preset).
+const PNET_RSS_BOUND_MIB: u64 = 128;
+
+/// `hearth-coordinator keygen --out FILE`; returns the fingerprint it printed.
+fn keygen(path: &Path) -> String {
+    let out = Command::new(bin("hearth-coordinator"))
+        .args(["keygen", "--out"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "keygen: {out:?}");
+    text.split("fingerprint ")
+        .nth(1)
+        .and_then(|t| t.get(..8))
+        .unwrap_or_else(|| panic!("no fingerprint in {text:?}"))
+        .to_string()
+}
+
+/// `hearth-hostile MODE ADDR --run-id ID ARGS...`, stderr to `dir/LABEL.log`.
+fn outsider(label: &str, mode: &str, addr: &str, run: &str, args: &[&str], dir: &Path) -> Proc {
+    let child = Command::new(bin("hearth-hostile"))
+        .args([mode, addr, "--run-id", run])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join(format!("{label}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        label: label.to_string(),
+    }
+}
+
+/// Private swarm (libp2p pnet over TCP, `--swarm-key`): a run marked `private` refuses to start
+/// without its key; with it, the coordinator listens on TCP only and prints only TCP addresses.
+/// A worker with the key trains; peers without it or with another key cannot even open a
+/// connection (the hostile binary's dials fail, 128 keyless peers knocking get no connection,
+/// workers report that they cannot reach the coordinator), they are never listed nor counted,
+/// and the coordinator's memory stays bounded while the member's rounds keep closing.
+#[test]
+fn peers_without_the_swarm_key_cannot_connect_to_a_private_swarm() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("swarm.key");
+    let wrong = d.join("wrong.key");
+    let fingerprint = keygen(&key);
+    let wrong_fingerprint = keygen(&wrong);
+    assert_ne!(fingerprint, wrong_fingerprint);
+    let key_hex = std::fs::read_to_string(&key)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert_eq!(key_hex.len(), 64);
+    let config = init_tiny(d, |t| {
+        let t = set_toml(t, "target_deltas", "1");
+        // About 2 s a round: a lone member stays under the 10-deltas-in-10-s rate limit.
+        let t = set_toml(t, "local_steps", "150");
+        set_toml(t, "private", "true")
+    })
+    .unwrap();
+    let run = run_id(&config);
+
+    // A private run does not start without its key.
+    let refused = Command::new(bin("hearth-coordinator"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--http", ""])
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("coordinator.private = true"),
+        "{refused:?}"
+    );
+
+    let http = format!("127.0.0.1:{}", free_port().unwrap());
+    let log = d.join("coordinator.log");
+    let key_arg = key.to_str().unwrap();
+    let (mut coord, addr) = start_coordinator_args(
+        &config,
+        "/ip4/127.0.0.1/tcp/0",
+        &http,
+        &log,
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--swarm-key",
+            key_arg,
+        ],
+    )
+    .unwrap();
+    let coord_pid = coord.child.id();
+    let printed = wait_until(Duration::from_secs(10), "printed addresses", || {
+        let out = std::fs::read_to_string(log.with_extension("out")).unwrap_or_default();
+        out.contains("dashboard on").then_some(out)
+    })
+    .unwrap();
+    let listening: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.starts_with("listening on "))
+        .collect();
+    println!("coordinator printed: {listening:?}");
+    assert!(!listening.is_empty(), "{printed}");
+    assert!(
+        listening
+            .iter()
+            .all(|l| l.contains("/tcp/") && !l.contains("quic")),
+        "only TCP addresses in a private swarm: {printed}"
+    );
+    let coord_log = std::fs::read_to_string(&log).unwrap();
+    assert!(coord_log.contains(&fingerprint), "fingerprint logged");
+    assert!(
+        !coord_log.contains(&key_hex) && !printed.contains(&key_hex),
+        "the key itself is never logged"
+    );
+
+    // A QUIC address with a key set is a clear error, before any network.
+    let peer = addr.rsplit('/').next().unwrap();
+    let quic = format!("/ip4/127.0.0.1/udp/9/quic-v1/p2p/{peer}");
+    let mut q = start_worker_logged(
+        &quic,
+        d,
+        "quic",
+        &d.join("quic.log"),
+        1,
+        &["--swarm-key", key_arg],
+    )
+    .unwrap();
+    assert_ne!(q.wait_timeout(Duration::from_secs(20)).unwrap(), 0);
+    let qlog = std::fs::read_to_string(d.join("quic.log")).unwrap();
+    assert!(qlog.contains("TCP only"), "{qlog}");
+
+    let (mut member, mlog) = worker(&addr, d, "member", &["--swarm-key", key_arg]);
+
+    // Outsiders, all at once while the member trains.
+    let t = Instant::now();
+    let wrong_arg = wrong.to_str().unwrap();
+    let mut dialers = [
+        outsider("no-key", "unadmitted", &addr, &run, &["--count", "5"], d),
+        outsider(
+            "wrong-key",
+            "unadmitted",
+            &addr,
+            &run,
+            &["--count", "5", "--swarm-key", wrong_arg],
+            d,
+        ),
+    ];
+    // Keyless dials fail at once or at the 10 s upgrade timeout (garbled bytes can look like a
+    // long frame), so the knocks go 64 at a time: two waves at most.
+    let mut flood = outsider(
+        "no-key-knocks",
+        "knock",
+        &addr,
+        &run,
+        &["--count", "128", "--concurrency", "64"],
+        d,
+    );
+    let (mut w_none, w_none_log) = worker(&addr, d, "outsider-no-key", &[]);
+    let (mut w_wrong, w_wrong_log) =
+        worker(&addr, d, "outsider-wrong-key", &["--swarm-key", wrong_arg]);
+
+    for p in dialers.iter_mut() {
+        let code = p.wait_timeout(Duration::from_secs(30)).unwrap();
+        let err = std::fs::read_to_string(d.join(format!("{}.log", p.label))).unwrap();
+        println!(
+            "{}: exit {code} after {:.1} s: {}",
+            p.label,
+            t.elapsed().as_secs_f64(),
+            err.trim()
+        );
+        assert_ne!(code, 0, "{}: {err}", p.label);
+        assert!(
+            err.contains("dialing the coordinator"),
+            "{}: {err}",
+            p.label
+        );
+    }
+    assert_eq!(flood.wait_timeout(Duration::from_secs(60)).unwrap(), 0);
+    let flooded: Value = serde_json::from_str(flood.stdout().trim()).unwrap();
+    println!(
+        "{}: {flooded} after {:.1} s",
+        flood.label,
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(flooded["opened"], 0, "{flooded}");
+    assert_eq!(flooded["failed"], 128, "{flooded}");
+    for (w, l) in [(&w_none, &w_none_log), (&w_wrong, &w_wrong_log)] {
+        let line = wait_until(Duration::from_secs(30), "a dial failure report", || {
+            std::fs::read_to_string(l)
+                .unwrap_or_default()
+                .lines()
+                .find(|x| x.contains("cannot reach the coordinator"))
+                .map(str::to_string)
+        })
+        .unwrap();
+        println!("{}: {line}", w.label);
+        assert!(w.is_running(), "{} keeps retrying", w.label);
+    }
+    let outsiders_secs = t.elapsed().as_secs_f64();
+
+    // The member's rounds keep closing: two more after the outsiders gave up.
+    let during = state(&config).unwrap()["committed_round"].as_u64().unwrap();
+    let s =
+        wait_for_round(&config, during.max(1) + 2, Duration::from_secs(40)).unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{}",
+                std::fs::read_to_string(&mlog).unwrap_or_default()
+            )
+        });
+    let m = metrics(&http);
+    let workers = http_json(&format!("http://{http}/api/workers")).unwrap();
+    let rss = vm_hwm_kib(coord_pid).unwrap();
+    println!("outsiders refused within {outsiders_secs:.1} s; rounds committed: {during} during, {} at the end", s["committed_round"]);
+    println!("hearth_deltas_total: {m:?}");
+    println!("/api/workers: {workers}");
+    println!(
+        "coordinator VmHWM {} MiB (bound {PNET_RSS_BOUND_MIB} MiB); test ran {:.1} s",
+        rss / 1024,
+        started.elapsed().as_secs_f64()
+    );
+
+    let rows = workers.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "only the member is listed: {workers}");
+    assert_eq!(rows[0]["name"], "member");
+    let member_accepted = rows[0]["accepted"].as_u64().unwrap();
+    assert!(member_accepted >= 2, "{workers}");
+    let peers = s["ledger"]["peers"].as_object().unwrap();
+    assert_eq!(
+        peers.len(),
+        1,
+        "only the member has a ledger record: {peers:?}"
+    );
+    assert!(
+        m.keys().all(|(outcome, _)| outcome == "accepted"),
+        "no delta from an outsider reached verification: {m:?}"
+    );
+    let accepted: u64 = m.values().sum();
+    assert!(accepted >= member_accepted, "{m:?}");
+    for r in s["rounds"].as_array().unwrap() {
+        assert!(
+            r["accepted"].as_u64().unwrap() >= 1,
+            "every round closed on the member's deltas: {r}"
+        );
+    }
+    assert!(coord.is_running() && member.is_running());
+    assert!(
+        rss / 1024 <= PNET_RSS_BOUND_MIB,
+        "peak RSS {} MiB",
+        rss / 1024
+    );
+
+    for w in [&mut w_none, &mut w_wrong, &mut member] {
+        w.kill9();
+    }
+    coord.interrupt();
+    let _ = coord.wait_timeout(Duration::from_secs(30));
 }

@@ -72,6 +72,11 @@ struct JoinArgs {
     /// Join token, for runs that admit only invited volunteers.
     #[arg(long)]
     token: Option<String>,
+    /// Private swarm: only peers holding the same key can even open a connection (libp2p pnet;
+    /// TCP only, QUIC off). FILE is the swarm key the organiser gave you (IPFS swarm.key or 64
+    /// hex digits); use the coordinator's /tcp/ address.
+    #[arg(long, value_name = "FILE")]
+    swarm_key: Option<PathBuf>,
     /// Also pass other workers' updates along (uses a little more upload bandwidth).
     #[arg(long)]
     relay: bool,
@@ -191,6 +196,12 @@ fn join_cmd(a: JoinArgs) -> Result<()> {
         .coordinator
         .parse()
         .with_context(|| format!("coordinator address {:?}", a.coordinator))?;
+    let swarm_key = a
+        .swarm_key
+        .as_deref()
+        .map(hearth_net::SwarmKey::load)
+        .transpose()
+        .context("--swarm-key")?;
     let opts = JoinOptions {
         coordinator: addr,
         identity,
@@ -209,6 +220,7 @@ fn join_cmd(a: JoinArgs) -> Result<()> {
         listen: Vec::new(),
         metrics: a.metrics,
         attack: a.attack,
+        swarm_key,
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(join(opts))

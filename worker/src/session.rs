@@ -72,6 +72,8 @@ pub struct JoinOptions {
     pub metrics: Option<String>,
     /// Misbehave this way (testing the coordinator's defences only).
     pub attack: Option<Attack>,
+    /// Pre-shared key of a private swarm (`--swarm-key`): pnet over TCP, QUIC off.
+    pub swarm_key: Option<hearth_net::SwarmKey>,
 }
 
 /// What the event pump learned from the network.
@@ -473,6 +475,21 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             opts.coordinator
         )
     })?;
+    if let Some(swarm_key) = &opts.swarm_key {
+        if hearth_net::is_quic(&opts.coordinator) {
+            return Err(anyhow!(
+                "{} is a QUIC address, but a private swarm (--swarm-key) runs over TCP only; \
+                 use the coordinator's /tcp/ address",
+                opts.coordinator
+            ));
+        }
+        if let Some(a) = opts.listen.iter().find(|a| hearth_net::is_quic(a)) {
+            return Err(anyhow!(
+                "cannot listen on {a}: a private swarm (--swarm-key) runs over TCP only"
+            ));
+        }
+        info!(fingerprint = %swarm_key.fingerprint(), "private swarm: pnet over TCP with a pre-shared key");
+    }
     let key = hearth_net::load_or_create_identity(&opts.identity)?;
     let me = key.public().to_peer_id();
     let control = opts.control.clone();
@@ -521,6 +538,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             },
         );
         cfg.listen = Vec::new();
+        cfg.psk = opts.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
         let (net, events) = hearth_net::spawn(cfg)?;
         let (_latest_tx, _) = watch::channel(Latest::default());
         let (conn_tx, conn_rx) = watch::channel(false);
@@ -551,6 +569,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         },
     );
     cfg.listen = opts.listen.clone();
+    cfg.psk = opts.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
     cfg.max_transmit_size = spec.net.max_transmit_size;
     cfg.max_response_bytes = cfg
         .max_response_bytes

@@ -1,7 +1,9 @@
 //! `hearth-hostile`: a misbehaving peer for the abuse tests, built on `hearth-net` (loopback only).
 //!
-//! `hearth-hostile MODE COORDINATOR_MULTIADDR --run-id ID [--count N] [--secs S] [--cid HEX] [--token T]`
-//! prints one JSON line with what it sent and what came back. Modes:
+//! `hearth-hostile MODE COORDINATOR_MULTIADDR --run-id ID [--count N] [--secs S] [--cid HEX] [--token T]
+//! [--swarm-key FILE]` prints one JSON line with what it sent and what came back (with
+//! `--swarm-key` its nodes use that pre-shared key, a peer of a private swarm or one with the
+//! wrong key; without it they speak plain TCP/QUIC). Modes:
 //! - `flood-gossip`: `count` signed, well-formed but stale deltas on the deltas topic (distinct
 //!   payloads, as fast as gossip takes them), then, from a second joined peer, garbage until banned;
 //! - `flood-rr`: `count` join, blob and delta requests each, `--concurrency` in flight;
@@ -9,6 +11,8 @@
 //!   frame over the run's `max_transmit_size`;
 //! - `connections`: `count` peers with fresh identities that connect and hold for `secs`;
 //! - `unadmitted`: join, blob request, direct and gossiped deltas from a peer a closed run does not admit.
+//! - `knock`: `count` peers with fresh identities each try once to connect, `--concurrency` at a
+//!   time, and leave (against a private swarm without its key: how many got in, how fast they failed).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -36,12 +40,13 @@ struct Opts {
     concurrency: usize,
     cid: Option<ContentId>,
     token: Option<String>,
+    swarm_key: Option<hearth_net::SwarmKey>,
 }
 
 fn parse() -> Result<Opts> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, addr, rest @ ..] = args.as_slice() else {
-        bail!("usage: hearth-hostile MODE COORDINATOR_MULTIADDR --run-id ID [--count N] [--secs S] [--concurrency C] [--cid HEX] [--token T]");
+        bail!("usage: hearth-hostile MODE COORDINATOR_MULTIADDR --run-id ID [--count N] [--secs S] [--concurrency C] [--cid HEX] [--token T] [--swarm-key FILE]");
     };
     let mut kv = HashMap::new();
     for pair in rest.chunks(2) {
@@ -76,6 +81,10 @@ fn parse() -> Result<Opts> {
             .map(|c| c.parse().context("--cid"))
             .transpose()?,
         token: kv.get("token").cloned(),
+        swarm_key: kv
+            .get("swarm-key")
+            .map(|f| hearth_net::SwarmKey::load(std::path::Path::new(f)).context("--swarm-key"))
+            .transpose()?,
     })
 }
 
@@ -94,6 +103,7 @@ async fn node(o: &Opts, subscribe_deltas: bool, big_frames: bool) -> Result<Node
         Role::Worker { subscribe_deltas },
     );
     cfg.listen = Vec::new();
+    cfg.psk = o.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
     cfg.request_timeout = Duration::from_secs(20);
     if big_frames {
         // Our own caps only limit what we accept; raise them so we can send what the coordinator must refuse.
@@ -373,6 +383,51 @@ async fn connections(o: &Opts) -> Result<Value> {
     )
 }
 
+async fn knock(o: &Opts) -> Result<Value> {
+    let started = Instant::now();
+    let sem = Arc::new(Semaphore::new(o.concurrency));
+    let mut tasks = Vec::new();
+    for _ in 0..o.count {
+        let permit = sem.clone().acquire_owned().await?;
+        let mut cfg = NetConfig::new(
+            Keypair::generate_ed25519(),
+            o.run_id.clone(),
+            Role::Worker {
+                subscribe_deltas: false,
+            },
+        );
+        cfg.listen = Vec::new();
+        cfg.psk = o.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
+        let addr = o.coordinator.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let (net, events) = hearth_net::spawn(cfg)?;
+            drain(net.clone(), events, Arc::new(AtomicU64::new(0)));
+            // The transport's 10 s upgrade timeout bounds a dial; this one bounds the rest.
+            let dialed = tokio::time::timeout(Duration::from_secs(20), net.dial(addr)).await;
+            net.shutdown().await;
+            drop(permit);
+            anyhow::Ok((matches!(dialed, Ok(Ok(_))), t.elapsed().as_secs_f64()))
+        }));
+    }
+    let (mut opened, mut failed, mut slowest) = (0u64, 0u64, 0f64);
+    for t in tasks {
+        match t.await? {
+            Ok((true, secs)) => {
+                opened += 1;
+                slowest = slowest.max(secs);
+            }
+            Ok((false, secs)) => {
+                failed += 1;
+                slowest = slowest.max(secs);
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    Ok(json!({"mode": "knock", "opened": opened, "failed": failed,
+              "slowest_dial_seconds": slowest, "seconds": started.elapsed().as_secs_f64()}))
+}
+
 async fn unadmitted(o: &Opts) -> Result<Value> {
     let n = node(o, false, false).await?;
     let join = match join(&n, o).await {
@@ -429,6 +484,7 @@ async fn main() {
             "oversized" => oversized(&o).await,
             "connections" => connections(&o).await,
             "unadmitted" => unadmitted(&o).await,
+            "knock" => knock(&o).await,
             m => Err(anyhow!("unknown mode {m}")),
         }
     }
