@@ -131,6 +131,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ("run.aggregate.aggregator.kind", "weighted_mean, trimmed_mean, coordinate_median or centered_clip."),
     ("run.aggregate.outer.kind", "Outer optimizer: nesterov (DiLoCo) or average."),
     ("run.aggregate.codec.kind", "Delta codec: f32, f16, int8 or top_k (density, bits)."),
+    ("run.aggregate.local_error_feedback", "Workers train from the checkpoint plus their unsent residual (helps lossy codecs; see docs/BENCHMARKS.md table 2)."),
     ("run.verify.norm_kappa", "Reject a delta whose norm exceeds kappa x the median of recently accepted norms."),
     ("run.verify.norm_abs_cap", "Absolute cap on a delta's L2 norm."),
     ("run.verify.probe_fraction", "Fraction of established peers whose deltas get the loss probe."),

@@ -485,6 +485,9 @@ pub struct AggregateSpec {
     pub max_staleness: u32,
     /// Delta codec every worker uses.
     pub codec: CodecSpec,
+    /// Workers train from the checkpoint plus their own unsent error-feedback residual, so local
+    /// training does not re-learn what is still waiting to be sent (off: train from the checkpoint).
+    pub local_error_feedback: bool,
 }
 
 impl Default for AggregateSpec {
@@ -498,6 +501,7 @@ impl Default for AggregateSpec {
             deadline_secs: 900,
             max_staleness: 2,
             codec: CodecSpec::default(),
+            local_error_feedback: false,
         }
     }
 }

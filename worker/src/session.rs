@@ -677,7 +677,10 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             }
             metrics.set_state(WorkerState::Fetching);
             control.set_state("fetching");
-            let params = s.checkpoint_params(&m, &spec, &layout).await?;
+            let mut params = s.checkpoint_params(&m, &spec, &layout).await?;
+            if spec.aggregate.local_error_feedback {
+                add_residual(&mut params, &residual);
+            }
             let round_no = latest_rx
                 .borrow()
                 .round
@@ -936,5 +939,66 @@ impl Interrupts {
         {
             tokio::signal::ctrl_c().await.is_ok()
         }
+    }
+}
+
+/// Adds the error-feedback residual to the checkpoint's values (local error feedback): training
+/// then starts where this worker's own updates, sent and unsent, have taken it. The delta is still
+/// taken against these values and `encode` adds the residual once, so nothing is counted twice.
+fn add_residual(params: &mut [NamedTensor], residual: &Residual) {
+    for p in params.iter_mut() {
+        if let Some(r) = residual.get(&p.name).filter(|r| r.len() == p.data.len()) {
+            for (a, b) in p.data.iter_mut().zip(r) {
+                *a += b;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_proto::CodecSpec;
+
+    fn tensor(name: &str, data: Vec<f32>) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            shape: vec![data.len()],
+            data,
+        }
+    }
+
+    #[test]
+    fn local_error_feedback_starts_from_checkpoint_plus_residual_and_counts_it_once() {
+        // One top-k round leaves everything but the largest value in the residual.
+        let mut residual = Residual::new();
+        let first = vec![tensor("b", vec![4.0, 1.0, -2.0, 0.5])];
+        encode_delta(
+            &CodecSpec::TopK {
+                density: 0.25,
+                bits: 1,
+            },
+            &first,
+            &mut residual,
+        )
+        .unwrap();
+        assert_eq!(residual.get("b").unwrap(), &[0.0, 1.0, -2.0, 0.5]);
+
+        let mut params = vec![
+            tensor("b", vec![10.0, 10.0, 10.0, 10.0]),
+            tensor("other", vec![1.0]),
+        ];
+        add_residual(&mut params, &residual);
+        assert_eq!(params[0].data, vec![10.0, 11.0, 8.0, 10.5]);
+        assert_eq!(
+            params[1].data,
+            vec![1.0],
+            "a tensor without a residual is unchanged"
+        );
+
+        // A residual of the wrong length (layout changed) is ignored, not added.
+        let mut short = vec![tensor("b", vec![0.0; 3])];
+        add_residual(&mut short, &residual);
+        assert_eq!(short[0].data, vec![0.0; 3]);
     }
 }
