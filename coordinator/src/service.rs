@@ -35,11 +35,11 @@ const MAX_SHARD_BYTES: usize = 1 << 30;
 const PROBE_SEQUENCES: usize = 4;
 /// Relative drop of the probe loss a delta must achieve.
 const PROBE_MARGIN: f64 = 5e-4;
-/// Deltas one peer may submit per rate window. An honest worker sends at most two per round
-/// (gossip, then a direct retry), and rounds last seconds, so this only stops floods.
-const RATE_LIMIT: usize = 10;
-/// The rate window, in ms (10 per minute stalled honest workers in runs with rounds under 6 s).
-const RATE_WINDOW_MS: u64 = 10_000;
+/// Deltas one peer may submit while one round is open. An honest worker sends at most three
+/// (its delta by gossip and directly, and a late one built on an older checkpoint), so this only
+/// stops floods. Counting per round, not per second, never stalls honest workers however short
+/// rounds are (a window of 10 per 10 s did, in sub-second tiny-preset rounds).
+const RATE_LIMIT: u32 = 6;
 /// While halted by a storage error, how often the commit is retried, in ms.
 const STORAGE_RETRY_MS: u64 = 5_000;
 
@@ -153,7 +153,8 @@ pub struct Service {
     round_bytes: u64,
     recent_rejections: VecDeque<(u64, String, String)>,
     stop_after: u64,
-    submissions: HashMap<PeerId, VecDeque<u64>>,
+    /// Deltas received from each peer since the current round opened (rate limit).
+    submissions: HashMap<PeerId, u32>,
     probe_data: HashMap<u32, Vec<hearth_model::Sequence>>,
     /// Probe loss of the current checkpoint, by (round, shard).
     probe_baseline: HashMap<(u64, u32), f64>,
@@ -476,11 +477,6 @@ impl Service {
     async fn on_tick(&mut self) -> Result<()> {
         self.apply_ban_file().await;
         let now = now_ms();
-        // Forget rate-limit windows that ended, so senders that went away cost no memory.
-        self.submissions.retain(|_, q| {
-            q.back()
-                .is_some_and(|t| now.saturating_sub(*t) <= RATE_WINDOW_MS)
-        });
         if let Some(h) = self.halted.take() {
             if now >= h.retry_at_ms {
                 self.finish_round(h.pending).await;
@@ -517,6 +513,7 @@ impl Service {
                     carried, "too few deltas after the extension; carrying them over"
                 );
                 self.round = Round::open(self.round.number, now, policy_of(&self.cfg.run));
+                self.submissions.clear();
                 self.announce(Announcement::RoundOpened(self.round_info()));
             }
             Decision::Close => self.close_round(now).await?,
@@ -675,6 +672,7 @@ impl Service {
         self.round_rejected = 0;
         self.round_bytes = 0;
         self.round = Round::open(number + 1, now_ms(), policy_of(&self.cfg.run));
+        self.submissions.clear();
         self.verifier.round_opened();
         self.responders.clear();
         self.metrics.round.set(self.round.number as i64);
@@ -1056,24 +1054,14 @@ impl Service {
     ) -> Result<crate::verify::VerifiedDelta, Box<(Option<PeerId>, Reject)>> {
         let started = Instant::now();
         if let Some(p) = sender {
-            let now = now_ms();
-            let q = self.submissions.entry(p).or_default();
-            while q
-                .front()
-                .is_some_and(|t| now.saturating_sub(*t) > RATE_WINDOW_MS)
-            {
-                q.pop_front();
-            }
-            if q.len() >= RATE_LIMIT {
+            let sent = self.submissions.entry(p).or_default();
+            if *sent >= RATE_LIMIT {
                 return Err(Box::new((
                     Some(p),
-                    Reject::RateLimited(format!(
-                        "more than {RATE_LIMIT} deltas in {} s",
-                        RATE_WINDOW_MS / 1000
-                    )),
+                    Reject::RateLimited(format!("more than {RATE_LIMIT} deltas in one round")),
                 )));
             }
-            q.push_back(now);
+            *sent += 1;
         }
         let v = self.verify_delta(bytes, sender)?;
         self.metrics

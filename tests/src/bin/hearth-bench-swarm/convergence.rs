@@ -29,7 +29,7 @@ pub struct Args {
     /// Worker count of the outer-optimizer and H variants.
     #[arg(long, default_value_t = 4)]
     pub variant_workers: usize,
-    /// Rounds per swarm (≤ 10: the coordinator rate-limits a peer to 10 deltas a minute).
+    /// Rounds per swarm.
     #[arg(long, default_value_t = 6)]
     pub rounds: u64,
     /// Local steps per round (H).
