@@ -242,22 +242,14 @@ pub fn start_worker_with(
     rounds: u64,
     extra: &[&str],
 ) -> Result<Proc> {
-    let cache = dir.join(name);
-    std::fs::create_dir_all(&cache)?;
-    let child = Command::new(bin("hearth-worker"))
-        .args(["join", addr, "--name", name, "--threads", "1", "--rounds"])
-        .arg(rounds.to_string())
-        .arg("--cache-dir")
-        .arg(&cache)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join(format!("{name}.log")))?)
-        .spawn()
-        .context("starting hearth-worker")?;
-    Ok(Proc {
-        child,
-        label: name.to_string(),
-    })
+    start_worker_logged(
+        addr,
+        dir,
+        name,
+        &dir.join(format!("{name}.log")),
+        rounds,
+        extra,
+    )
 }
 
 /// A loopback TCP port that was free a moment ago (bound, then released).
