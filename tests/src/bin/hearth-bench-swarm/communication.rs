@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "f32,f16,int8,topk:1/16:2,topk:1/64:4,topk:1/64:2,topk:1/64:1"
+        default_value = "f32,f16,int8,topk:1/4:2,topk:1/16:2,topk:1/64:4,topk:1/64:2,topk:1/64:1"
     )]
     pub codecs: Vec<String>,
     /// Codecs only sized at SmolLM2 adapter size (comma-separated).
