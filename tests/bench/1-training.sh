@@ -6,6 +6,7 @@
 #   tests/bench/1-training.sh            # THREADS=2 REPS=3 STEPS=3 by default
 #   THREADS=4 REPS=5 tests/bench/1-training.sh
 #   STAT=median tests/bench/1-training.sh  # medians instead of the fastest run of each kind
+#   RAW_IN=saved.log tests/bench/1-training.sh  # rebuild the table from a saved log of this script, no runs
 #
 # Python: reuses $HEARTH_BENCH_VENV (default /work/.venv-ref) when it already has torch, transformers,
 # peft and gguf; otherwise creates target/bench-venv and installs them with pip (CPU torch wheel).
@@ -59,7 +60,11 @@ run() { # side mode lora
   echo "  $line" >&2
   echo "$line" >>"$RAW"
 }
-for rep in $(seq "$REPS"); do
+if [ -n "${RAW_IN:-}" ]; then   # reassemble the table from saved JSON lines (no runs)
+  grep '^  {' "$RAW_IN" | sed 's/^ *//' >"$RAW"   # the indented run lines this script logs
+  RUN_REPS=0
+fi
+for rep in $(seq "${RUN_REPS:-$REPS}"); do
   echo "rep $rep/$REPS" >&2
   run hearth matmul; run pytorch matmul
   for lora in qv8 all16; do run hearth model "$lora"; run pytorch model "$lora"; done
@@ -130,6 +135,21 @@ w("forward = 2 (P + P_lora) + A; training = forward + backward, backward = 2 (P 
 for lora in cfgs:
     f, tr_ = flops(lora)
     w(f"{lora}: forward {f / 1e6:.0f} MFLOP/token, training {tr_ / 1e6:.0f} MFLOP/token.")
+w("")
+# Reading: split the ratio into the matmul kernel's rate and how much of it each side's training reaches.
+kernel = rate["hearth"] / rate["pytorch"]
+parts = []
+for lora, name in (("qv8", "r 8 on q, v"), ("all16", "r 16 on all 7 linear")):
+    tr = {s_: agg(pick(s_, "model", lora)) for s_ in ("hearth", "pytorch")}
+    share = {s_: tr[s_] * flops(lora)[1] / 1e9 / rate[s_] for s_ in ("hearth", "pytorch")}
+    parts.append(f"{name}: {tr['hearth'] / tr['pytorch']:.2f}x = kernel {kernel:.2f}x times share "
+                 f"{share['hearth'] / share['pytorch']:.2f}x ({100 * share['hearth']:.0f} % vs {100 * share['pytorch']:.0f} %)")
+w("**Reading.** Training speed ratio = (Hearth's sgemm rate / PyTorch's) x (share of its own sgemm rate each "
+  "side's training reaches): " + "; ".join(parts) + ". Where the share ratio is at or above 1, Hearth's "
+  "graph, fused kernels and memory traffic waste no more than PyTorch's; what stands between it and "
+  "PyTorch is the f32 matmul kernel itself (the pure-Rust gemm crate that candle's CPU backend uses, vs "
+  "MKL/oneDNN in torch). Candle's other CPU backends are MKL (`candle-core/mkl`, whose build fetches "
+  "Intel's libraries from a container registry this machine cannot reach) and Accelerate (macOS only).")
 w("")
 w("Raw runs (JSON lines, in run order):")
 w("")
