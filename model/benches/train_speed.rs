@@ -68,18 +68,7 @@ fn main() -> Res<()> {
     let which = std::env::var("HEARTH_BENCH_LORA").unwrap_or_else(|_| "qv8".into());
     let (rank, targets) = match which.as_str() {
         "qv8" => (8, vec![LoraTarget::Q, LoraTarget::V]),
-        "all16" => (
-            16,
-            vec![
-                LoraTarget::Q,
-                LoraTarget::K,
-                LoraTarget::V,
-                LoraTarget::O,
-                LoraTarget::Gate,
-                LoraTarget::Up,
-                LoraTarget::Down,
-            ],
-        ),
+        "all16" => (16, LoraTarget::ALL.to_vec()),
         other => return Err(format!("HEARTH_BENCH_LORA={other:?}: expected qv8 or all16").into()),
     };
     let base = load_base(&ModelSource::Gguf(path), &Device::Cpu, DType::F32)?;

@@ -79,15 +79,7 @@ fn lora_beats_base_model_on_held_out_vesk() {
     let base_gen: usize = env("HEARTH_DEMO_BASE_GEN", 1);
     let targets = match std::env::var("HEARTH_DEMO_TARGETS").as_deref() {
         Ok("qv") => vec![LoraTarget::Q, LoraTarget::V],
-        _ => vec![
-            LoraTarget::Q,
-            LoraTarget::K,
-            LoraTarget::V,
-            LoraTarget::O,
-            LoraTarget::Gate,
-            LoraTarget::Up,
-            LoraTarget::Down,
-        ],
+        _ => LoraTarget::ALL.to_vec(),
     };
 
     let base = load_base(&ModelSource::Gguf(path), &Device::Cpu, DType::F32).unwrap();
