@@ -317,13 +317,10 @@ impl Service {
                 "private swarm: only peers holding the same swarm key can connect (pnet over TCP, QUIC off)"
             );
         }
-        net_cfg.max_transmit_size = spec.net.max_transmit_size;
-        net_cfg.max_request_bytes = net_cfg
-            .max_request_bytes
-            .max(spec.net.max_transmit_size + 4096);
-        net_cfg.max_response_bytes = net_cfg
-            .max_response_bytes
-            .max(spec.net.blob_chunk_size as usize + 4096);
+        net_cfg.fit_run(
+            spec.net.max_transmit_size,
+            spec.net.blob_chunk_size as usize,
+        );
         let (net, events) = hearth_net::spawn(net_cfg)?;
 
         let metrics = Metrics::new()?;

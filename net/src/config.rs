@@ -103,6 +103,19 @@ impl NetConfig {
         }
     }
 
+    /// Sizes the frame limits for a run: gossip frames of `max_transmit_size`, requests that can
+    /// carry such a frame and responses that can carry a blob chunk (each with 4 KiB of framing),
+    /// never below the defaults.
+    pub fn fit_run(&mut self, max_transmit_size: usize, blob_chunk_size: usize) {
+        self.max_transmit_size = max_transmit_size;
+        self.max_request_bytes = self
+            .max_request_bytes
+            .max(max_transmit_size.saturating_add(4096));
+        self.max_response_bytes = self
+            .max_response_bytes
+            .max(blob_chunk_size.saturating_add(4096));
+    }
+
     /// Checks the limits; called by [`crate::spawn`].
     pub fn validate(&self) -> Result<(), NetError> {
         for (name, value) in [
@@ -275,5 +288,19 @@ mod tests {
         let mut slash = ok;
         slash.run_id = "a/b".into();
         assert!(slash.validate().is_err());
+    }
+
+    #[test]
+    fn fit_run_grows_frame_limits_to_the_run_and_never_below_defaults() {
+        let mut c = NetConfig::new(Keypair::generate_ed25519(), "run", Role::Coordinator);
+        c.fit_run(4 << 20, 32 << 20);
+        assert_eq!(c.max_transmit_size, 4 << 20);
+        assert_eq!(c.max_request_bytes, (4 << 20) + 4096);
+        assert_eq!(c.max_response_bytes, (32 << 20) + 4096);
+        let mut small = NetConfig::new(Keypair::generate_ed25519(), "run", Role::Coordinator);
+        small.fit_run(1024, 1024);
+        assert_eq!(small.max_transmit_size, 1024);
+        assert_eq!(small.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert_eq!(small.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
     }
 }

@@ -570,11 +570,10 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     );
     cfg.listen = opts.listen.clone();
     cfg.psk = opts.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
-    cfg.max_transmit_size = spec.net.max_transmit_size;
-    cfg.max_response_bytes = cfg
-        .max_response_bytes
-        .max(spec.net.blob_chunk_size as usize + 4096);
-    cfg.max_request_bytes = cfg.max_request_bytes.max(spec.net.max_transmit_size + 4096);
+    cfg.fit_run(
+        spec.net.max_transmit_size,
+        spec.net.blob_chunk_size as usize,
+    );
     let (net, events) = hearth_net::spawn(cfg)?;
     let (latest_tx, mut latest_rx) = watch::channel(Latest::default());
     let (conn_tx, conn_rx) = watch::channel(false);

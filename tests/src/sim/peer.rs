@@ -82,11 +82,10 @@ fn node_config(key: Keypair, run_id: &str, spec: Option<&RunSpec>, timeout: Dura
     // per-IP limit, and light peers are never dialled back anyway.
     cfg.reserve_on_relays = false;
     if let Some(spec) = spec {
-        cfg.max_transmit_size = spec.net.max_transmit_size;
-        cfg.max_request_bytes = cfg.max_request_bytes.max(spec.net.max_transmit_size + 4096);
-        cfg.max_response_bytes = cfg
-            .max_response_bytes
-            .max(spec.net.blob_chunk_size as usize + 4096);
+        cfg.fit_run(
+            spec.net.max_transmit_size,
+            spec.net.blob_chunk_size as usize,
+        );
     }
     cfg
 }
