@@ -199,7 +199,13 @@ impl Session {
                 }
                 Err(e) if !self.unreachable_reported => {
                     self.unreachable_reported = true;
-                    warn!("cannot reach the coordinator ({e}); retrying in the background (up to every {} s)", MAX_BACKOFF.as_secs());
+                    // In a private swarm a wrong or missing key looks like a plain connection failure.
+                    let hint = if self.opts.swarm_key.is_some() {
+                        "; this is a private swarm: check that --swarm-key is the organiser's key"
+                    } else {
+                        ""
+                    };
+                    warn!("cannot reach the coordinator ({e}){hint}; retrying in the background (up to every {} s)", MAX_BACKOFF.as_secs());
                 }
                 Err(e) => debug!(
                     "cannot reach the coordinator ({e}); retrying in {:.1} s",
