@@ -60,11 +60,25 @@ pub struct Args {
     /// Local steps per round of the smollm2-135m preset (for the data-parallel comparison).
     #[arg(long, default_value_t = 15)]
     pub smollm2_local_steps: u64,
+    /// Rounds of the f32-vs-default pair on SmolLM2-135M (the real model; 0 = skip).
+    #[arg(long, default_value_t = 10)]
+    pub smollm2_rounds: u64,
+    /// Workers of the SmolLM2 pair.
+    #[arg(long, default_value_t = 2)]
+    pub smollm2_workers: usize,
+    /// Local steps per round of the SmolLM2 pair.
+    #[arg(long, default_value_t = 5)]
+    pub smollm2_quality_steps: u32,
+    /// Sequences per step of the SmolLM2 pair.
+    #[arg(long, default_value_t = 2)]
+    pub smollm2_batch: usize,
     /// Seconds one swarm may take.
     #[arg(long, default_value_t = 900)]
     pub run_timeout: u64,
 }
 
+/// Inner learning rate of the smollm2-135m preset (`hearth-coordinator init`).
+const SMOLLM2_LR: f32 = 2e-3;
 /// Loss-gap limit of the acceptance criterion.
 const MAX_GAP: f64 = 0.01;
 /// Compression the default codec must reach at SmolLM2 size.
@@ -96,6 +110,7 @@ fn spec_for(a: &Args, tag: &str, codec: &str) -> DemoSpec {
         worker_metrics_port: None,
         set,
         log: "warn",
+        model: None,
     }
 }
 
@@ -159,6 +174,37 @@ pub fn main(a: &Args) -> Result<()> {
         let d = run(&long_spec("long-default", &default), &work, timeout)?;
         Some((f, d))
     } else {
+        None
+    };
+    let model = hearth_model::default_model_path();
+    let smol_pair = if a.smollm2_rounds > 0 && model.is_file() {
+        let pair_spec = |tag: &str, c: &str| DemoSpec {
+            tag: tag.into(),
+            workers: a.smollm2_workers,
+            rounds: a.smollm2_rounds,
+            local_steps: a.smollm2_quality_steps,
+            lr: SMOLLM2_LR,
+            codec: c.into(),
+            outer: None,
+            shards: a.smollm2_workers,
+            target_deltas: a.smollm2_workers as u32,
+            seed: 7,
+            worker_metrics_port: None,
+            set: vec![
+                format!("run.train.batch_size={}", a.smollm2_batch),
+                "run.aggregate.deadline_secs=900".into(),
+            ],
+            log: "warn",
+            model: Some(model.clone()),
+        };
+        let default = cli(&CodecSpec::default());
+        let f = run(&pair_spec("smollm2-f32", "f32"), &work, timeout)?;
+        let d = run(&pair_spec("smollm2-default", &default), &work, timeout)?;
+        Some((f, d))
+    } else {
+        if a.smollm2_rounds > 0 {
+            eprintln!("no model at {}: SmolLM2 pair skipped", model.display());
+        }
         None
     };
     let f32_losses: Vec<f64> = runs
@@ -310,6 +356,45 @@ each worker also downloads the {}-byte checkpoint per round. Held-out loss of th
     }
     md.push_str(&t.render());
 
+    if let Some((f, d)) = &smol_pair {
+        let _ = writeln!(
+            md,
+            "\n## Quality on SmolLM2-135M (the real model)\n\nThe same comparison on the demo task with the real \
+base model: {} workers, {} rounds of {} local steps of batch {} (preset learning rate {}), f32 against the \
+default codec {}. Held-out loss after each round:\n",
+            a.smollm2_workers,
+            a.smollm2_rounds,
+            a.smollm2_quality_steps,
+            a.smollm2_batch,
+            SMOLLM2_LR,
+            label(&CodecSpec::default()),
+        );
+        let mut t = Table::new(&[
+            "codec",
+            "held-out loss, round 0 (base model) to the last",
+            "final",
+            "vs f32",
+            "run time",
+        ]);
+        for (name, r) in [("f32", f), ("default", d)] {
+            t.row(vec![
+                if name == "f32" {
+                    "f32".into()
+                } else {
+                    label(&CodecSpec::default())
+                },
+                r.eval_loss
+                    .iter()
+                    .map(|l| format!("{l:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                format!("{:.4}", r.final_loss()),
+                pct((r.final_loss() - f.final_loss()) / f.final_loss()),
+                format!("{:.0} s", r.wall_seconds),
+            ]);
+        }
+        md.push_str(&t.render());
+    }
     let default = CodecSpec::default();
     let _ = writeln!(md, "\n## Reading\n");
     if let Some((_, _, _, r, g, p)) = verdicts.iter().find(|v| v.0 == default && !v.2) {
@@ -362,6 +447,21 @@ density 1/64 a chunk can send at most R/64 of its coordinates in R rounds.",
 the gap on this task: f32 keeps improving while the sparse default levels off.",
             a.long_rounds,
             at.join(", ")
+        );
+    }
+    if let Some((f, d)) = &smol_pair {
+        let _ = writeln!(
+            md,
+            "- On SmolLM2-135M the default ends {} from f32 after {} rounds ({:.3} vs {:.3}; tiny preset: {}).",
+            pct((d.final_loss() - f.final_loss()) / f.final_loss()),
+            a.smollm2_rounds,
+            d.final_loss(),
+            f.final_loss(),
+            verdicts
+                .iter()
+                .find(|v| v.0 == CodecSpec::default() && !v.2)
+                .map(|v| pct(v.4))
+                .unwrap_or_else(|| "not run".into())
         );
     }
     let lef: Vec<String> = verdicts

@@ -101,6 +101,7 @@ fn spec(a: &Args, i: usize, c: &Config) -> DemoSpec {
             s
         },
         log: "warn",
+        model: None,
     }
 }
 

@@ -23,7 +23,7 @@ pub fn sibling_bin(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// One swarm configuration (tiny preset, loopback, no dashboard).
+/// One swarm configuration (tiny preset unless a model file is given; loopback, no dashboard).
 #[derive(Debug, Clone)]
 pub struct DemoSpec {
     /// Short name for files and logs.
@@ -52,15 +52,22 @@ pub struct DemoSpec {
     pub set: Vec<String>,
     /// `RUST_LOG` of the demo and its workers (its stderr goes to `<tag>.log`).
     pub log: &'static str,
+    /// SmolLM2-135M GGUF file: run the `smollm2-135m` preset on it instead of `tiny`.
+    pub model: Option<PathBuf>,
 }
 
 impl DemoSpec {
     /// The command-line arguments after `hearth-coordinator`.
     pub fn args(&self, dir: &Path, json: &Path) -> Vec<String> {
+        let preset = if self.model.is_some() {
+            "smollm2-135m"
+        } else {
+            "tiny"
+        };
         let mut a: Vec<String> = vec![
             "demo".into(),
             "--preset".into(),
-            "tiny".into(),
+            preset.into(),
             "--http".into(),
             String::new(),
             "--accuracy-examples".into(),
@@ -88,6 +95,9 @@ impl DemoSpec {
         ];
         if let Some(o) = &self.outer {
             a.extend(["--outer".into(), o.clone()]);
+        }
+        if let Some(m) = &self.model {
+            a.extend(["--model".into(), m.display().to_string()]);
         }
         if let Some(p) = self.worker_metrics_port {
             a.extend(["--worker-metrics-port".into(), p.to_string()]);

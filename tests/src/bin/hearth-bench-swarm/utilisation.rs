@@ -163,6 +163,7 @@ pub fn main(a: &Args) -> Result<()> {
             worker_metrics_port: Some(port),
             set: vec!["run.aggregate.deadline_secs=600".into()],
             log: "info,libp2p=warn",
+            model: None,
         };
         let running = start(&spec, &work)?;
         let samplers: Vec<Sampler> = (0..a.workers)
