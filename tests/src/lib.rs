@@ -134,10 +134,12 @@ pub fn start_coordinator_env(
     log: &Path,
     env: &[(&str, String)],
 ) -> Result<(Proc, String)> {
-    spawn_coordinator(config, listen, "", rounds, log, env)
+    spawn_coordinator(config, listen, "", rounds, log, env, &[], Stdio::null())
 }
 
-/// Start `hearth-coordinator run` (HTTP on `http`, "" for none) and wait for its dialable address.
+/// Start `hearth-coordinator run` (HTTP on `http`, "" for none; `extra` arguments after the
+/// others) and wait for its dialable address.
+#[allow(clippy::too_many_arguments)]
 fn spawn_coordinator(
     config: &Path,
     listen: &str,
@@ -145,6 +147,8 @@ fn spawn_coordinator(
     rounds: u64,
     log: &Path,
     env: &[(&str, String)],
+    extra: &[&str],
+    stdout: Stdio,
 ) -> Result<(Proc, String)> {
     let addr_file = config.with_file_name(format!("addr-{}", std::process::id()));
     let _ = std::fs::remove_file(&addr_file);
@@ -162,7 +166,8 @@ fn spawn_coordinator(
             "--addr-file",
         ])
         .arg(&addr_file)
-        .stdout(Stdio::null())
+        .args(extra)
+        .stdout(stdout)
         .stderr(std::fs::File::create(log)?)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .spawn()
@@ -230,7 +235,7 @@ pub fn start_coordinator_http(
     rounds: u64,
     log: &Path,
 ) -> Result<(Proc, String)> {
-    spawn_coordinator(config, listen, http, rounds, log, &[])
+    spawn_coordinator(config, listen, http, rounds, log, &[], &[], Stdio::null())
 }
 
 /// Start `hearth-worker join ADDR --threads 1` with its own cache dir and extra arguments
@@ -764,34 +769,6 @@ pub fn start_coordinator_args(
     log: &Path,
     extra: &[&str],
 ) -> Result<(Proc, String)> {
-    let addr_file = config.with_file_name(format!("addr-args-{}", std::process::id()));
-    let _ = std::fs::remove_file(&addr_file);
-    let child = Command::new(bin("hearth-coordinator"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .args(["--listen", listen, "--http", http, "--rounds", "0"])
-        .arg("--addr-file")
-        .arg(&addr_file)
-        .args(extra)
-        .stdout(std::fs::File::create(log.with_extension("out"))?)
-        .stderr(std::fs::File::create(log)?)
-        .spawn()
-        .context("starting hearth-coordinator run")?;
-    let mut proc = Proc {
-        child,
-        label: "coordinator".into(),
-    };
-    let addr = wait_until(Duration::from_secs(60), "the coordinator's address", || {
-        let addr = std::fs::read_to_string(&addr_file).unwrap_or_default();
-        let exited = proc.child.try_wait().ok().flatten().is_some();
-        (!addr.trim().is_empty() || exited).then(|| addr.trim().to_string())
-    })?;
-    if addr.is_empty() {
-        return Err(anyhow!(
-            "coordinator exited early; log: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        ));
-    }
-    Ok((proc, addr))
+    let stdout = std::fs::File::create(log.with_extension("out"))?;
+    spawn_coordinator(config, listen, http, 0, log, &[], extra, stdout.into())
 }

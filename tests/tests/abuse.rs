@@ -43,17 +43,7 @@ fn first_shard(config: &Path) -> String {
 
 /// Start `hearth-hostile MODE ADDR --run-id ID ARGS...` with its stdout captured.
 fn hostile(mode: &str, addr: &str, run: &str, args: &[&str], dir: &Path) -> Proc {
-    let child = Command::new(bin("hearth-hostile"))
-        .args([mode, addr, "--run-id", run])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join(format!("hostile-{mode}.log"))).unwrap())
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        label: format!("hostile {mode}"),
-    }
+    outsider(&format!("hostile-{mode}"), mode, addr, run, args, dir)
 }
 
 /// Wait for a hostile process and parse its JSON line.
