@@ -9,7 +9,8 @@
 //!   Kept values with `bits = 1` decode to `sign(x) · mean|kept|` (error ≤ `m`, the largest kept magnitude);
 //!   with `bits = b ∈ {2,4,8}` a symmetric mid-rise uniform quantizer with `L = 2^b` levels
 //!   `((2c + 1 − L) / L) · m`, `c ∈ [0, L)`, so the error of every kept value is ≤ `m / L`.
-//!   Indices are a bitmap of `n` bits or `k` fields of `ceil(log2 n)` bits, whichever is smaller.
+//!   Indices are a bitmap of `n` bits or `k` fields of `ceil(log2 n)` bits, whichever is smaller,
+//!   and absent when every value is kept (`density = 1`: a dense b-bit codec).
 //!
 //! A delta does not carry tensor names: it carries the [`layout_id`](crate::layout::layout_id)
 //! of the ordered layout, and the decoder checks it, the tensor count, the total element count and
@@ -345,17 +346,34 @@ pub fn payload_len(codec: &CodecSpec, numel: usize, chunk_size: usize) -> Option
     }
 }
 
-/// True when a chunk of `n` values with `k` kept stores its indices as a bitmap.
-fn uses_bitmap(n: usize, k: usize) -> bool {
-    n <= k.saturating_mul(index_bits(n) as usize)
+/// How a top-k chunk stores which of its values are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Indices {
+    /// Every value is kept: nothing is stored.
+    All,
+    /// One bit per value.
+    Bitmap,
+    /// `k` fields of `ceil(log2 n)` bits, strictly increasing.
+    Fields,
+}
+
+/// The smallest index encoding for a chunk of `n` values with `k` kept.
+fn indices(n: usize, k: usize) -> Indices {
+    if k >= n {
+        Indices::All
+    } else if n <= k.saturating_mul(index_bits(n) as usize) {
+        Indices::Bitmap
+    } else {
+        Indices::Fields
+    }
 }
 
 fn topk_chunk_bits(n: usize, density: f32, bits: u8) -> Option<usize> {
     let k = kept_per_chunk(n, density);
-    let index = if uses_bitmap(n, k) {
-        n
-    } else {
-        k.checked_mul(index_bits(n) as usize)?
+    let index = match indices(n, k) {
+        Indices::All => 0,
+        Indices::Bitmap => n,
+        Indices::Fields => k.checked_mul(index_bits(n) as usize)?,
     };
     32usize
         .checked_add(index)?
@@ -524,19 +542,23 @@ fn encode_topk_chunk(
         kept.iter().fold(0.0f32, |m, &i| m.max(x[i as usize].abs()))
     };
     w.write(scale.to_bits(), 32);
-    if uses_bitmap(n, k) {
-        let mut next = kept.iter().peekable();
-        for i in 0..n as u32 {
-            let hit = next.peek() == Some(&&i);
-            if hit {
-                next.next();
+    match indices(n, k) {
+        Indices::All => {}
+        Indices::Bitmap => {
+            let mut next = kept.iter().peekable();
+            for i in 0..n as u32 {
+                let hit = next.peek() == Some(&&i);
+                if hit {
+                    next.next();
+                }
+                w.write(u32::from(hit), 1);
             }
-            w.write(u32::from(hit), 1);
         }
-    } else {
-        let ib = index_bits(n);
-        for &i in kept.iter() {
-            w.write(i, ib);
+        Indices::Fields => {
+            let ib = index_bits(n);
+            for &i in kept.iter() {
+                w.write(i, ib);
+            }
         }
     }
     for &i in kept.iter() {
@@ -727,7 +749,10 @@ fn decode_topk_chunk(
         what,
     };
     let mut idx: Vec<u32> = Vec::with_capacity(k);
-    if uses_bitmap(n, k) {
+    let mode = indices(n, k);
+    if mode == Indices::All {
+        idx.extend(0..n as u32);
+    } else if mode == Indices::Bitmap {
         for i in 0..n as u32 {
             if r.read(1)? == 1 {
                 if idx.len() == k {

@@ -10,7 +10,7 @@ use hearth_proto::codec::{
 use hearth_proto::{layout_id, ContentId, TensorLayout};
 use proptest::prelude::*;
 
-const CODECS: [CodecSpec; 7] = [
+const CODECS: [CodecSpec; 8] = [
     CodecSpec::F32,
     CodecSpec::F16,
     CodecSpec::Int8,
@@ -29,6 +29,10 @@ const CODECS: [CodecSpec; 7] = [
     CodecSpec::TopK {
         density: 0.5,
         bits: 8,
+    },
+    CodecSpec::TopK {
+        density: 1.0,
+        bits: 2,
     },
 ];
 
@@ -563,6 +567,21 @@ fn encode_rejects_bad_input() {
     assert_eq!(kept_per_chunk(4096, 1.0 / 64.0), 64);
     assert_eq!(kept_per_chunk(3, 1e-9), 1);
     assert_eq!(kept_per_chunk(3, 1.0), 3);
+}
+
+#[test]
+fn dense_topk_stores_no_indices_only_a_scale_and_the_codes() {
+    // density 1 keeps every value: a chunk is its f32 scale and n codes of b bits.
+    let layout = vec![TensorLayout::new("t", vec![4096 + 100])];
+    let ts = gaussian_tensors(&layout, 5, 1.0);
+    for bits in [1u8, 2, 4] {
+        let spec = CodecSpec::TopK { density: 1.0, bits };
+        let enc = encode(&spec, &ts, &mut Residual::new()).unwrap();
+        let want = (2 * 32 + 4196 * usize::from(bits)).div_ceil(8);
+        assert_eq!(enc.tensors[0].len(), want, "{bits} bits");
+        let dec = decode(&enc, &layout).unwrap();
+        assert!(dec[0].data.iter().all(|v| *v != 0.0), "every value is sent");
+    }
 }
 
 fn ratio_for(train_a: bool, spec: CodecSpec) -> (f64, usize, u64) {
