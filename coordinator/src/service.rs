@@ -430,7 +430,16 @@ impl Service {
             }
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Some(ev) => self.on_event(ev).await,
+                    Some(ev) => {
+                        let before = (self.engine.pending().len(), self.responders.len());
+                        self.on_event(ev).await;
+                        // A delta that completes the round closes it now, not at the next tick.
+                        if self.halted.is_none()
+                            && (self.engine.pending().len(), self.responders.len()) != before
+                        {
+                            self.decide(now_ms()).await?;
+                        }
+                    }
                     None => return Err(anyhow!("the network event loop stopped")),
                 },
                 _ = tick.tick() => self.on_tick().await?,
@@ -485,6 +494,13 @@ impl Service {
             self.refresh_snapshot();
             return Ok(());
         }
+        self.decide(now).await?;
+        self.refresh_snapshot();
+        Ok(())
+    }
+
+    /// Asks the round what to do now (wait, extend, carry over or close) and does it.
+    async fn decide(&mut self, now: u64) -> Result<()> {
         let responded = self
             .responders
             .iter()
@@ -515,9 +531,11 @@ impl Service {
                 self.submissions.clear();
                 self.announce(Announcement::RoundOpened(self.round_info()));
             }
-            Decision::Close => self.close_round(now).await?,
+            Decision::Close => {
+                self.close_round(now).await?;
+                self.refresh_snapshot();
+            }
         }
-        self.refresh_snapshot();
         Ok(())
     }
 

@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "f32,f16,int8,topk:1/4:2,topk:1/16:2,topk:1/64:4,topk:1/64:2,topk:1/64:1"
+        default_value = "f32,f16,int8,topk:1:4,topk:1:2,topk:1:1,topk:1/2:1,topk:1/4:2,topk:1/16:2,topk:1/64:4,topk:1/64:2,topk:1/64:1"
     )]
     pub codecs: Vec<String>,
     /// Codecs only sized at SmolLM2 adapter size (comma-separated).
@@ -243,7 +243,8 @@ Data-parallel training of the full model ({} parameters) sends one f32 gradient 
 a round of the smollm2-135m preset is {} local steps, so a delta replaces {} bytes per worker. \
 Per round with {} workers: each uploads one delta and downloads the merged checkpoint ({} bytes, lossless f32). \
 \"Error\" is ‖x − decoded‖/‖x‖ of one Gaussian delta before error feedback: \
-what the codec defers to later rounds.\n",
+what the codec defers to later rounds. \"Dense b-bit\" is top-k at density 1 (`topk:1:b`): every value as a \
+b-bit code with one f32 scale per chunk and no indices.\n",
         thousands(layout.values as u64),
         thousands(layout.raw_f32 as u64),
         thousands(params),
@@ -529,6 +530,37 @@ closest is {} ({}, {} from f32).",
             }
         }
     }
+    // The information frontier: how many bits per adapter value a delta needs on this task.
+    let within = verdicts
+        .iter()
+        .filter(|v| v.4 <= MAX_GAP)
+        .max_by(|x, y| x.3.total_cmp(&y.3));
+    let next = within.and_then(|w| {
+        verdicts
+            .iter()
+            .filter(|v| v.3 > w.3)
+            .min_by(|x, y| x.3.total_cmp(&y.3))
+    });
+    if let Some((_, name, _, r, g, _)) = within {
+        let _ = writeln!(
+            md,
+            "- The most compressed codec within {:.0} % of f32 after {} rounds, at any ratio, is {} ({}, {} from f32): {:.2} bits per adapter value per round.{} At {MIN_RATIO:.0}× a delta has at most {:.2} bits per value, so on this task the criterion asks for a delta with several times less information than the least any codec here needed.",
+            MAX_GAP * 100.0,
+            a.rounds,
+            name,
+            ratio(*r),
+            pct(*g),
+            32.0 / r,
+            next.map(|(_, n, _, nr, ng, _)| format!(
+                " The next more compressed one, {n} ({}, {:.2} bits), is already {} from f32.",
+                ratio(*nr),
+                32.0 / nr,
+                pct(*ng)
+            ))
+            .unwrap_or_default(),
+            32.0 / MIN_RATIO
+        );
+    }
     let _ = writeln!(
         md,
         "- Upload is no longer the cost that matters: every worker downloads the merged checkpoint in lossless \
@@ -555,7 +587,9 @@ pub fn label(c: &CodecSpec) -> String {
     match *c {
         CodecSpec::TopK { density, bits } => {
             let inv = 1.0 / f64::from(density);
-            if (inv - inv.round()).abs() < 1e-3 {
+            if density >= 1.0 {
+                format!("dense {bits}-bit")
+            } else if (inv - inv.round()).abs() < 1e-3 {
                 format!("top-k 1/{} {bits}-bit", inv.round())
             } else {
                 format!("top-k {density} {bits}-bit")
@@ -570,7 +604,9 @@ pub fn cli(c: &CodecSpec) -> String {
     match *c {
         CodecSpec::TopK { density, bits } => {
             let inv = 1.0 / f64::from(density);
-            if (inv - inv.round()).abs() < 1e-3 {
+            if density >= 1.0 {
+                format!("topk:1:{bits}")
+            } else if (inv - inv.round()).abs() < 1e-3 {
                 format!("topk:1/{}:{bits}", inv.round())
             } else {
                 format!("topk:{density}:{bits}")
@@ -616,11 +652,16 @@ mod tests {
             "topk:1/64:2",
             "topk:1/16:4",
             "topk:0.3:8",
+            "topk:1:2",
         ] {
             let c = hearth_coordinator_codec(s).unwrap();
             assert_eq!(cli(&c), s);
         }
         assert_eq!(label(&CodecSpec::default()), "top-k 1/64 2-bit");
+        assert_eq!(
+            label(&hearth_coordinator_codec("topk:1:1").unwrap()),
+            "dense 1-bit"
+        );
         assert!(hearth_coordinator_codec("topk:1/64:3").is_err());
     }
 }

@@ -29,11 +29,17 @@ pub struct Args {
     /// Local steps per round of each configuration (comma-separated; 20 is the tiny preset's).
     #[arg(long, value_delimiter = ',', default_value = "20,100,400")]
     pub local_steps: Vec<u32>,
+    /// Per-round time budgets in seconds (`run.train.time_budget_secs`, comma-separated) of further
+    /// configurations in which every worker trains for the same wall time instead of a step count.
+    #[arg(long, value_delimiter = ',', default_value = "5,10")]
+    pub budgets: Vec<u64>,
     /// Seconds one swarm may take.
     #[arg(long, default_value_t = 900)]
     pub run_timeout: u64,
 }
 
+/// Local steps of a time-budget configuration: more than any worker reaches in its budget.
+const UNREACHED_STEPS: u32 = 1_000_000;
 /// DESIGN target for training time ÷ wall time.
 const TARGET: f64 = 0.90;
 
@@ -147,13 +153,29 @@ pub fn main(a: &Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("hearth-bench-utilisation"));
     let mut rows = Vec::new();
-    for (i, &h) in a.local_steps.iter().enumerate() {
+    // (label, local steps, time budget): step counts first, then time budgets with a step count
+    // no worker reaches.
+    let configs: Vec<(String, u32, Option<u64>)> = a
+        .local_steps
+        .iter()
+        .map(|&h| (format!("H = {h}"), h, None))
+        .chain(
+            a.budgets
+                .iter()
+                .map(|&b| (format!("{b} s budget"), UNREACHED_STEPS, Some(b))),
+        )
+        .collect();
+    for (i, (label, h, budget)) in configs.iter().enumerate() {
         let port = free_ports(a.workers)?;
+        let mut set = vec!["run.aggregate.deadline_secs=600".to_string()];
+        if let Some(b) = budget {
+            set.push(format!("run.train.time_budget_secs={b}"));
+        }
         let spec = DemoSpec {
             tag: format!("util-{i}"),
             workers: a.workers,
             rounds: a.rounds,
-            local_steps: h,
+            local_steps: *h,
             lr: 3e-3,
             codec: "topk:1/64:2".into(),
             outer: None,
@@ -161,7 +183,7 @@ pub fn main(a: &Args) -> Result<()> {
             target_deltas: a.workers as u32,
             seed: 7,
             worker_metrics_port: Some(port),
-            set: vec!["run.aggregate.deadline_secs=600".into()],
+            set,
             log: "info,libp2p=warn",
             model: None,
         };
@@ -173,7 +195,7 @@ pub fn main(a: &Args) -> Result<()> {
         let result = running.finish(Duration::from_secs(a.run_timeout))?;
         let usages: Vec<Usage> = samplers.into_iter().map(Sampler::finish).collect();
         let closes = close_seconds(&log);
-        rows.push((spec, result, usages, closes));
+        rows.push((label.clone(), spec, result, usages, closes));
     }
 
     let mut md = String::new();
@@ -198,7 +220,7 @@ Command (run time {{WALL}}):\n",
         this_command()
     );
     let mut header = vec![
-        "local steps H".to_string(),
+        "round length".to_string(),
         "worker wall time (sum)".into(),
         "optimizer steps".into(),
         "other training-state time".into(),
@@ -208,11 +230,11 @@ Command (run time {{WALL}}):\n",
     header.push("deltas accepted / rejected".into());
     let mut t = Table::new(&header);
     let mut shares = Vec::new();
-    for (spec, result, usages, closes) in &rows {
+    for (label, _, result, usages, closes) in &rows {
         let u = total(usages);
         let training_state = u.states.get("training").copied().unwrap_or(0.0);
         let mut row = vec![
-            spec.local_steps.to_string(),
+            label.clone(),
             format!("{:.1} s", u.wall),
             format!("**{}**", share(u.step_seconds, u.wall)),
             share((training_state - u.step_seconds).max(0.0), u.wall),
@@ -234,7 +256,7 @@ Command (run time {{WALL}}):\n",
             result.rejected.iter().sum::<u64>()
         ));
         shares.push((
-            spec.local_steps,
+            label.clone(),
             u.step_seconds / u.wall.max(1e-9),
             u,
             mean_close,
@@ -249,7 +271,7 @@ Command (run time {{WALL}}):\n",
             u.states.get("waiting").copied().unwrap_or(0.0) / (a.workers as f64 * a.rounds as f64);
         let _ = writeln!(
             md,
-            "- H = {h}: workers spent {:.1} % of their wall time in optimizer steps ({} the {:.0} % target); \
+            "- {h}: workers spent {:.1} % of their wall time in optimizer steps ({} the {:.0} % target); \
 each waited {per_round_wait:.1} s per round for the round to close, of which the coordinator's own work after \
 the last delta took {close:.2} s on average.",
             s * 100.0,
@@ -265,6 +287,15 @@ this machine's cores makes their step times uneven, and startup (join, model loa
 utilisation grows with H and with the run's length.",
         a.workers
     );
+    if !a.budgets.is_empty() {
+        let _ = writeln!(
+            md,
+            "- With a time budget (`run.train.time_budget_secs`, the local step count set out of reach) every \
+worker trains for the same wall time, so none waits for a slower one: a fast device does more steps \
+(the coordinator weights deltas by tokens trained) and what is left is the coordinator's close and the \
+checkpoint download. This is the setting for a swarm of uneven devices."
+        );
+    }
     let wall = started.elapsed().as_secs_f64();
     let md = md.replace("{WALL}", &format!("{wall:.0} s on this machine"));
     crate::write_output(&a.out, &md)?;
