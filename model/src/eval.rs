@@ -5,7 +5,7 @@ use candle_core::DType;
 use crate::batch::Sequence;
 use crate::error::{ModelError, Result};
 use crate::llama::Model;
-use crate::loss::{make_batch, masked_nll_sum};
+use crate::loss::make_batch;
 
 /// Result of an evaluation.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,8 +34,9 @@ pub fn evaluate(model: &Model, data: &[Sequence], batch_size: usize) -> Result<E
         if batch.target_count == 0 {
             continue;
         }
-        let logits = model.logits(&model.hidden_states(&batch.ids, None)?.detach())?;
-        let nll = masked_nll_sum(&logits, &batch.targets, &batch.weights)?;
+        // The fused head never holds the [b·t, vocab] logits and computes no gradient.
+        let hidden = model.hidden_states(&batch.ids, None)?.detach();
+        let nll = model.head_nll_sum_eval(&hidden, &batch.targets, &batch.weights)?;
         sum += nll.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         tokens += batch.target_count;
     }

@@ -29,7 +29,17 @@ struct HeadNll {
     targets: Vec<u32>,
     weights: Vec<f64>,
     chunk: usize,
+    /// False for evaluation: only the loss, no logit or input gradient (half the work).
+    with_grad: bool,
     grad: Mutex<Option<Tensor>>,
+}
+
+/// Loss of one row, `w·(logsumexp(x) − x[target])`, without its gradient.
+fn row_loss<T: Real>(x: &[T], target: usize, w: f64) -> f64 {
+    let max = x.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()));
+    let m = T::from_f64(max);
+    let sum: f64 = x.iter().map(|&v| (v - m).exp().to_f64()).sum();
+    w * (max + sum.ln() - x.get(target).map_or(0.0, |v| v.to_f64()))
 }
 
 /// Loss of one row and its logit gradient `w·(softmax − onehot)` written over `row` in `dl`.
@@ -54,11 +64,16 @@ fn row_kernel<T: Real>(x: &[T], dl: &mut [T], target: usize, w: f64) -> f64 {
 }
 
 impl HeadNll {
-    fn run<T: Real>(&self, h: &[T], n: usize, hidden: usize) -> candle_core::Result<(T, Tensor)> {
+    fn run<T: Real>(
+        &self,
+        h: &[T],
+        n: usize,
+        hidden: usize,
+    ) -> candle_core::Result<(T, Option<Tensor>)> {
         let vocab = self.w.dim(0)?;
         let wt = self.w.t()?;
         let rows: Vec<usize> = (0..n).filter(|&i| self.weights[i] != 0.0).collect();
-        let mut grad = vec![T::zero(); n * hidden];
+        let mut grad = vec![T::zero(); if self.with_grad { n * hidden } else { 0 }];
         let mut loss = 0f64;
         for chunk in rows.chunks(self.chunk.max(1)) {
             let m = chunk.len();
@@ -75,6 +90,15 @@ impl HeadNll {
                 candle_core::bail!("head_nll: logits not contiguous")
             };
             let x = &ls.as_slice::<T>()?[start..end];
+            if !self.with_grad {
+                let losses: Vec<f64> = x
+                    .par_chunks(vocab)
+                    .zip(chunk.par_iter())
+                    .map(|(x, &r)| row_loss(x, self.targets[r] as usize, self.weights[r]))
+                    .collect();
+                loss += losses.iter().sum::<f64>();
+                continue;
+            }
             let mut dl = vec![T::zero(); m * vocab];
             let losses: Vec<f64> = x
                 .par_chunks(vocab)
@@ -92,7 +116,11 @@ impl HeadNll {
                     .copy_from_slice(&g[i * hidden..(i + 1) * hidden]);
             }
         }
-        let grad = Tensor::from_vec(grad, (n, hidden), &Device::Cpu)?;
+        let grad = if self.with_grad {
+            Some(Tensor::from_vec(grad, (n, hidden), &Device::Cpu)?)
+        } else {
+            None
+        };
         Ok((T::from_f64(loss), grad))
     }
 }
@@ -122,7 +150,7 @@ impl CustomOp1 for HeadNll {
             .grad
             .lock()
             .map_err(|_| candle_core::Error::Msg("head_nll: poisoned gradient slot".into()))? =
-            Some(grad);
+            grad;
         Ok((out, Shape::from(())))
     }
 
@@ -137,7 +165,7 @@ impl CustomOp1 for HeadNll {
             .lock()
             .map_err(|_| candle_core::Error::Msg("head_nll: poisoned gradient slot".into()))?;
         let Some(g) = slot.as_ref() else {
-            candle_core::bail!("head_nll: backward before forward")
+            candle_core::bail!("head_nll: backward before forward, or of an evaluation-only loss")
         };
         Ok(Some(g.broadcast_mul(&grad_res.reshape((1, 1))?)?))
     }
@@ -154,6 +182,17 @@ pub fn head_nll_sum(
     head_nll_sum_chunked(hidden, w, targets, weights, CHUNK_ROWS)
 }
 
+/// [`head_nll_sum`] for evaluation: the same value, computed without any gradient (about half
+/// the work of the LM head); not differentiable.
+pub fn head_nll_sum_eval(
+    hidden: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor> {
+    fused_head_nll(hidden, w, targets, weights, CHUNK_ROWS, false)
+}
+
 /// [`head_nll_sum`] with an explicit chunk size (tests cross chunk boundaries with small ones).
 pub fn head_nll_sum_chunked(
     hidden: &Tensor,
@@ -161,6 +200,17 @@ pub fn head_nll_sum_chunked(
     targets: &Tensor,
     weights: &Tensor,
     chunk: usize,
+) -> Result<Tensor> {
+    fused_head_nll(hidden, w, targets, weights, chunk, true)
+}
+
+fn fused_head_nll(
+    hidden: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+    chunk: usize,
+    with_grad: bool,
 ) -> Result<Tensor> {
     let fused = matches!(hidden.device(), Device::Cpu)
         && matches!(hidden.dtype(), DType::F32 | DType::F64)
@@ -194,6 +244,7 @@ pub fn head_nll_sum_chunked(
         targets,
         weights,
         chunk,
+        with_grad,
         grad: Mutex::new(None),
     };
     Ok(hidden.contiguous()?.apply_op1(op)?)
@@ -260,6 +311,10 @@ mod tests {
             // unscored rows get no gradient
             assert!(g[2].iter().chain(&g[6]).all(|&x| x == 0.0));
         }
+        // The evaluation-only form gives the same loss and has no gradient to give.
+        let eval = head_nll_sum_eval(h.as_tensor(), &w, &targets, &weights).unwrap();
+        assert!((eval.to_scalar::<f64>().unwrap() * 0.3 - want_loss).abs() < 1e-12);
+        assert!(eval.backward().is_err());
     }
 
     #[test]

@@ -398,6 +398,16 @@ impl Model {
         crate::head_loss::head_nll_sum(hidden, &self.lm_head, targets, weights)
     }
 
+    /// [`Model::head_nll_sum`] for evaluation: no gradient, about half the LM head's work.
+    pub fn head_nll_sum_eval(
+        &self,
+        hidden: &Tensor,
+        targets: &Tensor,
+        weights: &Tensor,
+    ) -> Result<Tensor> {
+        crate::head_loss::head_nll_sum_eval(hidden, &self.lm_head, targets, weights)
+    }
+
     /// Logits `[b, t, vocab]` for token ids `[b, t]` (u32); `dropout_seed` turns on LoRA dropout.
     pub fn forward(&self, ids: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;

@@ -125,3 +125,41 @@ fn stops_on_time_budget_and_callback() {
         .unwrap();
     assert_eq!((r.steps, r.stopped_by), (3, StopReason::Callback));
 }
+
+#[test]
+fn evaluate_matches_the_loss_computed_from_full_logits() {
+    // evaluate() runs the fused evaluation-only LM head; the reference materialises the logits.
+    let base = common::tiny(DType::F64);
+    let model = base.model(Some(&common::lora_all(false))).unwrap();
+    let mut seqs = common::text_sequences(&base, &TEXT.repeat(10), 32);
+    // A short, partly masked sequence: padding and unscored positions must not count.
+    if let Some(s) = seqs.first_mut() {
+        s.tokens.truncate(20);
+        s.loss_mask.truncate(20);
+        s.loss_mask[..5].iter_mut().for_each(|m| *m = false);
+    }
+    let got = evaluate(&model, &seqs, 3).unwrap();
+    let (mut sum, mut n) = (0f64, 0usize);
+    for chunk in seqs.chunks(3) {
+        let b = hearth_model::loss::make_batch(
+            chunk,
+            base.config.vocab,
+            &candle_core::Device::Cpu,
+            DType::F64,
+        )
+        .unwrap();
+        let logits = model
+            .logits(&model.hidden_states(&b.ids, None).unwrap())
+            .unwrap();
+        let nll = hearth_model::loss::masked_nll_sum(&logits, &b.targets, &b.weights).unwrap();
+        sum += nll.to_scalar::<f64>().unwrap();
+        n += b.target_count;
+    }
+    assert_eq!(got.tokens, n);
+    assert!(
+        (got.loss - sum / n as f64).abs() < 1e-10,
+        "{} vs {}",
+        got.loss,
+        sum / n as f64
+    );
+}
