@@ -430,16 +430,7 @@ impl Service {
             }
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Some(ev) => {
-                        let before = (self.engine.pending().len(), self.responders.len());
-                        self.on_event(ev).await;
-                        // A delta that completes the round closes it now, not at the next tick.
-                        if self.halted.is_none()
-                            && (self.engine.pending().len(), self.responders.len()) != before
-                        {
-                            self.decide(now_ms()).await?;
-                        }
-                    }
+                    Some(ev) => self.on_event(ev).await,
                     None => return Err(anyhow!("the network event loop stopped")),
                 },
                 _ = tick.tick() => self.on_tick().await?,

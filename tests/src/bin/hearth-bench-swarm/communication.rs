@@ -63,6 +63,9 @@ pub struct Args {
     /// Rounds of the f32-vs-default pair on SmolLM2-135M (the real model; 0 = skip).
     #[arg(long, default_value_t = 10)]
     pub smollm2_rounds: u64,
+    /// Codecs run on SmolLM2-135M against f32 (comma-separated `--codec` values).
+    #[arg(long, value_delimiter = ',', default_value = "topk:1/64:2,topk:1:2")]
+    pub smollm2_codecs: Vec<String>,
     /// Workers of the SmolLM2 pair.
     #[arg(long, default_value_t = 2)]
     pub smollm2_workers: usize,
@@ -197,10 +200,18 @@ pub fn main(a: &Args) -> Result<()> {
             log: "warn",
             model: Some(model.clone()),
         };
-        let default = cli(&CodecSpec::default());
         let f = run(&pair_spec("smollm2-f32", "f32"), &work, timeout)?;
-        let d = run(&pair_spec("smollm2-default", &default), &work, timeout)?;
-        Some((f, d))
+        let mut others = Vec::new();
+        for (i, c) in a.smollm2_codecs.iter().enumerate() {
+            let codec = hearth_coordinator_codec(c)?;
+            let tag = if codec == CodecSpec::default() {
+                "smollm2-default".to_string()
+            } else {
+                format!("smollm2-{i}")
+            };
+            others.push((codec, run(&pair_spec(&tag, &cli(&codec)), &work, timeout)?));
+        }
+        Some((f, others))
     } else {
         if a.smollm2_rounds > 0 {
             eprintln!("no model at {}: SmolLM2 pair skipped", model.display());
@@ -357,18 +368,26 @@ each worker also downloads the {}-byte checkpoint per round. Held-out loss of th
     }
     md.push_str(&t.render());
 
-    if let Some((f, d)) = &smol_pair {
+    if let Some((f, others)) = &smol_pair {
         let _ = writeln!(
             md,
             "\n## Quality on SmolLM2-135M (the real model)\n\nThe same comparison on the demo task with the real \
-base model: {} workers, {} rounds of {} local steps of batch {} (preset learning rate {}), f32 against the \
-default codec {}. Held-out loss after each round:\n",
+base model: {} workers, {} rounds of {} local steps of batch {} (preset learning rate {}), f32 against {}. \
+Held-out loss after each round:\n",
             a.smollm2_workers,
             a.smollm2_rounds,
             a.smollm2_quality_steps,
             a.smollm2_batch,
             SMOLLM2_LR,
-            label(&CodecSpec::default()),
+            others
+                .iter()
+                .map(|(c, _)| if *c == CodecSpec::default() {
+                    format!("the default codec {}", label(c))
+                } else {
+                    label(c)
+                })
+                .collect::<Vec<_>>()
+                .join(" and "),
         );
         let mut t = Table::new(&[
             "codec",
@@ -377,13 +396,11 @@ default codec {}. Held-out loss after each round:\n",
             "vs f32",
             "run time",
         ]);
-        for (name, r) in [("f32", f), ("default", d)] {
+        let rows = std::iter::once(("f32".to_string(), f))
+            .chain(others.iter().map(|(c, r)| (label(c), r)));
+        for (name, r) in rows {
             t.row(vec![
-                if name == "f32" {
-                    "f32".into()
-                } else {
-                    label(&CodecSpec::default())
-                },
+                name,
                 r.eval_loss
                     .iter()
                     .map(|l| format!("{l:.3}"))
@@ -450,20 +467,27 @@ the gap on this task: f32 keeps improving while the sparse default levels off.",
             at.join(", ")
         );
     }
-    if let Some((f, d)) = &smol_pair {
-        let _ = writeln!(
-            md,
-            "- On SmolLM2-135M the default ends {} from f32 after {} rounds ({:.3} vs {:.3}; tiny preset: {}).",
-            pct((d.final_loss() - f.final_loss()) / f.final_loss()),
-            a.smollm2_rounds,
-            d.final_loss(),
-            f.final_loss(),
-            verdicts
-                .iter()
-                .find(|v| v.0 == CodecSpec::default() && !v.2)
-                .map(|v| pct(v.4))
-                .unwrap_or_else(|| "not run".into())
-        );
+    if let Some((f, others)) = &smol_pair {
+        for (c, d) in others {
+            let _ = writeln!(
+                md,
+                "- On SmolLM2-135M {} ends {} from f32 after {} rounds ({:.3} vs {:.3}; tiny preset: {}).",
+                if *c == CodecSpec::default() {
+                    format!("the default, {},", label(c))
+                } else {
+                    format!("{} ({})", label(c), ratio(smol_ratio(c)))
+                },
+                pct((d.final_loss() - f.final_loss()) / f.final_loss()),
+                a.smollm2_rounds,
+                d.final_loss(),
+                f.final_loss(),
+                verdicts
+                    .iter()
+                    .find(|v| v.0 == *c && !v.2)
+                    .map(|v| pct(v.4))
+                    .unwrap_or_else(|| "not run".into())
+            );
+        }
     }
     let lef: Vec<String> = verdicts
         .iter()
