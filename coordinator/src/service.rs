@@ -485,13 +485,6 @@ impl Service {
             self.refresh_snapshot();
             return Ok(());
         }
-        self.decide(now).await?;
-        self.refresh_snapshot();
-        Ok(())
-    }
-
-    /// Asks the round what to do now (wait, extend, carry over or close) and does it.
-    async fn decide(&mut self, now: u64) -> Result<()> {
         let responded = self
             .responders
             .iter()
@@ -522,11 +515,9 @@ impl Service {
                 self.submissions.clear();
                 self.announce(Announcement::RoundOpened(self.round_info()));
             }
-            Decision::Close => {
-                self.close_round(now).await?;
-                self.refresh_snapshot();
-            }
+            Decision::Close => self.close_round(now).await?,
         }
+        self.refresh_snapshot();
         Ok(())
     }
 
