@@ -47,9 +47,9 @@ impl ProbeBar {
         (SHARE * quartile).clamp(MIN_MARGIN, START_MARGIN)
     }
 
-    /// Judges a probe: `Ok(drop)` when the loss with the delta is below the loss without it by
-    /// at least the mark (and remembers the drop), else `Err(mark)`. Non-finite losses fail.
-    pub fn judge(&mut self, without: f64, with: f64) -> Result<f64, f64> {
+    /// Judges a probe: `Ok` when the loss with the delta is below the loss without it by at least
+    /// the mark (and remembers the drop), else `Err(mark)`. Non-finite losses fail.
+    pub fn judge(&mut self, without: f64, with: f64) -> Result<(), f64> {
         let mark = self.margin();
         if !(without.is_finite() && with.is_finite()) || without <= 0.0 {
             return Err(mark);
@@ -62,7 +62,7 @@ impl ProbeBar {
             self.drops.pop_front();
         }
         self.drops.push_back(drop);
-        Ok(drop)
+        Ok(())
     }
 }
 

@@ -1125,13 +1125,12 @@ impl Service {
                 debug!(peer = %v.peer, without, with, "loss probe");
                 // A trained delta lowers the loss on the data it was trained on by a clear margin;
                 // noise moves it by a hair in either direction.
-                match self.probe_bar.judge(without, with) {
-                    Ok(_) => Ok(()),
-                    Err(mark) => Err(Reject::Probe(format!(
+                self.probe_bar.judge(without, with).map_err(|mark| {
+                    Reject::Probe(format!(
                         "loss on its own shard {without:.5} → {with:.5} with the delta (must drop by {:.4} %)",
                         mark * 100.0
-                    ))),
-                }
+                    ))
+                })
             }
             Ok(Err(e)) => {
                 warn!("loss probe failed to run: {e:#}");

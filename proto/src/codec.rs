@@ -347,7 +347,7 @@ pub fn payload_len(codec: &CodecSpec, numel: usize, chunk_size: usize) -> Option
 }
 
 /// How a top-k chunk stores which of its values are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Indices {
     /// Every value is kept: nothing is stored.
     All,
@@ -749,36 +749,38 @@ fn decode_topk_chunk(
         what,
     };
     let mut idx: Vec<u32> = Vec::with_capacity(k);
-    let mode = indices(n, k);
-    if mode == Indices::All {
-        idx.extend(0..n as u32);
-    } else if mode == Indices::Bitmap {
-        for i in 0..n as u32 {
-            if r.read(1)? == 1 {
-                if idx.len() == k {
-                    return Err(bad(format!("bitmap has more than {k} bits set")).into());
+    match indices(n, k) {
+        Indices::All => idx.extend(0..n as u32),
+        Indices::Bitmap => {
+            for i in 0..n as u32 {
+                if r.read(1)? == 1 {
+                    if idx.len() == k {
+                        return Err(bad(format!("bitmap has more than {k} bits set")).into());
+                    }
+                    idx.push(i);
+                }
+            }
+            if idx.len() != k {
+                return Err(bad(format!("bitmap has {} bits set, expected {k}", idx.len())).into());
+            }
+        }
+        Indices::Fields => {
+            let ib = index_bits(n);
+            for _ in 0..k {
+                let i = r.read(ib)?;
+                if i as usize >= n {
+                    return Err(bad(format!("index {i} out of range for {n} values")).into());
+                }
+                if let Some(&prev) = idx.last() {
+                    if i <= prev {
+                        return Err(bad(format!(
+                            "index {i} after {prev}: not strictly increasing"
+                        ))
+                        .into());
+                    }
                 }
                 idx.push(i);
             }
-        }
-        if idx.len() != k {
-            return Err(bad(format!("bitmap has {} bits set, expected {k}", idx.len())).into());
-        }
-    } else {
-        let ib = index_bits(n);
-        for _ in 0..k {
-            let i = r.read(ib)?;
-            if i as usize >= n {
-                return Err(bad(format!("index {i} out of range for {n} values")).into());
-            }
-            if let Some(&prev) = idx.last() {
-                if i <= prev {
-                    return Err(
-                        bad(format!("index {i} after {prev}: not strictly increasing")).into(),
-                    );
-                }
-            }
-            idx.push(i);
         }
     }
     for &i in &idx {

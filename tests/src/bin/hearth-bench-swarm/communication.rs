@@ -180,7 +180,7 @@ pub fn main(a: &Args) -> Result<()> {
         None
     };
     let model = hearth_model::default_model_path();
-    let smol_pair = if a.smollm2_rounds > 0 && model.is_file() {
+    let smol_runs = if a.smollm2_rounds > 0 && model.is_file() {
         let pair_spec = |tag: &str, c: &str| DemoSpec {
             tag: tag.into(),
             workers: a.smollm2_workers,
@@ -368,7 +368,7 @@ each worker also downloads the {}-byte checkpoint per round. Held-out loss of th
     }
     md.push_str(&t.render());
 
-    if let Some((f, others)) = &smol_pair {
+    if let Some((f, others)) = &smol_runs {
         let _ = writeln!(
             md,
             "\n## Quality on SmolLM2-135M (the real model)\n\nThe same comparison on the demo task with the real \
@@ -467,7 +467,7 @@ the gap on this task: f32 keeps improving while the sparse default levels off.",
             at.join(", ")
         );
     }
-    if let Some((f, others)) = &smol_pair {
+    if let Some((f, others)) = &smol_runs {
         for (c, d) in others {
             let _ = writeln!(
                 md,
