@@ -14,7 +14,6 @@ pub mod ledger;
 pub mod metrics;
 pub mod outer;
 pub mod overrides;
-pub mod probe_bar;
 pub mod round;
 pub mod service;
 pub mod state;

@@ -23,7 +23,6 @@ use crate::engine::{Closed, Engine};
 use crate::evaluator::Evaluator;
 use crate::metrics::Metrics;
 use crate::outer::{Outer, OuterState};
-use crate::probe_bar::ProbeBar;
 use crate::round::{Decision, Round, RoundPolicy};
 use crate::state::{CheckpointRecord, RoundRecord, State};
 use crate::status::{Snapshot, WorkerView};
@@ -34,6 +33,8 @@ use crate::verify::{Reject, Verifier};
 const MAX_SHARD_BYTES: usize = 1 << 30;
 /// Sequences of a peer's shard in its loss probe.
 const PROBE_SEQUENCES: usize = 4;
+/// Relative drop of the probe loss a delta must achieve.
+const PROBE_MARGIN: f64 = 5e-4;
 /// Deltas one peer may submit while one round is open. An honest worker sends at most three
 /// (its delta by gossip and directly, and a late one built on an older checkpoint), so this only
 /// stops floods. Counting per round, not per second, never stalls honest workers however short
@@ -157,8 +158,6 @@ pub struct Service {
     probe_data: HashMap<u32, Vec<hearth_model::Sequence>>,
     /// Probe loss of the current checkpoint, by (round, shard).
     probe_baseline: HashMap<(u64, u32), f64>,
-    /// The loss probe's pass mark, following recent passing drops.
-    probe_bar: ProbeBar,
     bans_seen: Option<SystemTime>,
     /// Peers that sent a delta (accepted or not) in the round in progress.
     responders: HashSet<PeerId>,
@@ -351,7 +350,6 @@ impl Service {
             submissions: HashMap::new(),
             probe_data: HashMap::new(),
             probe_baseline: HashMap::new(),
-            probe_bar: ProbeBar::new(),
             bans_seen: None,
             responders: HashSet::new(),
             halted: None,
@@ -1125,12 +1123,14 @@ impl Service {
                 debug!(peer = %v.peer, without, with, "loss probe");
                 // A trained delta lowers the loss on the data it was trained on by a clear margin;
                 // noise moves it by a hair in either direction.
-                self.probe_bar.judge(without, with).map_err(|mark| {
-                    Reject::Probe(format!(
-                        "loss on its own shard {without:.5} → {with:.5} with the delta (must drop by {:.4} %)",
-                        mark * 100.0
-                    ))
-                })
+                if with.is_finite() && with < without * (1.0 - PROBE_MARGIN) {
+                    Ok(())
+                } else {
+                    Err(Reject::Probe(format!(
+                        "loss on its own shard {without:.5} → {with:.5} with the delta (must drop by {:.2} %)",
+                        PROBE_MARGIN * 100.0
+                    )))
+                }
             }
             Ok(Err(e)) => {
                 warn!("loss probe failed to run: {e:#}");
