@@ -91,6 +91,11 @@ impl Default for BaseModel {
     }
 }
 
+/// Largest size of any model dimension a spec may name (vocabulary, widths, context): 2^20.
+pub const MAX_ARCH_SIZE: usize = 1 << 20;
+/// Most decoder layers a spec may name.
+pub const MAX_LAYERS: usize = 1024;
+
 /// Llama-family architecture hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -185,7 +190,7 @@ impl ModelArch {
         })
     }
 
-    /// Checks that sizes are positive and heads divide evenly.
+    /// Checks that sizes are positive and bounded and heads divide evenly.
     pub fn validate(&self) -> Result<(), SpecError> {
         for (field, v) in [
             ("arch.vocab_size", self.vocab_size),
@@ -200,6 +205,18 @@ impl ModelArch {
             if v == 0 {
                 return Err(invalid(field, v, "must be positive"));
             }
+            // Sizes come from the network (a join response) and from files: bound them, so that
+            // everything derived from them (layouts, buffers) stays small and overflow-free.
+            if v > MAX_ARCH_SIZE {
+                return Err(invalid(field, v, "is larger than any supported model"));
+            }
+        }
+        if self.num_layers > MAX_LAYERS {
+            return Err(invalid(
+                "arch.num_layers",
+                self.num_layers,
+                "must be at most 1024",
+            ));
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(invalid(

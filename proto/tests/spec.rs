@@ -1,5 +1,6 @@
 //! Run spec: defaults, TOML and JSON forms, validation and adapter layouts.
 
+use hearth_proto::spec::{MAX_ARCH_SIZE, MAX_LAYERS};
 use hearth_proto::*;
 
 #[test]
@@ -275,4 +276,19 @@ fn admission_policies() {
     assert!(!token.admits(&other, Some("open sesame ")));
     assert!(!token.admits(&other, None));
     assert!((AggregateSpec::staleness_weight(3) - 0.5).abs() < 1e-6);
+}
+
+#[test]
+fn oversized_architectures_are_rejected_before_any_layout_is_built() {
+    // Found by fuzzing a join response: a spec naming ~2^61 layers passed validation and
+    // `adapter_layout` then asked for an impossible allocation.
+    let mut spec = RunSpec::default();
+    spec.arch.num_layers = 1 << 61;
+    assert!(spec.validate().is_err());
+    spec.arch.num_layers = MAX_LAYERS + 1;
+    assert!(spec.validate().is_err());
+    spec.arch.num_layers = MAX_LAYERS;
+    spec.validate().unwrap();
+    spec.arch.hidden_size = MAX_ARCH_SIZE + 2;
+    assert!(spec.validate().is_err());
 }
