@@ -71,9 +71,9 @@ enum Command {
         /// Worker processes.
         #[arg(long, default_value_t = 3)]
         workers: usize,
-        /// Rounds.
-        #[arg(long, default_value_t = 3)]
-        rounds: u64,
+        /// Rounds (default: the preset's demo length, 3 on tiny, 12 on smollm2-135m).
+        #[arg(long)]
+        rounds: Option<u64>,
         /// Working directory (default: a fresh temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -90,7 +90,7 @@ enum Command {
         #[arg(long, default_value = "scale")]
         attack: String,
         /// Fresh demo-task examples to decode greedily with the base and the fine-tuned adapter (0 = skip).
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 30)]
         accuracy_examples: usize,
         /// Training shards to cut the data into (workers lease one each; default 8).
         #[arg(long)]
@@ -259,7 +259,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                 preset,
                 model,
                 workers,
-                rounds,
+                rounds: rounds.unwrap_or_else(|| preset.demo_rounds()),
                 dir,
                 http,
                 threads,
@@ -282,9 +282,12 @@ async fn real_main(cli: Cli) -> Result<()> {
                 .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
                 .unwrap_or_default();
             if let (Some(b), Some(t)) = (losses.first(), losses.last()) {
+                let per_round: Vec<String> = losses.iter().map(|l| format!("{l:.3}")).collect();
+                eprintln!("held-out loss per round: {}", per_round.join(" → "));
                 eprintln!(
-                    "held-out loss: base {b:.4} → fine-tuned {t:.4} after {} rounds",
-                    summary["rounds"]
+                    "held-out loss: base {b:.4} → fine-tuned {t:.4} after {} rounds in {:.0} s of swarm time",
+                    summary["rounds"],
+                    summary["swarm_seconds"].as_f64().unwrap_or(0.0)
                 );
             }
             let em = &summary["exact_match"];

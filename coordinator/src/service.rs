@@ -31,8 +31,15 @@ use crate::verify::{Reject, Verifier};
 
 /// Largest validation shard read from the store.
 const MAX_SHARD_BYTES: usize = 1 << 30;
-/// Sequences of a peer's shard in its loss probe.
-const PROBE_SEQUENCES: usize = 4;
+/// Tokens of a peer's shard in its loss probe (whole sequences, at least 4): the probe's noise
+/// depends on the tokens it sees, not the sequences. Four sequences of 48 tokens, the SmolLM2
+/// demo's length, rejected honest deltas whose loss moved by chance (2 of 33 in a 3-worker run).
+const PROBE_TOKENS: usize = 1024;
+/// Sequences of `seq_len` tokens a loss probe reads: [`PROBE_TOKENS`] worth, at least 4.
+fn probe_sequences(seq_len: usize) -> usize {
+    PROBE_TOKENS.div_ceil(seq_len.max(1)).max(4)
+}
+
 /// Relative drop of the probe loss a delta must achieve.
 const PROBE_MARGIN: f64 = 5e-4;
 /// Deltas one peer may submit while one round is open. An honest worker sends at most three
@@ -320,6 +327,7 @@ impl Service {
         net_cfg.fit_run(
             spec.net.max_transmit_size,
             spec.net.blob_chunk_size as usize,
+            spec.max_delta_bytes().unwrap_or(0),
         );
         let (net, events) = hearth_net::spawn(net_cfg)?;
 
@@ -1159,7 +1167,7 @@ impl Service {
         let seqs: Vec<_> = Shard::from_bytes(&bytes, MAX_SHARD_BYTES)?
             .into_sequences()
             .into_iter()
-            .take(PROBE_SEQUENCES)
+            .take(probe_sequences(self.cfg.run.data.seq_len))
             .collect();
         self.probe_data.insert(index, seqs.clone());
         Ok(seqs)
@@ -1322,5 +1330,19 @@ impl Service {
         if let Ok(mut s) = self.snapshot.write() {
             *s = snap;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe_sequences;
+
+    #[test]
+    fn the_loss_probe_reads_about_1024_tokens_and_at_least_four_sequences() {
+        assert_eq!(probe_sequences(256), 4);
+        assert_eq!(probe_sequences(64), 16);
+        assert_eq!(probe_sequences(48), 22);
+        assert_eq!(probe_sequences(4096), 4);
+        assert_eq!(probe_sequences(0), 1024);
     }
 }

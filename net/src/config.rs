@@ -104,13 +104,20 @@ impl NetConfig {
     }
 
     /// Sizes the frame limits for a run: gossip frames of `max_transmit_size`, requests that can
-    /// carry such a frame and responses that can carry a blob chunk (each with 4 KiB of framing),
-    /// never below the defaults.
-    pub fn fit_run(&mut self, max_transmit_size: usize, blob_chunk_size: usize) {
+    /// carry such a frame or the run's largest signed delta (`max_delta_bytes`: a delta too large
+    /// for gossip is submitted directly) and responses that can carry a blob chunk (each with 4 KiB
+    /// of framing), never below the defaults.
+    pub fn fit_run(
+        &mut self,
+        max_transmit_size: usize,
+        blob_chunk_size: usize,
+        max_delta_bytes: usize,
+    ) {
         self.max_transmit_size = max_transmit_size;
         self.max_request_bytes = self
             .max_request_bytes
-            .max(max_transmit_size.saturating_add(4096));
+            .max(max_transmit_size.saturating_add(4096))
+            .max(max_delta_bytes.saturating_add(4096));
         self.max_response_bytes = self
             .max_response_bytes
             .max(blob_chunk_size.saturating_add(4096));
@@ -293,12 +300,16 @@ mod tests {
     #[test]
     fn fit_run_grows_frame_limits_to_the_run_and_never_below_defaults() {
         let mut c = NetConfig::new(Keypair::generate_ed25519(), "run", Role::Coordinator);
-        c.fit_run(4 << 20, 32 << 20);
+        c.fit_run(4 << 20, 32 << 20, 1 << 20);
         assert_eq!(c.max_transmit_size, 4 << 20);
         assert_eq!(c.max_request_bytes, (4 << 20) + 4096);
+        // A delta larger than a gossip frame still fits a direct request.
+        let mut big = NetConfig::new(Keypair::generate_ed25519(), "run", Role::Coordinator);
+        big.fit_run(256 << 10, 256 << 10, 5 << 20);
+        assert_eq!(big.max_request_bytes, (5 << 20) + 4096);
         assert_eq!(c.max_response_bytes, (32 << 20) + 4096);
         let mut small = NetConfig::new(Keypair::generate_ed25519(), "run", Role::Coordinator);
-        small.fit_run(1024, 1024);
+        small.fit_run(1024, 1024, 1024);
         assert_eq!(small.max_transmit_size, 1024);
         assert_eq!(small.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
         assert_eq!(small.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);

@@ -35,5 +35,5 @@ pub use messages::{
 pub use spec::{
     lora_tensor_name, Admission, AggregateSpec, Aggregator, BaseModel, DatasetManifest, LoraSpec,
     ModelArch, ModelSource, NetSpec, OuterOptimizer, RunSpec, ShardInfo, SpecError, TrainSpec,
-    VerifySpec,
+    VerifySpec, LORA_TARGETS,
 };

@@ -281,6 +281,17 @@ impl Default for LoraSpec {
     }
 }
 
+/// Every projection a LoRA adapter may target, in module order.
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
 /// PEFT name of a LoRA tensor.
 pub fn lora_tensor_name(layer: usize, module: &str, which: char) -> String {
     format!("base_model.model.model.layers.{layer}.{module}.lora_{which}.weight")
@@ -702,6 +713,21 @@ impl RunSpec {
     /// The trainable adapter tensors of this run, in wire order.
     pub fn adapter_layout(&self) -> Result<Vec<TensorLayout>, SpecError> {
         self.lora.adapter_layout(&self.arch)
+    }
+
+    /// Upper bound on the size of one signed delta of this run: the codec's payloads for the
+    /// adapter layout plus 16 bytes of length prefix a tensor and 4 KiB for the message fields and
+    /// the signed envelope. Request limits are sized from it, so a delta too large for gossip can
+    /// still be submitted directly. `None` on an invalid layout or overflow.
+    pub fn max_delta_bytes(&self) -> Option<usize> {
+        let layout = self.adapter_layout().ok()?;
+        let codec = &self.aggregate.codec;
+        let mut total = 4096usize.checked_add(self.run_id.len())?;
+        for t in &layout {
+            let payload = crate::codec::payload_len(codec, t.numel()?, codec.chunk_size())?;
+            total = total.checked_add(payload)?.checked_add(16)?;
+        }
+        Some(total)
     }
 
     /// Parses TOML and validates.

@@ -40,7 +40,16 @@ fn delta_message() -> DeltaMessage {
         tokens_trained: 102_400,
         steps: 100,
         train_loss: 2.4,
-        delta: encode_delta(&CodecSpec::default(), &ts, &mut Residual::new()).unwrap(),
+        // SparseLoCo's sparse codec: the 100× case of DESIGN.md's "under 10 KB".
+        delta: encode_delta(
+            &CodecSpec::TopK {
+                density: 1.0 / 64.0,
+                bits: 2,
+            },
+            &ts,
+            &mut Residual::new(),
+        )
+        .unwrap(),
     }
 }
 
@@ -110,6 +119,20 @@ fn delta_message_round_trips_inside_a_signed_envelope_and_fits_inline() {
         wire.len()
     );
     assert!(wire.len() <= NetSpec::default().inline_delta_limit);
+    // The default codec (dense 4-bit) on the same rank-8 q,v adapter still travels inline.
+    let ts = gaussian_tensors(&smollm_layout(false), 9, 1e-3);
+    let dense = DeltaMessage {
+        delta: encode_delta(&CodecSpec::default(), &ts, &mut Residual::new()).unwrap(),
+        ..msg.clone()
+    };
+    let dense_wire = SignedEnvelope::seal(&kp, Domain::Delta, &dense)
+        .unwrap()
+        .to_bytes();
+    assert!(
+        dense_wire.len() <= NetSpec::default().inline_delta_limit,
+        "default-codec delta of {} bytes",
+        dense_wire.len()
+    );
     let back = SignedEnvelope::from_bytes(&wire, NetSpec::default().max_transmit_size).unwrap();
     let (peer, opened): (_, DeltaMessage) =
         back.open(Domain::Delta, DeltaMessage::MAX_BYTES).unwrap();
@@ -227,4 +250,44 @@ fn blob_response_must_answer_its_request() {
         chunk(cid, u64::MAX, u64::MAX, 1).check_answers(&end),
         Err(BlobError::PastEnd { .. })
     ));
+}
+
+#[test]
+fn every_signed_delta_of_a_run_fits_its_max_delta_bytes() {
+    // The request limit of both sides is sized from `max_delta_bytes`, so a delta too large for a
+    // gossip frame can still be submitted directly: it must never be an underestimate.
+    let key = Keypair::generate_ed25519();
+    let mut spec = RunSpec::smollm2_135m("m.gguf", None, 0);
+    spec.lora.targets = LORA_TARGETS.iter().map(|t| t.to_string()).collect();
+    for codec in [
+        CodecSpec::F32,
+        CodecSpec::Int8,
+        CodecSpec::default(),
+        CodecSpec::TopK {
+            density: 1.0 / 64.0,
+            bits: 2,
+        },
+    ] {
+        spec.aggregate.codec = codec;
+        let layout = spec.adapter_layout().unwrap();
+        let ts = gaussian_tensors(&layout, 3, 1e-3);
+        let msg = DeltaMessage {
+            delta: encode_delta(&codec, &ts, &mut Residual::new()).unwrap(),
+            run_id: spec.run_id.clone(),
+            ..delta_message()
+        };
+        let bytes = SignedEnvelope::seal(&key, Domain::Delta, &msg)
+            .unwrap()
+            .to_bytes();
+        let bound = spec.max_delta_bytes().unwrap();
+        assert!(bytes.len() <= bound, "{codec:?}: {} > {bound}", bytes.len());
+        assert!(
+            bound - bytes.len() <= 8192,
+            "{codec:?}: bound {bound} is loose for {}",
+            bytes.len()
+        );
+    }
+    // All seven projections at f32 exceed the default 1 MiB request limit: the case that stalled.
+    spec.aggregate.codec = CodecSpec::F32;
+    assert!(spec.max_delta_bytes().unwrap() > 1 << 20);
 }

@@ -292,3 +292,22 @@ fn oversized_architectures_are_rejected_before_any_layout_is_built() {
     spec.arch.hidden_size = MAX_ARCH_SIZE + 2;
     assert!(spec.validate().is_err());
 }
+
+#[test]
+fn the_default_codec_is_dense_4_bit_and_survives_toml() {
+    // Quality first (docs/BENCHMARKS.md table 2): dense 4-bit centroid codes, not 1/64 top-k.
+    let spec = RunSpec::default();
+    assert_eq!(
+        spec.aggregate.codec,
+        CodecSpec::TopK {
+            density: 1.0,
+            bits: 4
+        }
+    );
+    spec.aggregate.codec.validate().unwrap();
+    let back = RunSpec::from_toml(&spec.to_toml().unwrap()).unwrap();
+    assert_eq!(back.aggregate.codec, spec.aggregate.codec);
+    // A run.toml that names no codec gets the default.
+    let minimal = RunSpec::from_toml("run_id = \"r\"\n").unwrap();
+    assert_eq!(minimal.aggregate.codec, spec.aggregate.codec);
+}

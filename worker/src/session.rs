@@ -579,6 +579,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     cfg.fit_run(
         spec.net.max_transmit_size,
         spec.net.blob_chunk_size as usize,
+        spec.max_delta_bytes().unwrap_or(0),
     );
     let (net, events) = hearth_net::spawn(cfg)?;
     let (latest_tx, mut latest_rx) = watch::channel(Latest::default());

@@ -85,6 +85,7 @@ fn node_config(key: Keypair, run_id: &str, spec: Option<&RunSpec>, timeout: Dura
         cfg.fit_run(
             spec.net.max_transmit_size,
             spec.net.blob_chunk_size as usize,
+            spec.max_delta_bytes().unwrap_or(0),
         );
     }
     cfg
