@@ -81,11 +81,11 @@ pub struct Args {
 }
 
 /// Inner learning rate of the smollm2-135m preset (`hearth-coordinator init`).
-const SMOLLM2_LR: f32 = 2e-3;
+const SMOLLM2_LR: f32 = 4e-3;
 /// Loss-gap limit of the acceptance criterion.
 const MAX_GAP: f64 = 0.01;
-/// Compression the default codec must reach at SmolLM2 size.
-const MIN_RATIO: f64 = 100.0;
+/// Compression the most compressed codec within `MAX_GAP` should reach at SmolLM2 size (issue 16).
+const MIN_RATIO: f64 = 32.0;
 
 /// Suffix of a run key that ran with local error feedback.
 const LOCAL_EF: &str = " +local-ef";
@@ -236,8 +236,9 @@ pub fn main(a: &Args) -> Result<()> {
         md,
         "Bytes per adapter delta and per round for each codec, against the raw f32 delta and against \
 full-model data-parallel gradients for the same tokens, and the held-out loss each codec reaches on the \
-demo task after the same rounds (acceptance: the default codec sends at least {MIN_RATIO:.0}× fewer bytes \
-than raw f32 at a held-out loss within {:.0} % of f32). Command (run time {{WALL}}):\n",
+demo task after the same rounds (acceptance: the default codec ends within {:.0} % of f32's held-out loss, \
+quality first; the target for the most compressed codec within that gap is at least {MIN_RATIO:.0}× fewer \
+bytes than raw f32, the \"passes\" column). Command (run time {{WALL}}):\n",
         MAX_GAP * 100.0
     );
     let _ = writeln!(
@@ -255,7 +256,7 @@ a round of the smollm2-135m preset is {} local steps, so a delta replaces {} byt
 Per round with {} workers: each uploads one delta and downloads the merged checkpoint ({} bytes, lossless f32). \
 \"Error\" is ‖x − decoded‖/‖x‖ of one Gaussian delta before error feedback: \
 what the codec defers to later rounds. \"Dense b-bit\" is top-k at density 1 (`topk:1:b`): every value as a \
-b-bit code with one f32 scale per chunk and no indices.\n",
+b-bit code whose 2^b bins decode to their centroids (2^b f32 values per chunk) and no indices.\n",
         thousands(layout.values as u64),
         thousands(layout.raw_f32 as u64),
         thousands(params),
@@ -419,12 +420,14 @@ Held-out loss after each round:\n",
         let _ = writeln!(
             md,
             "- The current default, {}, sends {} fewer bytes than the raw f32 delta at SmolLM2 size and ends \
-{} from f32 after {} rounds: it {} the acceptance criterion on this benchmark.",
+{} from f32 after {} rounds: it {} the quality criterion (within {:.0} %) on this benchmark{}.",
             label(&default),
             ratio(*r),
             pct(*g),
             a.rounds,
-            if *p { "meets" } else { "misses" }
+            if *g <= MAX_GAP { "meets" } else { "misses" },
+            MAX_GAP * 100.0,
+            if *p { format!(" and reaches {MIN_RATIO:.0}×") } else { String::new() }
         );
     }
     if let Some((_, r)) = runs
