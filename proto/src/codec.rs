@@ -59,7 +59,7 @@ tagged_enum! {
 }
 
 impl Default for CodecSpec {
-    /// Dense 4-bit centroid codes with error feedback (7.8× smaller than f32 at SmolLM2 size).
+    /// Dense 4-bit centroid codes with error feedback (7.5× smaller than f32 at SmolLM2 size).
     /// Quality first: in the short runs of a fine-tune it ends within 0.2 % of the f32 codec's
     /// held-out loss (docs/BENCHMARKS.md table 2), where SparseLoCo's 1/64 top-k at 2 bits, made
     /// for thousands of rounds, ended 8–94 % above it. Sparser codecs stay selectable.
