@@ -104,6 +104,8 @@ fn base_spec(preset: Preset, model: Option<(&Path, ContentId, u64)>) -> RunSpec 
             .iter()
             .map(|t| t.to_string())
             .collect();
+        // Quality first: the sparse default ends 94 % above f32's held-out loss here (table 2).
+        s.aggregate.codec = hearth_proto::CodecSpec::QUALITY;
         s.train.local_steps = 14;
         s.train.lr = 4e-3;
         s.train.warmup_steps = 3;

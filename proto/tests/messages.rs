@@ -119,10 +119,10 @@ fn delta_message_round_trips_inside_a_signed_envelope_and_fits_inline() {
         wire.len()
     );
     assert!(wire.len() <= NetSpec::default().inline_delta_limit);
-    // The default codec (dense 4-bit) on the same rank-8 q,v adapter still travels inline.
+    // The quality codec (dense 4-bit) on the same rank-8 q,v adapter still travels inline.
     let ts = gaussian_tensors(&smollm_layout(false), 9, 1e-3);
     let dense = DeltaMessage {
-        delta: encode_delta(&CodecSpec::default(), &ts, &mut Residual::new()).unwrap(),
+        delta: encode_delta(&CodecSpec::QUALITY, &ts, &mut Residual::new()).unwrap(),
         ..msg.clone()
     };
     let dense_wire = SignedEnvelope::seal(&kp, Domain::Delta, &dense)
@@ -130,7 +130,7 @@ fn delta_message_round_trips_inside_a_signed_envelope_and_fits_inline() {
         .to_bytes();
     assert!(
         dense_wire.len() <= NetSpec::default().inline_delta_limit,
-        "default-codec delta of {} bytes",
+        "quality-codec delta of {} bytes",
         dense_wire.len()
     );
     let back = SignedEnvelope::from_bytes(&wire, NetSpec::default().max_transmit_size).unwrap();
@@ -256,7 +256,7 @@ fn blob_response_must_answer_its_request() {
 fn every_signed_delta_of_a_run_fits_its_max_delta_bytes() {
     // The request limit of both sides is sized from `max_delta_bytes`, so a delta too large for a
     // gossip frame can still be submitted directly: it must never be an underestimate.
-    let key = Keypair::generate_ed25519();
+    let key = Keypair::ed25519_from_bytes([7u8; 32]).unwrap();
     let mut spec = RunSpec::smollm2_135m("m.gguf", None, 0);
     spec.lora.targets = LORA_TARGETS.iter().map(|t| t.to_string()).collect();
     for codec in [

@@ -294,20 +294,14 @@ fn oversized_architectures_are_rejected_before_any_layout_is_built() {
 }
 
 #[test]
-fn the_default_codec_is_dense_4_bit_and_survives_toml() {
-    // Quality first (docs/BENCHMARKS.md table 2): dense 4-bit centroid codes, not 1/64 top-k.
-    let spec = RunSpec::default();
-    assert_eq!(
-        spec.aggregate.codec,
-        CodecSpec::TopK {
-            density: 1.0,
-            bits: 4
-        }
-    );
+fn the_default_and_quality_codecs_validate_and_survive_toml() {
+    CodecSpec::QUALITY.validate().unwrap();
+    let mut spec = RunSpec::default();
+    spec.aggregate.codec = CodecSpec::QUALITY;
     spec.aggregate.codec.validate().unwrap();
     let back = RunSpec::from_toml(&spec.to_toml().unwrap()).unwrap();
     assert_eq!(back.aggregate.codec, spec.aggregate.codec);
     // A run.toml that names no codec gets the default.
     let minimal = RunSpec::from_toml("run_id = \"r\"\n").unwrap();
-    assert_eq!(minimal.aggregate.codec, spec.aggregate.codec);
+    assert_eq!(minimal.aggregate.codec, CodecSpec::default());
 }

@@ -149,9 +149,9 @@ mod tests {
             density: 1.0 / 64.0,
             bits: 2,
         };
-        let s = codec_sizes(&spec, &[CodecSpec::F32, CodecSpec::default(), sparse]).unwrap();
+        let s = codec_sizes(&spec, &[CodecSpec::F32, CodecSpec::QUALITY, sparse]).unwrap();
         assert!(s[0].wire_bytes > l.raw_f32 && s[0].rel_error == 0.0);
-        // The default, dense 4-bit: 7.5x (a 64-byte set of centroids per chunk), and close to the
+        // The quality codec, dense 4-bit: 7.5x (a 64-byte set of centroids per chunk), and close to the
         // Gaussian optimum of about 0.1 relative error.
         let ratio = l.raw_f32 as f64 / s[1].wire_bytes as f64;
         assert!(ratio > 7.4 && ratio < 8.0, "{ratio}");
