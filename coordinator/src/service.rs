@@ -31,15 +31,8 @@ use crate::verify::{Reject, Verifier};
 
 /// Largest validation shard read from the store.
 const MAX_SHARD_BYTES: usize = 1 << 30;
-/// Tokens of a peer's shard in its loss probe (whole sequences, at least 4): the probe's noise
-/// depends on the tokens it sees, not the sequences. Four sequences of 48 tokens, the SmolLM2
-/// demo's length, rejected honest deltas whose loss moved by chance (2 of 33 in a 3-worker run).
-const PROBE_TOKENS: usize = 1024;
-/// Sequences of `seq_len` tokens a loss probe reads: [`PROBE_TOKENS`] worth, at least 4.
-fn probe_sequences(seq_len: usize) -> usize {
-    PROBE_TOKENS.div_ceil(seq_len.max(1)).max(4)
-}
-
+/// Sequences of a peer's shard in its loss probe.
+const PROBE_SEQUENCES: usize = 4;
 /// Relative drop of the probe loss a delta must achieve.
 const PROBE_MARGIN: f64 = 5e-4;
 /// Deltas one peer may submit while one round is open. An honest worker sends at most three
@@ -1167,7 +1160,7 @@ impl Service {
         let seqs: Vec<_> = Shard::from_bytes(&bytes, MAX_SHARD_BYTES)?
             .into_sequences()
             .into_iter()
-            .take(probe_sequences(self.cfg.run.data.seq_len))
+            .take(PROBE_SEQUENCES)
             .collect();
         self.probe_data.insert(index, seqs.clone());
         Ok(seqs)
@@ -1330,19 +1323,5 @@ impl Service {
         if let Ok(mut s) = self.snapshot.write() {
             *s = snap;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::probe_sequences;
-
-    #[test]
-    fn the_loss_probe_reads_about_1024_tokens_and_at_least_four_sequences() {
-        assert_eq!(probe_sequences(256), 4);
-        assert_eq!(probe_sequences(64), 16);
-        assert_eq!(probe_sequences(48), 22);
-        assert_eq!(probe_sequences(4096), 4);
-        assert_eq!(probe_sequences(0), 1024);
     }
 }

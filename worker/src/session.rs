@@ -27,9 +27,9 @@ use crate::trainer::{TrainerHandle, TrainerSetup};
 /// Largest data shard accepted.
 const MAX_SHARD_BYTES: usize = 1 << 30;
 /// Longest wait between reconnection attempts (a restarted coordinator is found within this).
-// Kept short so a worker is back within about 2 s of a restarted coordinator: a 10 s cap left one
+// Kept short so a worker is back within about a second of a restarted coordinator: a 10 s cap left one
 // behind for the rest of tests/chaos.rs's run (issue 19, item 7).
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How often a worker waiting for a checkpoint asks the coordinator directly.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a worker keeps trying to hand in one delta.
@@ -179,7 +179,7 @@ struct Session {
 impl Session {
     /// Dial (with backoff) until connected.
     async fn ensure_connected(&mut self) -> Result<()> {
-        let mut delay = Duration::from_millis(500);
+        let mut delay = Duration::from_millis(250);
         loop {
             if *self.connected.borrow() {
                 if std::mem::take(&mut self.unreachable_reported) {
@@ -221,7 +221,7 @@ impl Session {
 
     /// Send a join request (also used to poll the latest state).
     async fn join(&mut self) -> Result<(RunSpec, Vec<u32>, Option<CheckpointManifest>, RoundInfo)> {
-        let mut delay = Duration::from_millis(500);
+        let mut delay = Duration::from_millis(250);
         loop {
             self.ensure_connected().await?;
             let req = JoinRequest {
