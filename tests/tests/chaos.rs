@@ -348,8 +348,9 @@ fn six_workers_ten_rounds_under_kills_restarts_hangs_and_cut_links() {
                 .unwrap_or("");
             assert!(
                 round + 1 >= ROUNDS && summary["checkpoint"].as_str() == Some(want),
-                "{name} ended on {summary}, final {final_id}; log:\n{}",
-                log_of(&log)
+                "{name} ended on {summary}, final {final_id}; log:\n{}\ncoordinator log:\n{}",
+                log_of(&log),
+                log_of(&clog(2))
             );
         }
     }

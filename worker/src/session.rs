@@ -841,10 +841,19 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                     next = Some(c);
                     break;
                 }
-                match tokio::time::timeout(POLL_INTERVAL, latest_rx.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(anyhow!("the network task stopped")),
-                    Err(_) => {
+                // Wake on news, on a lost connection (poll at once: the poll redials, so a
+                // restarted coordinator is found within the redial backoff, not the poll
+                // interval) or when the poll interval passes.
+                let mut conn = s.connected.clone();
+                let woke = tokio::select! {
+                    r = latest_rx.changed() => Some(r),
+                    _ = conn.wait_for(|c| !*c) => None,
+                    _ = tokio::time::sleep(POLL_INTERVAL) => None,
+                };
+                match woke {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => return Err(anyhow!("the network task stopped")),
+                    None => {
                         let polled = if last {
                             match tokio::time::timeout(POLL_INTERVAL, s.join()).await {
                                 Ok(r) => r,
