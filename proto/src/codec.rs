@@ -578,6 +578,7 @@ fn encode_topk_chunk(
     kept.sort_unstable();
     // Bits ≤ 4: bin every kept value, then send each bin's mean (its centroid).
     let mut centroids = Vec::new();
+    let mut codes = Vec::with_capacity(k);
     let scale = if bits <= 4 {
         let sigma = (kept
             .iter()
@@ -588,9 +589,11 @@ fn encode_topk_chunk(
         let mut sums = vec![(0.0f64, 0u32); 1 << bits];
         for &i in kept.iter() {
             let v = x[i as usize];
-            let (sum, count) = &mut sums[centroid_bin(v, sigma, bits) as usize];
+            let code = centroid_bin(v, sigma, bits);
+            let (sum, count) = &mut sums[code as usize];
             *sum += f64::from(v);
             *count += 1;
+            codes.push(code);
         }
         centroids.extend(sums.iter().map(|&(sum, count)| {
             if count == 0 {
@@ -627,17 +630,15 @@ fn encode_topk_chunk(
             }
         }
     }
-    for &i in kept.iter() {
-        let v = x[i as usize];
-        let (code, value) = if bits <= 4 {
-            let c = centroid_bin(v, scale, bits);
-            (c, centroids[c as usize])
-        } else {
-            let c = quant(v, scale, bits);
-            (c, dequant(c, scale, bits))
-        };
+    if bits > 4 {
+        codes.extend(kept.iter().map(|&i| quant(x[i as usize], scale, bits)));
+    }
+    for (&i, &code) in kept.iter().zip(&codes) {
         w.write(code, u32::from(bits));
-        sent[i as usize] = value;
+        sent[i as usize] = match centroids.get(code as usize) {
+            Some(&c) => c,
+            None => dequant(code, scale, bits),
+        };
     }
 }
 
