@@ -1,9 +1,9 @@
 //! Coordinator ingest benchmark (docs/bench/4-ingest.md): real signed, encoded SmolLM2-size deltas
 //! through the real verification, aggregation, outer step and checkpoint code, timed by stage.
 //!
-//! `cargo bench -p hearth-coordinator --bench ingest -- [--counts 10,100,1000] [--probe-reps 2]
+//! `cargo bench -p hearth-coordinator --bench ingest -- [--counts 10,100,1000] [--reference-reps 2]
 //! [--model FILE]`. Prints a markdown table on stdout. Each stage runs single-threaded, as the
-//! coordinator's event loop runs it; the loss probe uses the model's threads
+//! coordinator's event loop runs it; the round's reference gradient uses the model's threads
 //! (`RAYON_NUM_THREADS`).
 
 use std::collections::HashSet;
@@ -14,6 +14,7 @@ use hearth_coordinator::aggregate::{aggregate, Aggregator};
 use hearth_coordinator::engine::{flatten, Engine};
 use hearth_coordinator::evaluator::Evaluator;
 use hearth_coordinator::outer::{Outer, OuterState};
+use hearth_coordinator::screen::{Reference, Screen};
 use hearth_coordinator::store::BlobStore;
 use hearth_coordinator::verify::Verifier;
 use hearth_proto::{
@@ -22,19 +23,19 @@ use hearth_proto::{
 };
 use libp2p_identity::Keypair;
 
-/// Sequences in a loss probe (as `service.rs`).
-const PROBE_SEQUENCES: usize = 4;
+/// Sequences in a round's reference batch (as `init` writes for smollm2-135m).
+const REFERENCE_SEQUENCES: usize = 8;
 
 struct Args {
     counts: Vec<usize>,
-    probe_reps: usize,
+    reference_reps: usize,
     model: Option<PathBuf>,
 }
 
 fn args() -> Args {
     let mut a = Args {
         counts: vec![10, 100, 1000],
-        probe_reps: 2,
+        reference_reps: 2,
         model: Some(hearth_model::default_model_path()).filter(|p| p.is_file()),
     };
     let mut it = std::env::args().skip(1);
@@ -48,7 +49,9 @@ fn args() -> Args {
                     .filter_map(|s| s.trim().parse().ok())
                     .collect()
             }
-            "--probe-reps" => a.probe_reps = it.next().and_then(|s| s.parse().ok()).unwrap_or(2),
+            "--reference-reps" => {
+                a.reference_reps = it.next().and_then(|s| s.parse().ok()).unwrap_or(2)
+            }
             "--model" => a.model = it.next().map(PathBuf::from),
             "--no-model" => a.model = None,
             _ => {} // cargo passes --bench
@@ -130,6 +133,7 @@ struct Row {
     aggregate: Duration,
     outer: Duration,
     engine_e2e: Duration,
+    screen: Duration,
     checkpoint: Duration,
     wire_bytes: usize,
 }
@@ -211,6 +215,23 @@ fn run_count(
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let store = BlobStore::open(dir.path().join("blobs")).expect("store");
+    // The screen's reference: here the negated mean of the round's deltas, so that every delta
+    // passes and takes the full path (score, sketch, copy check against all earlier ones). The
+    // real reference gradient is timed separately.
+    let numel: usize = layout
+        .iter()
+        .map(|l| l.shape.iter().product::<usize>())
+        .sum();
+    let mut screen = Screen::new(numel, 7);
+    let mut mean = vec![0f32; numel];
+    for bytes in &deltas {
+        let env = SignedEnvelope::from_bytes(bytes, limit).expect("envelope");
+        let msg = DeltaMessage::from_bytes(&env.payload).expect("message");
+        let flat = flatten(&decode_delta(&msg.delta, layout).expect("delta"));
+        mean.iter_mut().zip(&flat).for_each(|(m, x)| *m -= x);
+    }
+    screen.set_reference(Reference::from_gradient(1, &mean).expect("reference"));
+    let mut scores = Vec::new();
     for bytes in &deltas {
         let v = time(&mut row.verify_e2e, || {
             let (signer, msg, id) = verifier
@@ -232,8 +253,20 @@ fn run_count(
         time(&mut row.journal, || {
             hearth_coordinator::journal::append(&store, dir.path(), 1, bytes).expect("journal");
         });
-        time(&mut row.engine_e2e, || engine.accept(v));
+        let flat = time(&mut row.engine_e2e, || flatten(&v.tensors));
+        let finding = time(&mut row.screen, || {
+            screen.check(v.peer, &flat, v.tokens).expect("scored")
+        });
+        match finding {
+            hearth_coordinator::screen::Finding::Pass(s) => scores.push(s),
+            other => panic!("a bench delta failed the screen: {other:?}"),
+        }
+        time(&mut row.engine_e2e, || {
+            engine.accept_scored(v, flat, scores.last().copied())
+        });
     }
+    let weights = time(&mut row.screen, || screen.weights(&scores));
+    assert!(weights.iter().all(|w| *w > 0.0));
 
     // Aggregation and outer step split out, on the same rows the engine holds.
     let rows: Vec<&[f32]> = engine.pending().iter().map(|p| p.flat.as_slice()).collect();
@@ -275,17 +308,16 @@ fn main() {
         .sum();
     let mut evaluator = a.model.as_ref().map(|m| {
         let t = Instant::now();
-        let ev = Evaluator::load(&spec, Some(m), Vec::new(), PROBE_SEQUENCES).expect("model");
+        let ev = Evaluator::load(&spec, Some(m), Vec::new(), REFERENCE_SEQUENCES).expect("model");
         eprintln!("model loaded in {:.1} s", t.elapsed().as_secs_f64());
         ev
     });
 
-    // Loss probe: the checkpoint plus one delta on 4 sequences of seq_len tokens (the checkpoint's
-    // own loss on the batch is computed once per round and shard, as the service caches it).
-    let probe = evaluator.as_mut().map(|ev| {
+    // The round's reference gradient: one forward and backward pass over the reference batch at
+    // the checkpoint, once per round whatever the number of deltas.
+    let reference = evaluator.as_mut().map(|ev| {
         let params = ev.initial_params().expect("params");
-        let delta = delta_for(&layout, 7);
-        let data: Vec<hearth_model::Sequence> = (0..PROBE_SEQUENCES)
+        let data: Vec<hearth_model::Sequence> = (0..REFERENCE_SEQUENCES)
             .map(|i| hearth_model::Sequence {
                 tokens: (0..spec.data.seq_len)
                     .map(|j| ((i * 7919 + j * 104_729) % spec.arch.vocab_size) as u32)
@@ -293,15 +325,12 @@ fn main() {
                 loss_mask: vec![true; spec.data.seq_len],
             })
             .collect();
-        let (without, _) = ev
-            .probe(&params, &delta, &data, None)
-            .expect("warm-up probe");
+        ev.gradient(&params, &data).expect("warm-up gradient");
         let t = Instant::now();
-        for _ in 0..a.probe_reps.max(1) {
-            ev.probe(&params, &delta, &data, Some(without))
-                .expect("probe");
+        for _ in 0..a.reference_reps.max(1) {
+            ev.gradient(&params, &data).expect("gradient");
         }
-        t.elapsed() / a.probe_reps.max(1) as u32
+        t.elapsed() / a.reference_reps.max(1) as u32
     });
 
     let rows: Vec<(usize, Row)> = a
@@ -313,7 +342,6 @@ fn main() {
         })
         .collect();
 
-    let fraction = spec.verify.probe_fraction;
     println!(
         "Adapter: SmolLM2-135M, LoRA r={} on {:?}, FFA (B only): {} values = {} bytes raw f32; codec {}; \
          one signed delta on the wire: {} bytes. Aggregator centered clipping (τ 1, 3 iterations), \
@@ -329,7 +357,7 @@ fn main() {
     println!("| stage | {} |", header.join(" | "));
     println!("| --- |{}", " ---: |".repeat(rows.len()));
     type Get = fn(&Row) -> Duration;
-    let stages: [(&str, Get); 10] = [
+    let stages: [(&str, Get); 11] = [
         ("decode (bounded envelope + message + codec)", |r| r.decode),
         ("signature (ed25519)", |r| r.signature),
         ("staleness / replay (payload blake3)", |r| r.staleness),
@@ -343,6 +371,10 @@ fn main() {
         ("`Engine` accept + close (flatten, aggregate, outer)", |r| {
             r.engine_e2e
         }),
+        (
+            "screen per delta (alignment, sketch, copy check) + weights",
+            |r| r.screen,
+        ),
         ("checkpoint write (blobs fsynced + PEFT dir)", |r| {
             r.checkpoint
         }),
@@ -353,95 +385,69 @@ fn main() {
     }
     let totals: Vec<Duration> = rows
         .iter()
-        .map(|(_, r)| r.verify_e2e + r.journal + r.engine_e2e + r.checkpoint)
+        .map(|(_, r)| {
+            r.verify_e2e
+                + r.journal
+                + r.engine_e2e
+                + r.screen
+                + r.checkpoint
+                + reference.unwrap_or_default()
+        })
         .collect();
-    let cells: Vec<String> = totals.iter().map(|d| ms(*d)).collect();
-    println!("| **total without probe** | {} |", cells.join(" | "));
-    if let Some(p) = probe {
-        let sampled: Vec<String> = rows
-            .iter()
-            .map(|(n, _)| ms(p * (*n as f32 * fraction).ceil() as u32))
-            .collect();
+    if let Some(g) = reference {
+        let cells: Vec<String> = rows.iter().map(|_| ms(g)).collect();
         println!(
-            "| loss probe, sampled {:.0} % of established peers ({:.0} ms each) | {} |",
-            fraction * 100.0,
-            p.as_secs_f64() * 1e3,
-            sampled.join(" | ")
+            "| screen: the round's reference gradient ({REFERENCE_SEQUENCES} × {} tokens, once per round) | {} |",
+            spec.data.seq_len,
+            cells.join(" | ")
         );
-        let with: Vec<String> = rows
-            .iter()
-            .zip(&totals)
-            .map(|((n, _), t)| ms(*t + p * (*n as f32 * fraction).ceil() as u32))
-            .collect();
-        println!("| **total with sampled probe** | {} |", with.join(" | "));
     }
+    let cells: Vec<String> = totals.iter().map(|d| ms(*d)).collect();
+    println!("| **total with the screen** | {} |", cells.join(" | "));
     let rates: Vec<String> = rows
         .iter()
         .zip(&totals)
         .map(|((n, _), t)| format!("{:.0}", *n as f64 / t.as_secs_f64()))
         .collect();
-    println!("| deltas/s without probe | {} |", rates.join(" | "));
-    if let Some(p) = probe {
-        let rates: Vec<String> = rows
-            .iter()
-            .zip(&totals)
-            .map(|((n, _), t)| {
-                let total = *t + p * (*n as f32 * fraction).ceil() as u32;
-                format!("{:.0}", *n as f64 / total.as_secs_f64())
-            })
-            .collect();
-        println!("| deltas/s with sampled probe | {} |", rates.join(" | "));
-        println!(
-            "\nLoss probe: {:.0} ms per probed delta ({} sequences × {} tokens, the checkpoint plus the delta; its loss without the delta is cached per round and shard, \
-             {} threads); a round of new peers probes every delta.",
-            p.as_secs_f64() * 1e3,
-            PROBE_SEQUENCES,
-            spec.data.seq_len,
+    println!("| deltas/s | {} |", rates.join(" | "));
+    match reference {
+        Some(g) => println!(
+            "\nReference gradient: {:.0} ms per round ({} threads). Before the screen, a loss probe \
+             cost about 5.8 s per probed delta.",
+            g.as_secs_f64() * 1e3,
             std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into())
-        );
-    } else {
-        println!("\nLoss probe not measured (no model file; pass --model FILE).");
+        ),
+        None => println!("\nReference gradient not measured (no model file; pass --model FILE)."),
     }
     if let (Some((n, r)), Some(total)) = (rows.last(), totals.last()) {
-        reading(*n, r, *total, probe, fraction);
+        reading(*n, r, *total);
     }
 }
 
 /// A short reading of the largest round, from the measured figures.
-fn reading(n: usize, r: &Row, total: Duration, probe: Option<Duration>, fraction: f32) {
+fn reading(n: usize, r: &Row, total: Duration) {
     let mut stages = [
         ("verification", r.verify_e2e),
         ("the journal", r.journal),
         ("aggregation and outer step", r.engine_e2e),
+        ("the screen", r.screen),
         ("the checkpoint write", r.checkpoint),
     ];
     stages.sort_by_key(|s| std::cmp::Reverse(s.1));
     let s = total.as_secs_f64();
     println!(
-        "\n**Reading.** At {n} deltas per round the coordinator's work without the loss probe takes \
-         {s:.2} s ({:.0} deltas/s): the target of 1,000 in 10 s is {}. The largest parts are {} \
-         ({:.2} s) and {} ({:.2} s).",
+        "\n**Reading.** At {n} deltas per round the coordinator's work, the statistical screen \
+         included, takes {s:.2} s ({:.0} deltas/s): the target of 1,000 in 10 s is {}. The largest \
+         parts are {} ({:.2} s) and {} ({:.2} s).",
         n as f64 / s,
-        if n >= 1000 && s <= 10.0 { "met" } else { "not met at this count" },
+        if n >= 1000 && s <= 10.0 {
+            "met"
+        } else {
+            "not met at this count"
+        },
         stages[0].0,
         stages[0].1.as_secs_f64(),
         stages[1].0,
         stages[1].1.as_secs_f64(),
     );
-    if let Some(p) = probe {
-        let probed = (n as f32 * fraction).ceil() as u32;
-        let with = total + p * probed;
-        println!(
-            "The loss probe dominates everything else: {probed} sampled probes ({:.0} % of established \
-             peers, `verify.probe_fraction`) add {:.1} s, for {:.1} s in all ({:.0} deltas/s){}. \
-             New and flagged peers are always probed, so a round of {n} new peers would spend {:.0} s \
-             in probes; ingest at this scale needs a lower probe fraction or cheaper probes.",
-            fraction * 100.0,
-            (p * probed).as_secs_f64(),
-            with.as_secs_f64(),
-            n as f64 / with.as_secs_f64(),
-            if with.as_secs_f64() <= 10.0 { ", within the target" } else { ", over the target" },
-            (p * n as u32).as_secs_f64(),
-        );
-    }
 }

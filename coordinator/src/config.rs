@@ -47,6 +47,9 @@ pub struct CoordinatorSettings {
     pub rounds: u64,
     /// Batch size for held-out evaluation.
     pub eval_batch: usize,
+    /// Train-shard sequences in each round's reference batch, whose gradient the screen scores
+    /// every delta against (one forward and backward pass per round).
+    pub reference_sequences: usize,
     /// Private swarm (libp2p pnet): `run` refuses to start without `--swarm-key`, so the run
     /// cannot be opened to everyone by forgetting the flag. Absent in older files: false.
     pub private: bool,
@@ -65,6 +68,7 @@ impl Default for CoordinatorSettings {
             validation: None,
             rounds: 0,
             eval_batch: 8,
+            reference_sequences: 64,
             private: false,
         }
     }
@@ -90,6 +94,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ("coordinator.validation", "Content id of the held-out validation shard (stays on the coordinator)."),
     ("coordinator.rounds", "Stop after this many committed rounds (0 = run until stopped)."),
     ("coordinator.eval_batch", "Batch size of held-out evaluation."),
+    ("coordinator.reference_sequences", "Train-shard sequences in each round's reference batch: the screen scores every delta against its gradient (one backward pass per round; more sequences, a less noisy reference)."),
     ("coordinator.private", "Private swarm: true = `run` refuses to start without --swarm-key (pnet over TCP; QUIC off)."),
     ("run.run_id", "Run id: names the gossip topics hearth/<run_id>/announce and hearth/<run_id>/deltas."),
     ("run.name", "Human-readable run name shown on the dashboard."),
@@ -134,8 +139,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ("run.aggregate.local_error_feedback", "Workers train from the checkpoint plus their unsent residual (helps lossy codecs; see docs/BENCHMARKS.md table 2)."),
     ("run.verify.norm_kappa", "Reject a delta whose norm exceeds kappa x the median of recently accepted norms."),
     ("run.verify.norm_abs_cap", "Absolute cap on a delta's L2 norm."),
-    ("run.verify.probe_fraction", "Fraction of established peers whose deltas get the loss probe."),
-    ("run.verify.ban_after_rejects", "Ban a peer after this many rejected deltas."),
+    ("run.verify.ban_after_rejects", "Ban a peer after this many deltas no honest worker can send (undecodable, forged, malformed, non-finite, over the norm bound, implausible reports). The screen's findings ban by evidence instead (docs/RELIABILITY.md)."),
     ("run.verify.eval_tolerance", "Keep the old checkpoint when held-out loss worsens by more than this fraction."),
     ("run.admission.kind", "open, allowlist (peers = [...]) or token (token_blake3 = blake3 of the token)."),
     ("run.net.max_transmit_size", "Gossipsub max message size; every peer of the run uses this value."),

@@ -8,6 +8,7 @@ use libp2p_identity::PeerId;
 
 use crate::aggregate::{aggregate, staleness_weight, Aggregator};
 use crate::outer::{Outer, OuterState};
+use crate::screen::Score;
 use crate::verify::VerifiedDelta;
 
 /// A delta waiting for its round to close.
@@ -17,12 +18,14 @@ pub struct Pending {
     pub peer: PeerId,
     /// The delta, flattened in layout order.
     pub flat: Vec<f32>,
-    /// Aggregation weight: tokens × staleness weight.
+    /// Aggregation weight: tokens × staleness weight (× the screen's factor once the round closes).
     pub weight: f32,
     /// Tokens trained.
     pub tokens: u64,
     /// Training loss it reported.
     pub train_loss: f32,
+    /// The screen's score (none when the round had no reference).
+    pub score: Option<Score>,
 }
 
 /// The result of closing a round.
@@ -118,14 +121,35 @@ impl Engine {
 
     /// Add a verified delta to the round in progress.
     pub fn accept(&mut self, d: VerifiedDelta) {
+        let flat = flatten(&d.tensors);
+        self.accept_scored(d, flat, None);
+    }
+
+    /// Add a verified delta, already flattened, with its screen score.
+    pub fn accept_scored(&mut self, d: VerifiedDelta, flat: Vec<f32>, score: Option<Score>) {
         let weight = d.tokens as f32 * staleness_weight(d.staleness);
         self.pending.push(Pending {
             peer: d.peer,
-            flat: flatten(&d.tensors),
+            flat,
             weight,
             tokens: d.tokens,
             train_loss: d.train_loss,
+            score,
         });
+    }
+
+    /// Scale each pending delta's weight by its factor (in pending order); a factor of 0 drops
+    /// the delta. Returns the dropped deltas' peers.
+    pub fn scale_weights(&mut self, factors: &[f64]) -> Vec<PeerId> {
+        let mut dropped = Vec::new();
+        for (p, f) in self.pending.iter_mut().zip(factors) {
+            p.weight *= *f as f32;
+            if *f <= 0.0 {
+                dropped.push(p.peer);
+            }
+        }
+        self.pending.retain(|p| p.weight > 0.0);
+        dropped
     }
 
     /// Drop the pending deltas of `peer` (e.g. it was banned mid-round).

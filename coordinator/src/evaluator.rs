@@ -65,34 +65,15 @@ impl Evaluator {
         Ok(hearth_model::evaluate(&self.model, &self.validation, self.batch)?.loss)
     }
 
-    /// Loss on `data` of the checkpoint `params` without and with `delta` added (the loss probe).
-    /// `without`, when known (same checkpoint and data), saves one of the two evaluations.
-    pub fn probe(
+    /// Mean loss on `data` of the checkpoint `params` and its gradient with respect to the
+    /// trainable adapter, flattened in layout order (the screen's reference for a round).
+    pub fn gradient(
         &mut self,
         params: &[NamedTensor],
-        delta: &[NamedTensor],
         data: &[Sequence],
-        without: Option<f64>,
-    ) -> hearth_model::Result<(f64, f64)> {
-        let without = match without {
-            Some(w) => w,
-            None => {
-                self.model.set_adapter(&spec::from_named(params))?;
-                hearth_model::evaluate(&self.model, data, self.batch)?.loss
-            }
-        };
-        let with: Vec<NamedTensor> = params
-            .iter()
-            .zip(delta)
-            .map(|(p, d)| NamedTensor {
-                name: p.name.clone(),
-                shape: p.shape.clone(),
-                data: p.data.iter().zip(&d.data).map(|(a, b)| a + b).collect(),
-            })
-            .collect();
-        self.model.set_adapter(&spec::from_named(&with))?;
-        let with = hearth_model::evaluate(&self.model, data, self.batch)?.loss;
-        Ok((without, with))
+    ) -> hearth_model::Result<(f64, Vec<f32>)> {
+        self.model.set_adapter(&spec::from_named(params))?;
+        hearth_model::loss_gradient(&self.model, data, self.batch)
     }
 
     /// Greedy exact-match accuracy of `params` on demo-task examples (chat prompt → answer).

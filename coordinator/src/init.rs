@@ -30,6 +30,16 @@ impl Preset {
             Preset::Smollm2_135m => 12,
         }
     }
+
+    /// Sequences in the screen's reference batch: a backward pass per round that is free on the
+    /// tiny model and about as much as 8 worker steps on SmolLM2, where its 1.2 M dimensions
+    /// give honest deltas large alignment scores from a small batch anyway.
+    pub fn reference_sequences(self) -> usize {
+        match self {
+            Preset::Tiny => 64,
+            Preset::Smollm2_135m => 8,
+        }
+    }
 }
 
 /// What `init` needs.
@@ -225,6 +235,7 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
                 .map(|(p, _, _)| std::path::absolute(&p).unwrap_or(p))
                 .unwrap_or_default(),
             validation: Some(validation_cid),
+            reference_sequences: opts.preset.reference_sequences(),
             ..settings
         },
         run: spec,

@@ -15,11 +15,11 @@ pub struct PeerRecord {
     pub name: String,
     /// Device it reported (cpu, cuda:0, ...).
     pub device: String,
-    /// Deltas accepted.
+    /// Deltas aggregated (accepted and weighed when their round closed).
     pub accepted: u64,
     /// Deltas rejected, by reason label.
     pub rejected: BTreeMap<String, u64>,
-    /// Tokens trained in accepted deltas (the credit).
+    /// Credit: tokens of aggregated deltas, each times its screen weight (free rides earn none).
     pub tokens: u64,
     /// Exponentially decaying average of credit per day (BOINC-style recent average credit).
     pub recent_credit: f64,
@@ -31,6 +31,10 @@ pub struct PeerRecord {
     pub last_seen_unix_ms: u64,
     /// Rejections that are evidence of a bad delta (they lead to a ban).
     pub strikes: u64,
+    /// Deltas held back with weight 0: not significant on their own, and no record yet.
+    pub held_back: u64,
+    /// The screen's evidence against this peer (CUSUM log-likelihood ratio; a ban at ln 10⁶).
+    pub evidence: f64,
     /// Banned (by hand or after repeated rejects).
     pub banned: bool,
     /// Why it was banned.
@@ -83,7 +87,7 @@ impl Ledger {
             .collect();
     }
 
-    /// A delta of `tokens` tokens was accepted.
+    /// A delta was aggregated, earning `tokens` of credit (its tokens times its weight).
     pub fn accepted(&mut self, peer: &str, tokens: u64, now: u64) {
         let rec = self.entry(peer, now);
         rec.accepted += 1;
@@ -104,6 +108,18 @@ impl Ledger {
         let rec = self.peers.entry(peer.to_string()).or_default();
         rec.strikes += 1;
         rec.strikes
+    }
+
+    /// A delta was held back (inconclusive, weight 0, no credit).
+    pub fn held_back(&mut self, peer: &str, now: u64) {
+        self.entry(peer, now).held_back += 1;
+    }
+
+    /// The screen passed or failed one of the peer's deltas; returns the peer's evidence.
+    pub fn screened(&mut self, peer: &str, failed: bool, now: u64) -> f64 {
+        let rec = self.entry(peer, now);
+        rec.evidence = crate::screen::update_evidence(rec.evidence, failed);
+        rec.evidence
     }
 
     /// Ban a peer.

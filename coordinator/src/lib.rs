@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod outer;
 pub mod overrides;
 pub mod round;
+pub mod screen;
 pub mod service;
 pub mod state;
 pub mod status;

@@ -24,6 +24,7 @@ use crate::evaluator::Evaluator;
 use crate::metrics::Metrics;
 use crate::outer::{Outer, OuterState};
 use crate::round::{Decision, Round, RoundPolicy};
+use crate::screen::{Finding, Reference, Screen, BAN_EVIDENCE, WORK_FLOOR};
 use crate::state::{CheckpointRecord, RoundRecord, State};
 use crate::status::{Snapshot, WorkerView};
 use crate::store::{storage_fault, write_atomic, BlobStore};
@@ -31,10 +32,8 @@ use crate::verify::{Reject, Verifier};
 
 /// Largest validation shard read from the store.
 const MAX_SHARD_BYTES: usize = 1 << 30;
-/// Sequences of a peer's shard in its loss probe.
-const PROBE_SEQUENCES: usize = 4;
-/// Relative drop of the probe loss a delta must achieve.
-const PROBE_MARGIN: f64 = 5e-4;
+/// Sequences of each train shard kept for reference batches.
+const REFERENCE_POOL_PER_SHARD: usize = 64;
 /// Deltas one peer may submit while one round is open. An honest worker sends at most three
 /// (its delta by gossip and directly, and a late one built on an older checkpoint), so this only
 /// stops floods. Counting per round, not per second, never stalls honest workers however short
@@ -57,6 +56,45 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Up to [`REFERENCE_POOL_PER_SHARD`] sequences of every train shard, interleaved so that any
+/// window of the pool spans the shards. A shard that cannot be read is left out (logged).
+fn reference_pool(store: &BlobStore, spec: &RunSpec) -> Vec<hearth_model::Sequence> {
+    let per_shard: Vec<Vec<hearth_model::Sequence>> = spec
+        .data
+        .shards
+        .iter()
+        .enumerate()
+        .filter_map(|(i, info)| {
+            let read = store
+                .get(&info.cid)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(Shard::from_bytes(&b, MAX_SHARD_BYTES)?.into_sequences()));
+            match read {
+                Ok(seqs) => Some(seqs.into_iter().take(REFERENCE_POOL_PER_SHARD).collect()),
+                Err(e) => {
+                    warn!(
+                        shard = i,
+                        "train shard not used for reference batches: {e:#}"
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    (0..REFERENCE_POOL_PER_SHARD)
+        .flat_map(|j| per_shard.iter().filter_map(move |s| s.get(j).cloned()))
+        .collect()
+}
+
+/// A seed for the screen's sketches that peers cannot predict.
+fn sketch_seed() -> u64 {
+    let nonce = format!("{:?}/{}", SystemTime::now(), std::process::id());
+    let h = ContentId::of(nonce.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b)
 }
 
 /// Options of `run` that are not in run.toml.
@@ -117,6 +155,8 @@ struct PendingCommit {
     train_loss: Option<f32>,
     /// The round's record (none for checkpoint 0).
     record: Option<RoundRecord>,
+    /// How the adapter changed from the previous checkpoint (the screen's copy check).
+    change: Option<Vec<f32>>,
 }
 
 /// Rounds are halted: a closed round could not be committed to the data dir.
@@ -128,6 +168,9 @@ struct Halted {
     /// When to retry next.
     retry_at_ms: u64,
 }
+
+/// The reference gradient of a round, computed on a blocking thread.
+type ReferenceTask = (u64, tokio::task::JoinHandle<Result<(f64, Vec<f32>)>>);
 
 /// The running coordinator.
 pub struct Service {
@@ -155,9 +198,12 @@ pub struct Service {
     stop_after: u64,
     /// Deltas received from each peer since the current round opened (rate limit).
     submissions: HashMap<PeerId, u32>,
-    probe_data: HashMap<u32, Vec<hearth_model::Sequence>>,
-    /// Probe loss of the current checkpoint, by (round, shard).
-    probe_baseline: HashMap<(u64, u32), f64>,
+    /// The statistical screen (docs/RELIABILITY.md).
+    screen: Screen,
+    /// Train-shard sequences the round's reference batch is drawn from.
+    reference_pool: Vec<hearth_model::Sequence>,
+    /// The open round's reference gradient, while it is computed.
+    reference_task: Option<ReferenceTask>,
     bans_seen: Option<SystemTime>,
     /// Peers that sent a delta (accepted or not) in the round in progress.
     responders: HashSet<PeerId>,
@@ -233,6 +279,11 @@ impl Service {
         )
         .context("loading the base model")?;
         let layout = spec.adapter_layout().context("adapter layout")?;
+        let dims: usize = layout
+            .iter()
+            .map(|l| l.shape.iter().product::<usize>())
+            .sum();
+        let reference_pool = reference_pool(&store, &spec);
 
         let mut public: HashSet<ContentId> = spec.data.shards.iter().map(|s| s.cid).collect();
         if let Some(cid) = spec.base.blake3 {
@@ -349,8 +400,9 @@ impl Service {
             recent_rejections: VecDeque::new(),
             stop_after,
             submissions: HashMap::new(),
-            probe_data: HashMap::new(),
-            probe_baseline: HashMap::new(),
+            screen: Screen::new(dims, sketch_seed()),
+            reference_pool,
+            reference_task: None,
             bans_seen: None,
             responders: HashSet::new(),
             halted: None,
@@ -366,6 +418,7 @@ impl Service {
                 eval_loss: Some(loss as f32),
                 train_loss: None,
                 record: None,
+                change: None,
             })
             .await?;
             info!(
@@ -378,6 +431,7 @@ impl Service {
         }
         svc.metrics.round.set(svc.round.number as i64);
         svc.verifier.round_opened();
+        svc.start_reference();
         svc.restore_journal().await?;
         svc.refresh_snapshot();
         Ok((svc, events))
@@ -474,6 +528,13 @@ impl Service {
 
     async fn on_tick(&mut self) -> Result<()> {
         self.apply_ban_file().await;
+        if self
+            .reference_task
+            .as_ref()
+            .is_some_and(|(_, t)| t.is_finished())
+        {
+            self.ensure_reference().await;
+        }
         let now = now_ms();
         if let Some(h) = self.halted.take() {
             if now >= h.retry_at_ms {
@@ -534,7 +595,9 @@ impl Service {
     async fn close_round(&mut self, now: u64) -> Result<()> {
         let number = self.round.number;
         let started = Instant::now();
+        self.weigh_pending(now).await;
         let accepted = self.engine.pending().len() as u32;
+        let before = crate::engine::flatten(self.engine.params());
         let Some(closed) = self.engine.close() else {
             return Ok(());
         };
@@ -574,6 +637,13 @@ impl Service {
         } else {
             (params, outer_state)
         };
+        let change = (!gated).then(|| {
+            crate::engine::flatten(&params)
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| a - b)
+                .collect()
+        });
         self.metrics
             .aggregate_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -608,6 +678,7 @@ impl Service {
             eval_loss,
             train_loss,
             record: Some(record),
+            change,
         })
         .await;
         Ok(())
@@ -672,6 +743,8 @@ impl Service {
         self.round = Round::open(number + 1, now_ms(), policy_of(&self.cfg.run));
         self.submissions.clear();
         self.verifier.round_opened();
+        self.screen.round_opened(pending.change.as_deref());
+        self.start_reference();
         self.responders.clear();
         self.metrics.round.set(self.round.number as i64);
         if self.stop_after == 0 || self.state.committed_round < self.stop_after {
@@ -800,6 +873,7 @@ impl Service {
                 source,
                 data,
             } => {
+                self.metrics.bytes_received.inc_by(data.len() as u64);
                 let verdict = match self.process_delta(&data, source).await {
                     Ok(()) => Validation::Accept,
                     Err(Reject::DuplicatePeer(_) | Reject::Replay(_)) => Validation::Ignore,
@@ -977,13 +1051,13 @@ impl Service {
         }
     }
 
-    /// The verification pipeline for one delta; counts and logs every outcome.
+    /// The verification pipeline for one delta; counts and logs every outcome. Network bytes
+    /// are counted where they arrive, not here (a journal replay is not received again).
     async fn process_delta(&mut self, bytes: &[u8], sender: Option<PeerId>) -> Result<(), Reject> {
-        self.metrics.bytes_received.inc_by(bytes.len() as u64);
         self.round_bytes += bytes.len() as u64;
         let result = self.check_delta(bytes, sender).await;
         match &result {
-            Ok(v) => {
+            Ok((v, _, _)) => {
                 self.responders.insert(v.peer);
             }
             Err(r) => {
@@ -994,62 +1068,92 @@ impl Service {
         }
         let now = now_ms();
         match result {
-            Ok(v) => {
+            Ok((v, flat, finding)) => {
                 let peer = v.peer.to_base58();
                 self.metrics.delta("accepted", "ok");
-                self.metrics.tokens_trained.inc_by(v.tokens);
-                self.state.ledger.accepted(&peer, v.tokens, now);
+                let score = match &finding {
+                    Some(Finding::Pass(s) | Finding::Inconclusive(s)) => Some(*s),
+                    _ => None,
+                };
+                if matches!(finding, Some(Finding::Pass(_)))
+                    && self.state.ledger.peers.contains_key(&peer)
+                {
+                    self.state.ledger.screened(&peer, false, now);
+                }
                 info!(round = self.round.number, peer = %v.peer, tokens = v.tokens, staleness = v.staleness,
-                      train_loss = v.train_loss, bytes = v.wire_bytes, "delta accepted");
+                      train_loss = v.train_loss, bytes = v.wire_bytes,
+                      z = score.map(|s| s.z), "delta accepted");
                 if let Err(e) = self.journal_accepted(bytes) {
                     self.metrics.storage_errors.inc();
                     error!("{}: delta accepted but not journaled (lost if the coordinator dies this round): {e:#}", storage_fault(&e));
                 }
-                self.engine.accept(v);
+                self.engine.accept_scored(v, flat, score);
                 Ok(())
             }
             Err(rejected) => {
                 let (peer, r) = *rejected;
-                self.metrics.delta("rejected", r.label());
-                self.round_rejected += 1;
-                let who = peer
-                    .map(|p| p.to_base58())
-                    .unwrap_or_else(|| "unknown".into());
-                warn!(round = self.round.number, peer = %who, reason = r.label(), "delta rejected: {r}");
-                self.recent_rejections
-                    .push_back((now, who.clone(), r.to_string()));
-                while self.recent_rejections.len() > 50 {
-                    self.recent_rejections.pop_front();
-                }
-                // A peer that never joined gets no ledger record (only the metrics count its
-                // rejection): records are per volunteer, and a flood of fresh identities must not
-                // grow the state file.
-                let known = self.state.ledger.peers.contains_key(&who);
-                if let Some(p) = peer.filter(|_| known) {
-                    // gossipsub drops exact echoes before they reach us, so a replay here is a real
-                    // resubmission. Lateness, replays and rate limits are counted but never lead to a ban.
-                    self.state.ledger.rejected(&who, r.label(), now);
-                    if r.counts_towards_ban() {
-                        let strikes = self.state.ledger.strike(&who);
-                        let limit = u64::from(self.cfg.run.verify.ban_after_rejects);
-                        if limit > 0 && strikes >= limit && !self.state.ledger.is_banned(&who) {
-                            warn!(peer = %who, strikes, "banned after repeated bad deltas");
-                            self.apply_ban(p, &format!("{strikes} bad deltas"), now)
-                                .await;
-                        }
-                    }
-                }
+                self.reject(peer, r.clone(), now).await;
                 Err(r)
             }
         }
     }
 
-    /// Rate limit, checks 1–5, then the loss probe where it applies.
+    /// Count, log and record a rejection; strikes and screen evidence can ban the peer.
+    async fn reject(&mut self, peer: Option<PeerId>, r: Reject, now: u64) {
+        self.metrics.delta("rejected", r.label());
+        self.round_rejected += 1;
+        let who = peer
+            .map(|p| p.to_base58())
+            .unwrap_or_else(|| "unknown".into());
+        warn!(round = self.round.number, peer = %who, reason = r.label(), "delta rejected: {r}");
+        self.recent_rejections
+            .push_back((now, who.clone(), r.to_string()));
+        while self.recent_rejections.len() > 50 {
+            self.recent_rejections.pop_front();
+        }
+        // A peer that never joined gets no ledger record (only the metrics count its
+        // rejection): records are per volunteer, and a flood of fresh identities must not
+        // grow the state file.
+        let known = self.state.ledger.peers.contains_key(&who);
+        let Some(p) = peer.filter(|_| known) else {
+            return;
+        };
+        // gossipsub drops exact echoes before they reach us, so a replay here is a real
+        // resubmission. Lateness, replays and rate limits are counted but never lead to a ban.
+        self.state.ledger.rejected(&who, r.label(), now);
+        if self.state.ledger.is_banned(&who) {
+            return;
+        }
+        if r.is_screen() {
+            let evidence = self.state.ledger.screened(&who, true, now);
+            if evidence >= BAN_EVIDENCE {
+                warn!(peer = %who, evidence, "banned: the screen's evidence reached ln 10⁶");
+                let reason = format!(
+                    "the screen failed its deltas until the evidence reached {evidence:.1}                      (ban at ln 10⁶ = {BAN_EVIDENCE:.1}; p < 10⁻⁶ for an honest worker); last: {r}"
+                );
+                self.apply_ban(p, &reason, now).await;
+            }
+        } else if r.counts_towards_ban() {
+            let strikes = self.state.ledger.strike(&who);
+            let limit = u64::from(self.cfg.run.verify.ban_after_rejects);
+            if limit > 0 && strikes >= limit {
+                warn!(peer = %who, strikes, "banned after repeated bad deltas");
+                let reason = format!("{strikes} deltas no honest worker can send; last: {r}");
+                self.apply_ban(p, &reason, now).await;
+            }
+        }
+    }
+
+    /// Rate limit, checks 1–5, then the statistical screen. Returns the delta, flattened, and
+    /// the screen's finding (none when the round has no reference).
     async fn check_delta(
         &mut self,
         bytes: &[u8],
         sender: Option<PeerId>,
-    ) -> Result<crate::verify::VerifiedDelta, Box<(Option<PeerId>, Reject)>> {
+    ) -> Result<
+        (crate::verify::VerifiedDelta, Vec<f32>, Option<Finding>),
+        Box<(Option<PeerId>, Reject)>,
+    > {
         let started = Instant::now();
         if let Some(p) = sender {
             let sent = self.submissions.entry(p).or_default();
@@ -1062,108 +1166,133 @@ impl Service {
             *sent += 1;
         }
         let v = self.verify_delta(bytes, sender)?;
+        self.ensure_reference().await;
+        let flat = crate::engine::flatten(&v.tensors);
+        let finding = self.screen.check(v.peer, &flat, v.tokens);
         self.metrics
             .verify_seconds
             .observe(started.elapsed().as_secs_f64());
-        if self.needs_probe(&v.peer) {
-            if let Err(r) = self.probe(&v).await {
-                self.verifier.forget_sender(&v.peer);
-                return Err(Box::new((Some(v.peer), r)));
+        let reject = match &finding {
+            None | Some(Finding::Pass(_) | Finding::Inconclusive(_)) => None,
+            Some(f @ Finding::Misaligned(_)) => Some(Reject::Screen(f.explain())),
+            Some(f @ (Finding::CopiesCheckpoint { .. } | Finding::CopiesPeer { .. })) => {
+                Some(Reject::Copy(f.explain()))
             }
-        }
-        Ok(v)
-    }
-
-    /// New peers, peers with a bad record, and a sampled fraction of the rest get the loss probe.
-    fn needs_probe(&self, peer: &PeerId) -> bool {
-        let id = peer.to_base58();
-        let rec = self.state.ledger.peers.get(&id);
-        let new = rec.is_none_or(|r| r.accepted < 2);
-        let flagged = rec.is_some_and(|r| r.strikes > 0);
-        let fraction = self.cfg.run.verify.probe_fraction.clamp(0.0, 1.0);
-        let h = ContentId::of(format!("{id}/{}", self.round.number).as_bytes());
-        let draw = f32::from(h.as_bytes()[0]) / 256.0;
-        new || flagged || draw < fraction
-    }
-
-    /// Templar-style loss probe: the delta must lower the loss on a batch of the peer's own shard.
-    async fn probe(&mut self, v: &crate::verify::VerifiedDelta) -> Result<(), Reject> {
-        let id = v.peer.to_base58();
-        let shard = self
-            .state
-            .leases
-            .get(&id)
-            .and_then(|l| l.first().copied())
-            .unwrap_or(0);
-        let data = match self.probe_batch(shard) {
-            Ok(d) if !d.is_empty() => d,
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                warn!(shard, "no probe data, probe skipped: {e:#}");
-                return Ok(());
-            }
+            Some(f @ Finding::FreeRide { .. }) => Some(Reject::FreeRide(f.explain())),
         };
-        let ev = self.evaluator.clone();
-        let params = self.engine.params().to_vec();
-        let delta = v.tensors.clone();
-        // The checkpoint only changes when a round closes: its loss on a shard's probe batch is
-        // computed once per round and shard, halving the cost of every further probe.
-        let round = self.round.number;
-        let known = self.probe_baseline.get(&(round, shard)).copied();
-        let result = tokio::task::spawn_blocking(move || {
-            ev.lock()
-                .map_err(|_| anyhow!("evaluator poisoned"))?
-                .probe(&params, &delta, &data, known)
-                .map_err(anyhow::Error::from)
-        })
-        .await;
-        match result {
-            Ok(Ok((without, with))) => {
-                self.probe_baseline.retain(|(r, _), _| *r == round);
-                self.probe_baseline.insert((round, shard), without);
-                debug!(peer = %v.peer, without, with, "loss probe");
-                // A trained delta lowers the loss on the data it was trained on by a clear margin;
-                // noise moves it by a hair in either direction.
-                if with.is_finite() && with < without * (1.0 - PROBE_MARGIN) {
-                    Ok(())
+        if let Some(r) = reject {
+            self.verifier.forget_sender(&v.peer);
+            return Err(Box::new((Some(v.peer), r)));
+        }
+        Ok((v, flat, finding))
+    }
+
+    /// Weigh the round's pending deltas by the screen (alignment and work shown), credit their
+    /// senders, and turn down free rides.
+    async fn weigh_pending(&mut self, now: u64) {
+        let pending = self.engine.pending();
+        let scored: Vec<(usize, crate::screen::Score)> = pending
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.score.map(|s| (i, s)))
+            .collect();
+        let scores: Vec<_> = scored.iter().map(|(_, s)| *s).collect();
+        let weights = self.screen.weights(&scores);
+        let mut factors = vec![1.0f64; pending.len()];
+        let mut free_rides = Vec::new();
+        let mut held_back = Vec::new();
+        for ((i, score), w) in scored.iter().zip(&weights) {
+            let work = crate::screen::work_share(*w, score.z);
+            if let Some(f) = factors.get_mut(*i) {
+                if !score.passes() {
+                    *f = 0.0;
+                    self.metrics.delta("held_back", "inconclusive");
+                    if let Some(p) = pending.get(*i) {
+                        info!(round = self.round.number, peer = %p.peer, z = score.z, record = score.record,
+                              "delta held back: not significant on its own and the sender has no record yet (weight 0, no credit)");
+                        held_back.push(p.peer);
+                    }
+                } else if work < WORK_FLOOR {
+                    *f = 0.0;
+                    if let Some(p) = pending.get(*i) {
+                        free_rides.push((p.peer, work));
+                    }
                 } else {
-                    Err(Reject::Probe(format!(
-                        "loss on its own shard {without:.5} → {with:.5} with the delta (must drop by {:.2} %)",
-                        PROBE_MARGIN * 100.0
-                    )))
+                    *f = *w;
                 }
             }
-            Ok(Err(e)) => {
-                warn!("loss probe failed to run: {e:#}");
-                Ok(())
+        }
+        let credits: Vec<(PeerId, u64, f64)> = pending
+            .iter()
+            .zip(&factors)
+            .filter(|(_, f)| **f > 0.0)
+            .map(|(p, f)| (p.peer, (p.tokens as f64 * f).round() as u64, *f))
+            .collect();
+        self.engine.scale_weights(&factors);
+        for (peer, tokens, weight) in credits {
+            let id = peer.to_base58();
+            self.metrics.tokens_trained.inc_by(tokens);
+            self.state.ledger.accepted(&id, tokens, now);
+            if weight < 1.0 {
+                info!(round = self.round.number, %peer, weight, credit = tokens, "delta down-weighted by the screen");
             }
-            Err(e) => {
-                warn!("loss probe task failed: {e}");
-                Ok(())
+        }
+        for peer in held_back {
+            let id = peer.to_base58();
+            if self.state.ledger.peers.contains_key(&id) {
+                self.state.ledger.held_back(&id, now);
             }
+        }
+        for (peer, share) in free_rides {
+            let r = Reject::FreeRide(Finding::FreeRide { share }.explain());
+            self.reject(Some(peer), r, now).await;
         }
     }
 
-    /// Up to `PROBE_SEQUENCES` sequences of train shard `index`, loaded from the store once.
-    fn probe_batch(&mut self, index: u32) -> Result<Vec<hearth_model::Sequence>> {
-        if let Some(d) = self.probe_data.get(&index) {
-            return Ok(d.clone());
+    /// Start computing the open round's reference gradient on a blocking thread.
+    fn start_reference(&mut self) {
+        let n = self.reference_pool.len();
+        if n == 0 {
+            return;
         }
-        let info = self
-            .cfg
-            .run
-            .data
-            .shards
-            .get(index as usize)
-            .ok_or_else(|| anyhow!("shard {index} not in the run"))?;
-        let bytes = self.store.get(&info.cid)?;
-        let seqs: Vec<_> = Shard::from_bytes(&bytes, MAX_SHARD_BYTES)?
-            .into_sequences()
-            .into_iter()
-            .take(PROBE_SEQUENCES)
+        let round = self.round.number;
+        let size = std::env::var("HEARTH_REFERENCE_SEQUENCES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.cfg.coordinator.reference_sequences)
+            .max(1);
+        let first = (round as usize).wrapping_mul(size);
+        let data: Vec<_> = (0..size.min(n))
+            .filter_map(|j| self.reference_pool.get((first + j) % n).cloned())
             .collect();
-        self.probe_data.insert(index, seqs.clone());
-        Ok(seqs)
+        let params = self.engine.params().to_vec();
+        let ev = self.evaluator.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            ev.lock()
+                .map_err(|_| anyhow!("evaluator poisoned"))?
+                .gradient(&params, &data)
+                .map_err(anyhow::Error::from)
+        });
+        self.reference_task = Some((round, task));
+    }
+
+    /// Wait for the open round's reference gradient if it is still being computed.
+    async fn ensure_reference(&mut self) {
+        let Some((round, task)) = self.reference_task.take() else {
+            return;
+        };
+        let started = Instant::now();
+        match task.await {
+            Ok(Ok((loss, g))) => match Reference::from_gradient(round, &g) {
+                Some(r) => {
+                    debug!(round, loss, seconds = started.elapsed().as_secs_f64(), "reference gradient ready");
+                    self.screen.set_reference(r);
+                }
+                None => warn!(round, "the reference gradient is zero or not finite; this round's deltas are not screened"),
+            },
+            Ok(Err(e)) => warn!(round, "reference gradient failed; this round's deltas are not screened: {e:#}"),
+            Err(e) => warn!(round, "reference gradient task failed: {e}"),
+        }
     }
 
     /// Record an accepted delta's bytes so a restarted coordinator can restore the round.

@@ -67,9 +67,15 @@ pub enum Reject {
     /// The delta's norm is out of bounds.
     #[error("norm {0}")]
     Norm(String),
-    /// The delta did not lower the loss on the peer's own shard (loss probe).
-    #[error("loss probe: {0}")]
-    Probe(String),
+    /// Not aligned with the round's reference gradient (the statistical screen).
+    #[error("screen: {0}")]
+    Screen(String),
+    /// A copy of another peer's delta of the open round or of the last checkpoint's change.
+    #[error("copy: {0}")]
+    Copy(String),
+    /// Shows far less work than it claims (a scaled-down or tiny delta).
+    #[error("free ride: {0}")]
+    FreeRide(String),
     /// Too many submissions from this peer.
     #[error("rate limit: {0}")]
     RateLimited(String),
@@ -79,8 +85,9 @@ pub enum Reject {
 }
 
 impl Reject {
-    /// Whether this rejection counts towards an automatic ban (evidence of a bad delta, not of
-    /// lateness or a gossip echo).
+    /// Whether this rejection is a strike towards an automatic ban: a delta no honest worker can
+    /// produce. Lateness and gossip echoes never count; the screen's findings count as statistical
+    /// evidence instead ([`Reject::is_screen`]).
     pub fn counts_towards_ban(&self) -> bool {
         matches!(
             self,
@@ -90,8 +97,15 @@ impl Reject {
                 | Reject::Structure(_)
                 | Reject::NonFinite(_)
                 | Reject::Norm(_)
-                | Reject::Probe(_)
                 | Reject::Report(_)
+        )
+    }
+
+    /// Whether this is a finding of the statistical screen (evidence, not a strike).
+    pub fn is_screen(&self) -> bool {
+        matches!(
+            self,
+            Reject::Screen(_) | Reject::Copy(_) | Reject::FreeRide(_)
         )
     }
 
@@ -110,7 +124,9 @@ impl Reject {
             Reject::Structure(_) => "structure",
             Reject::NonFinite(_) => "non_finite",
             Reject::Norm(_) => "norm",
-            Reject::Probe(_) => "probe",
+            Reject::Screen(_) => "screen",
+            Reject::Copy(_) => "copy",
+            Reject::FreeRide(_) => "free_ride",
             Reject::RateLimited(_) => "rate_limit",
             Reject::Report(_) => "report",
         }

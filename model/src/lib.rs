@@ -40,4 +40,4 @@ pub use lora::{AdapterSlot, AdapterTensor, LoraLinear};
 pub use peft::{load_adapter, save_adapter, PeftConfig};
 pub use source::{default_model_path, load_base, BaseModel, ModelSource};
 pub use tokenizer::Tokenizer;
-pub use train::{train, StepInfo, TrainConfig, TrainReport, Trainer};
+pub use train::{loss_gradient, train, StepInfo, TrainConfig, TrainReport, Trainer};

@@ -337,3 +337,53 @@ pub fn train(
 ) -> Result<TrainReport> {
     Trainer::new(model, cfg.clone())?.train(model, data, on_step)
 }
+
+/// Mean token loss over `data` and its gradient with respect to the trainable adapter, flattened
+/// in [`Model::adapter_layout`] order (no dropout). The coordinator's screen uses it as the
+/// round's reference direction.
+pub fn loss_gradient(
+    model: &Model,
+    data: &[Sequence],
+    batch_size: usize,
+) -> Result<(f64, Vec<f32>)> {
+    let total: usize = data.iter().map(Sequence::target_count).sum();
+    if total == 0 {
+        return Err(ModelError::Input(format!(
+            "none of the {} sequences has a scored token",
+            data.len()
+        )));
+    }
+    let vars = model.trainable_vars();
+    let mut sum: Vec<Option<candle_core::Tensor>> = vec![None; vars.len()];
+    let mut loss = 0f64;
+    for chunk in data.chunks(batch_size.max(1)) {
+        let batch = make_batch(chunk, model.config().vocab, model.device(), model.dtype())?;
+        if batch.target_count == 0 {
+            continue;
+        }
+        let h = model.hidden_states(&batch.ids, None)?;
+        let part = (model.head_nll_sum(&h, &batch.targets, &batch.weights)? / total as f64)?;
+        loss += part.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let grads = part.backward()?;
+        for (acc, v) in sum.iter_mut().zip(&vars) {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                *acc = Some(match acc.take() {
+                    Some(prev) => (prev + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+    }
+    let mut flat = Vec::new();
+    for (acc, v) in sum.into_iter().zip(&vars) {
+        match acc {
+            Some(g) => flat.extend(
+                g.flatten_all()?
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_vec1::<f32>()?,
+            ),
+            None => flat.extend(std::iter::repeat_n(0f32, v.as_tensor().elem_count())),
+        }
+    }
+    Ok((loss, flat))
+}

@@ -135,3 +135,44 @@ fn lora_gradients_match_central_finite_differences_f64() {
     println!("finite differences: {checked} coordinates, worst relative error {worst:.2e}");
     assert!(checked >= 28 * 3);
 }
+
+#[test]
+fn loss_gradient_is_the_directional_derivative_in_layout_order() {
+    let base = common::tiny(DType::F64);
+    let mut model = base.model(Some(&common::lora_all(true))).unwrap();
+    common::randomize_adapter(&mut model, 7);
+    let seqs = common::text_sequences(&base, "the reference gradient screens deltas. ", 12);
+    let seqs = &seqs[..3];
+    // batch 2 splits the three sequences: the sum must still be the gradient of the mean.
+    let (l0, g) = hearth_model::loss_gradient(&model, seqs, 2).unwrap();
+    let direct = loss(&model, seqs).to_scalar::<f64>().unwrap();
+    assert!((l0 - direct).abs() < 1e-9, "loss {l0} vs {direct}");
+    let params = model.adapter_tensors().unwrap();
+    assert_eq!(g.len(), params.iter().map(|t| t.data.len()).sum::<usize>());
+    let g2: f64 = g.iter().map(|x| f64::from(*x).powi(2)).sum();
+    assert!(g2 > 0.0);
+    // Step along −g: the loss falls by ε‖g‖² to first order. A gradient in another order than
+    // the layout would not.
+    let eps = 1e-3 / g2.sqrt();
+    let mut at = 0;
+    let stepped: Vec<_> = params
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            for x in t.data.iter_mut() {
+                *x -= (eps * f64::from(g[at])) as f32;
+                at += 1;
+            }
+            t
+        })
+        .collect();
+    model.set_adapter(&stepped).unwrap();
+    let l1 = loss(&model, seqs).to_scalar::<f64>().unwrap();
+    let predicted = eps * g2;
+    let observed = l0 - l1;
+    println!("directional derivative: predicted drop {predicted:.3e}, observed {observed:.3e}");
+    assert!(
+        (observed - predicted).abs() < 0.05 * predicted,
+        "predicted {predicted:.3e} observed {observed:.3e}"
+    );
+}

@@ -549,8 +549,6 @@ pub struct VerifySpec {
     pub norm_kappa: f32,
     /// Absolute cap on a delta's norm.
     pub norm_abs_cap: f32,
-    /// Fraction of established peers whose deltas get a loss probe.
-    pub probe_fraction: f32,
     /// Rejections after which a peer is banned.
     pub ban_after_rejects: u32,
     /// Tolerated relative rise of held-out loss before a merged update is discarded.
@@ -562,7 +560,6 @@ impl Default for VerifySpec {
         Self {
             norm_kappa: 5.0,
             norm_abs_cap: 100.0,
-            probe_fraction: 0.1,
             ban_after_rejects: 3,
             eval_tolerance: 0.02,
         }

@@ -304,4 +304,9 @@ fn the_default_and_quality_codecs_validate_and_survive_toml() {
     // A run.toml that names no codec gets the default.
     let minimal = RunSpec::from_toml("run_id = \"r\"\n").unwrap();
     assert_eq!(minimal.aggregate.codec, CodecSpec::default());
+    assert_eq!(
+        CodecSpec::default(),
+        CodecSpec::QUALITY,
+        "the default is the quality codec"
+    );
 }

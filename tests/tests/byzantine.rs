@@ -7,11 +7,12 @@ use std::time::Duration;
 use hearth_tests::{bin, init_tiny, set_toml, start_coordinator, state, Proc};
 
 /// Attack name → the rejection reasons that count as caught.
+/// `held_back` counts the deltas the screen aggregated with weight 0 (no record yet).
 const ATTACKS: &[(&str, &[&str])] = &[
-    ("sign-flip", &["probe", "norm"]),
-    ("scale", &["norm", "probe"]),
+    ("sign-flip", &["screen", "norm"]),
+    ("scale", &["norm", "screen"]),
     ("nan", &["non_finite"]),
-    ("noise", &["probe", "norm"]),
+    ("noise", &["screen", "norm", "held_back"]),
     ("replay", &["replay"]),
     ("stale", &["stale"]),
     ("wrong-shape", &["structure"]),
@@ -97,7 +98,16 @@ fn every_attack_is_rejected_with_its_reason_and_honest_work_is_accepted() {
             p["accepted"], p["rejected"]
         );
         assert!(p["accepted"].as_u64().unwrap() >= 2, "honest-{i}: {p}");
-        for bad in ["probe", "norm", "non_finite", "signature", "structure"] {
+        assert_eq!(p["held_back"], 0, "honest-{i}: {p}");
+        for bad in [
+            "screen",
+            "copy",
+            "free_ride",
+            "norm",
+            "non_finite",
+            "signature",
+            "structure",
+        ] {
             assert!(
                 p["rejected"].get(bad).is_none(),
                 "honest-{i} was rejected for {bad}: {p}"
@@ -112,17 +122,26 @@ fn every_attack_is_rejected_with_its_reason_and_honest_work_is_accepted() {
         );
         let caught: u64 = reasons
             .iter()
-            .filter_map(|r| p["rejected"][*r].as_u64())
+            .filter_map(|r| p["rejected"][*r].as_u64().or(p[*r].as_u64()))
             .sum();
         assert!(
             caught >= 1,
             "{attack} was never rejected for {reasons:?}: {p}"
         );
+        // No attacker earns credit (a replayer's first delta is its own honest work; a scaled
+        // delta can arrive before the norm bound has three recent norms to compare with).
+        if !["replay", "scale"].contains(attack) {
+            assert_eq!(p["tokens"], 0, "{attack} earned credit: {p}");
+        }
     }
     let alie = by_name("bad-alie");
     println!(
         "bad-alie: accepted {} rejected {}",
         alie["accepted"], alie["rejected"]
+    );
+    assert!(
+        alie["rejected"]["screen"].as_u64() >= Some(1) && alie["tokens"] == 0,
+        "ALIE pushes against the task and is rejected by the screen: {alie}"
     );
 
     // Held-out loss still went down despite the attackers.

@@ -684,8 +684,8 @@ mod tests {
             let c = hearth_coordinator_codec(s).unwrap();
             assert_eq!(cli(&c), s);
         }
-        assert_eq!(label(&CodecSpec::default()), "top-k 1/64 2-bit");
-        assert_eq!(label(&CodecSpec::QUALITY), "dense 4-bit");
+        assert_eq!(label(&CodecSpec::default()), "dense 4-bit");
+        assert_eq!(CodecSpec::default(), CodecSpec::QUALITY);
         assert_eq!(
             label(&hearth_coordinator_codec("topk:1:1").unwrap()),
             "dense 1-bit"

@@ -1,0 +1,598 @@
+//! The statistical screen: every delta that passed checks 1–5 is scored against one reference
+//! direction per round, copies are caught by their sketches, work is weighed against the round's
+//! median, and evidence against a peer accumulates across rounds before it can be banned.
+//! Pure: no I/O, no clock. docs/RELIABILITY.md explains the null distribution and thresholds.
+//!
+//! - Alignment (FLTrust, Cao et al. 2021, with its server update replaced by the gradient of the
+//!   coordinator's own reference batch): `z = cos(Δ, −g)·√d`. A delta that carries no information
+//!   about the task (noise, or anything independent of `g`) has `cos ≈ N(0, 1/d)`, so `z ≈ N(0, 1)`;
+//!   it passes `z ≥ Z_PASS` with probability 1e-3.
+//! - Weight: `min(1, z/Z_FULL) · min(1, progress/median)`, where progress is the delta's step along
+//!   `−g` per claimed token. A scaled-down copy (free-rider) or a delta of a fraction of the claimed
+//!   steps (lazy) gets the share of the work it shows. Below `WORK_FLOOR` it is turned down.
+//! - Copies: a delta whose cosine with an earlier delta of the open round, or with the last
+//!   checkpoint's change, is at least `COPY_COSINE` is a copy (Templar flags ≥ 0.4 top-k index
+//!   overlap; cosine works for every codec). Cosines are estimated from 1,024-bucket count sketches
+//!   (Charikar et al. 2002) so the cost per delta does not grow with the round.
+//! - Evidence: a CUSUM of the log-likelihood ratio (Page 1954; Wald's SPRT restarted at 0) between
+//!   "honest: fails at most `FAIL_HONEST` of the time" and "adversarial: fails `FAIL_BAD` of the
+//!   time". A ban needs `BAN_EVIDENCE` = ln 10⁶: an honest peer within its assumed failure rate
+//!   crosses it with probability ≤ 10⁻⁶ per excursion. Each pass takes 6.9 off; each failure adds 3.0,
+//!   so five failures in a row ban and one bad round costs only that delta.
+
+use std::collections::VecDeque;
+
+use libp2p_identity::PeerId;
+
+/// One-sided z of p = 10⁻³ under the null: the least alignment a delta needs to pass.
+pub const Z_PASS: f64 = 3.09;
+/// Alignment at which a delta gets its full weight (twice the pass mark).
+pub const Z_FULL: f64 = 6.18;
+/// Cosine at or above which a delta is a copy of an earlier one or of the last checkpoint's change.
+pub const COPY_COSINE: f64 = 0.99;
+/// Work weight below which a delta is turned down as a free ride.
+pub const WORK_FLOOR: f64 = 0.1;
+/// Assumed worst failure rate of an honest peer (measured: 0, docs/RELIABILITY.md).
+pub const FAIL_HONEST: f64 = 0.05;
+/// Failure rate of an adversary under the alternative hypothesis.
+pub const FAIL_BAD: f64 = 0.999;
+/// Evidence (natural log of the likelihood ratio) at which a peer is banned: ln 10⁶.
+pub const BAN_EVIDENCE: f64 = 13.815_510_557_964_274;
+/// Buckets of a count sketch.
+pub const SKETCH_BUCKETS: usize = 1024;
+/// Recent passing deltas whose progress forms the median when a round has fewer than three.
+const PROGRESS_WINDOW: usize = 32;
+/// Deltas in a peer's record (Stouffer's combined z).
+pub const RECORD_WINDOW: usize = 8;
+/// Earlier deltas a peer needs before a weak delta of it counts as a failure, not inconclusive.
+pub const RECORD_MIN: usize = 4;
+
+/// The round's reference: the unit descent direction `−g/‖g‖` of the coordinator's batch.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// Round it was computed for.
+    pub round: u64,
+    unit: Vec<f32>,
+}
+
+impl Reference {
+    /// From the gradient `g` of the loss (not its negation); `None` when it is zero or not finite.
+    pub fn from_gradient(round: u64, g: &[f32]) -> Option<Self> {
+        let norm = norm(g);
+        (norm.is_finite() && norm > 0.0).then(|| Self {
+            round,
+            unit: g.iter().map(|x| (-f64::from(*x) / norm) as f32).collect(),
+        })
+    }
+
+    /// Dimension.
+    pub fn len(&self) -> usize {
+        self.unit.len()
+    }
+
+    /// Whether it has no coordinates.
+    pub fn is_empty(&self) -> bool {
+        self.unit.is_empty()
+    }
+}
+
+/// A delta's alignment and progress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// Cosine with the descent direction.
+    pub cosine: f64,
+    /// `cosine · √d`: N(0, 1) for a delta that carries no information about the task.
+    pub z: f64,
+    /// Step along the descent direction per claimed token.
+    pub progress: f64,
+    /// The peer's record: Stouffer's `Σz/√n` over its last deltas, this one included.
+    pub record: f64,
+}
+
+impl Score {
+    /// Aligned on its own (`z ≥ Z_PASS`), or positively aligned with a record that is.
+    pub fn passes(&self) -> bool {
+        self.z >= Z_PASS || (self.z > 0.0 && self.record >= Z_PASS)
+    }
+}
+
+/// What the screen found in one delta.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finding {
+    /// Aligned with the task, no copy.
+    Pass(Score),
+    /// Not aligned: significantly against the task (`z ≤ −Z_PASS`), or not aligned with no
+    /// record that makes up for it (`RECORD_MIN` or more earlier deltas).
+    Misaligned(Score),
+    /// Not significant on its own, and the peer has too short a record to judge: aggregated
+    /// with weight 0 (no credit), and no evidence either way.
+    Inconclusive(Score),
+    /// A copy of the last checkpoint's change.
+    CopiesCheckpoint {
+        /// Estimated cosine.
+        cosine: f64,
+    },
+    /// A copy of an earlier delta of the open round.
+    CopiesPeer {
+        /// Whose delta it copies.
+        peer: PeerId,
+        /// Estimated cosine.
+        cosine: f64,
+    },
+    /// Shows less than `WORK_FLOOR` of the median work per claimed token.
+    FreeRide {
+        /// Its progress as a fraction of the median.
+        share: f64,
+    },
+}
+
+impl Finding {
+    /// Whether the delta failed the screen.
+    pub fn failed(&self) -> bool {
+        !matches!(self, Finding::Pass(_) | Finding::Inconclusive(_))
+    }
+
+    /// One line for the volunteer's log: the score and the threshold.
+    pub fn explain(&self) -> String {
+        match self {
+            Finding::Pass(s) => format!("alignment z {:.1} (pass ≥ {Z_PASS})", s.z),
+            Finding::Misaligned(s) if s.z <= -Z_PASS => format!(
+                "alignment with the round's reference gradient z = {:.2} (cosine {:.2e}): \
+                 against the task (p < 10⁻³ for a random direction; rejected at ≤ −{Z_PASS})",
+                s.z, s.cosine
+            ),
+            Finding::Misaligned(s) | Finding::Inconclusive(s) => format!(
+                "alignment with the round's reference gradient z = {:.2} (cosine {:.2e}), below {Z_PASS}, \
+                 and the sender's record over its last deltas z = {:.2}, below {Z_PASS}: \
+                 indistinguishable from a random direction (p > 10⁻³)",
+                s.z, s.cosine, s.record
+            ),
+            Finding::CopiesCheckpoint { cosine } => format!(
+                "cosine {cosine:.3} with the last checkpoint's change (copy at ≥ {COPY_COSINE})"
+            ),
+            Finding::CopiesPeer { peer, cosine } => format!(
+                "cosine {cosine:.3} with the delta {peer} sent earlier this round (copy at ≥ {COPY_COSINE})"
+            ),
+            Finding::FreeRide { share } => format!(
+                "progress per claimed token is {:.1} % of the median (at least {:.0} % needed)",
+                share * 100.0,
+                WORK_FLOOR * 100.0
+            ),
+        }
+    }
+}
+
+/// A seeded count sketch: coordinate i goes to bucket h(i) with sign s(i).
+#[derive(Debug, Clone)]
+struct Sketcher {
+    /// Bucket (low 10 bits) and sign (bit 15) per coordinate.
+    slots: Vec<u16>,
+}
+
+impl Sketcher {
+    fn new(dims: usize, seed: u64) -> Self {
+        let mut s = seed;
+        let slots = (0..dims)
+            .map(|_| {
+                // splitmix64
+                s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                ((z as usize % SKETCH_BUCKETS) as u16) | (((z >> 63) as u16) << 15)
+            })
+            .collect();
+        Self { slots }
+    }
+
+    /// The unit-normalised sketch of `v` (zero when `v` is zero).
+    fn sketch(&self, v: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; SKETCH_BUCKETS];
+        for (x, slot) in v.iter().zip(&self.slots) {
+            if *x != 0.0 {
+                let b = usize::from(slot & 0x3FF);
+                if let Some(o) = out.get_mut(b) {
+                    *o += if slot >> 15 == 1 { -*x } else { *x };
+                }
+            }
+        }
+        let n = norm(&out);
+        if n > 0.0 {
+            out.iter_mut().for_each(|x| *x = (f64::from(*x) / n) as f32);
+        }
+        out
+    }
+}
+
+/// The screen's state for one run: the round's reference, recent sketches and progress.
+#[derive(Debug, Clone)]
+pub struct Screen {
+    dims: usize,
+    sketcher: Sketcher,
+    reference: Option<Reference>,
+    /// Sketch of the last checkpoint's change.
+    last_change: Option<Vec<f32>>,
+    /// Sketches of the deltas that passed in the open round.
+    round: Vec<(PeerId, Vec<f32>)>,
+    /// Progress of recent passing deltas.
+    progress: VecDeque<f64>,
+    /// Each peer's last alignment scores.
+    records: std::collections::HashMap<PeerId, VecDeque<f64>>,
+}
+
+impl Screen {
+    /// A screen for adapters of `dims` values; `seed` keeps the sketch private to this coordinator.
+    pub fn new(dims: usize, seed: u64) -> Self {
+        Self {
+            dims,
+            sketcher: Sketcher::new(dims, seed),
+            reference: None,
+            last_change: None,
+            round: Vec::new(),
+            progress: VecDeque::new(),
+            records: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The reference for the open round, if computed.
+    pub fn reference(&self) -> Option<&Reference> {
+        self.reference.as_ref()
+    }
+
+    /// Set the round's reference (ignored unless it has the adapter's dimension).
+    pub fn set_reference(&mut self, r: Reference) {
+        if r.len() == self.dims {
+            self.reference = Some(r);
+        }
+    }
+
+    /// A checkpoint was committed with this change of the adapter; a new round opens and needs
+    /// its own reference.
+    pub fn round_opened(&mut self, change: Option<&[f32]>) {
+        self.round.clear();
+        self.reference = None;
+        if let Some(c) = change.filter(|c| c.len() == self.dims && norm(c) > 0.0) {
+            self.last_change = Some(self.sketcher.sketch(c));
+        }
+    }
+
+    /// The round carried over: its deltas stay pending and keep their sketches.
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.round.retain(|(p, _)| p != peer);
+    }
+
+    /// Score a delta (flattened in layout order) that claims `tokens` of training. `None` when
+    /// there is no reference yet or the dimension is wrong.
+    pub fn score(&self, delta: &[f32], tokens: u64) -> Option<Score> {
+        let r = self.reference.as_ref()?;
+        if delta.len() != r.unit.len() {
+            return None;
+        }
+        let dot: f64 = delta
+            .iter()
+            .zip(&r.unit)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
+        let n = norm(delta);
+        let cosine = if n > 0.0 { dot / n } else { 0.0 };
+        let z = cosine * (r.unit.len() as f64).sqrt();
+        Some(Score {
+            cosine,
+            z,
+            progress: dot / tokens.max(1) as f64,
+            record: z,
+        })
+    }
+
+    /// Screen one delta of `peer`: alignment, then copies. A passing delta is remembered for
+    /// the copy check of later ones and for the progress median.
+    pub fn check(&mut self, peer: PeerId, delta: &[f32], tokens: u64) -> Option<Finding> {
+        let mut score = self.score(delta, tokens)?;
+        let history = self.records.entry(peer).or_default();
+        let earlier = history.len();
+        history.push_back(score.z);
+        while history.len() > RECORD_WINDOW {
+            history.pop_front();
+        }
+        score.record = history.iter().sum::<f64>() / (history.len() as f64).sqrt();
+        if score.z <= -Z_PASS {
+            return Some(Finding::Misaligned(score));
+        }
+        if !score.passes() {
+            return Some(if earlier >= RECORD_MIN {
+                Finding::Misaligned(score)
+            } else {
+                Finding::Inconclusive(score)
+            });
+        }
+        let sketch = self.sketcher.sketch(delta);
+        if let Some(c) = &self.last_change {
+            let cosine = dot(&sketch, c);
+            if cosine >= COPY_COSINE {
+                return Some(Finding::CopiesCheckpoint { cosine });
+            }
+        }
+        let copied = self
+            .round
+            .iter()
+            .map(|(p, s)| (*p, dot(&sketch, s)))
+            .filter(|(p, _)| *p != peer)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((original, cosine)) = copied.filter(|(_, c)| *c >= COPY_COSINE) {
+            return Some(Finding::CopiesPeer {
+                peer: original,
+                cosine,
+            });
+        }
+        if self.progress.len() >= 3 {
+            if let Some(m) = median(self.progress.iter().copied().collect()).filter(|m| *m > 0.0) {
+                let share = score.progress / m;
+                if share < WORK_FLOOR {
+                    return Some(Finding::FreeRide { share });
+                }
+            }
+        }
+        self.round.push((peer, sketch));
+        self.progress.push_back(score.progress);
+        while self.progress.len() > PROGRESS_WINDOW {
+            self.progress.pop_front();
+        }
+        Some(Finding::Pass(score))
+    }
+
+    /// Aggregation weight factors in [0, 1] for the round's passing deltas, in order:
+    /// `min(1, z/Z_FULL) · min(1, progress/median)`. The median is the round's own when it has
+    /// three or more deltas, else that of recent passing deltas.
+    pub fn weights(&self, scores: &[Score]) -> Vec<f64> {
+        let own: Vec<f64> = scores.iter().map(|s| s.progress).collect();
+        let median = if own.len() >= 3 {
+            median(own)
+        } else {
+            median(self.progress.iter().copied().collect())
+        };
+        scores
+            .iter()
+            .map(|s| {
+                let align = if s.passes() {
+                    (s.z / Z_FULL).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let work = match median {
+                    Some(m) if m > 0.0 => (s.progress / m).clamp(0.0, 1.0),
+                    _ => 1.0,
+                };
+                align * work
+            })
+            .collect()
+    }
+}
+
+/// Work weight of a delta whose combined weight is `weight` and whose alignment is `z`.
+pub fn work_share(weight: f64, z: f64) -> f64 {
+    let align = (z / Z_FULL).clamp(0.0, 1.0);
+    if align > 0.0 {
+        weight / align
+    } else {
+        0.0
+    }
+}
+
+/// The CUSUM evidence after one more screened delta (`failed` or passed), starting from `prev`.
+pub fn update_evidence(prev: f64, failed: bool) -> f64 {
+    let step = if failed {
+        (FAIL_BAD / FAIL_HONEST).ln()
+    } else {
+        ((1.0 - FAIL_BAD) / (1.0 - FAIL_HONEST)).ln()
+    };
+    (prev.max(0.0) + step).max(0.0)
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(seed: u8) -> PeerId {
+        libp2p_identity::Keypair::ed25519_from_bytes([seed; 32])
+            .map(|k| k.public().to_peer_id())
+            .unwrap_or(PeerId::random())
+    }
+
+    /// Deterministic N(0, 1) values.
+    fn gaussian(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+        let mut uniform = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        (0..n)
+            .map(|_| {
+                let (u1, u2) = (uniform(), uniform());
+                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+            })
+            .collect()
+    }
+
+    fn mix(a: &[f32], wa: f32, b: &[f32], wb: f32) -> Vec<f32> {
+        a.iter().zip(b).map(|(x, y)| wa * x + wb * y).collect()
+    }
+
+    const D: usize = 20_000;
+
+    fn screen_with(g: &[f32]) -> Screen {
+        let mut s = Screen::new(g.len(), 42);
+        s.set_reference(Reference::from_gradient(1, g).unwrap());
+        s
+    }
+
+    #[test]
+    fn random_deltas_score_standard_normal_and_pass_about_once_in_a_thousand() {
+        let g = gaussian(D, 1);
+        let s = screen_with(&g);
+        let zs: Vec<f64> = (0..400)
+            .map(|i| s.score(&gaussian(D, 100 + i), 1000).unwrap().z)
+            .collect();
+        let mean = zs.iter().sum::<f64>() / zs.len() as f64;
+        let var = zs.iter().map(|z| (z - mean).powi(2)).sum::<f64>() / zs.len() as f64;
+        assert!(mean.abs() < 0.2, "mean z {mean}");
+        assert!((var - 1.0).abs() < 0.2, "variance of z {var}");
+        let passed = zs.iter().filter(|z| **z >= Z_PASS).count();
+        assert!(passed <= 2, "{passed} of 400 random deltas passed");
+    }
+
+    #[test]
+    fn a_descending_delta_passes_and_a_sign_flipped_or_noisy_one_fails() {
+        let g = gaussian(D, 1);
+        let noise = gaussian(D, 2);
+        // a delta mostly noise with 5 % of its energy along −g: cos ≈ 0.22, z ≈ 31
+        let honest = mix(&noise, 1.0, &g, -0.23);
+        let mut s = screen_with(&g);
+        let f = s.check(peer(1), &honest, 100).unwrap();
+        assert!(matches!(f, Finding::Pass(sc) if sc.z > 20.0), "{f:?}");
+        let flipped: Vec<f32> = honest.iter().map(|x| -x).collect();
+        assert!(matches!(
+            s.check(peer(2), &flipped, 100),
+            Some(Finding::Misaligned(sc)) if sc.z < -20.0
+        ));
+        // Noise from a new peer is inconclusive (weight 0, no evidence); with a record of
+        // noise it fails.
+        assert!(matches!(
+            s.check(peer(3), &gaussian(D, 3), 100),
+            Some(Finding::Inconclusive(_))
+        ));
+        for i in 0..RECORD_MIN as u64 {
+            s.check(peer(3), &gaussian(D, 40 + i), 100);
+        }
+        let f = s.check(peer(3), &gaussian(D, 50), 100);
+        assert!(
+            matches!(f, Some(Finding::Misaligned(sc)) if sc.record < Z_PASS),
+            "{f:?}"
+        );
+        assert!(f.is_some_and(|f| f.failed()));
+        // A weakly aligned delta from a peer with a strong record passes.
+        let weak = mix(&noise, 1.0, &g, -0.01); // z ≈ 1.4
+        let f = s.check(peer(1), &weak, 100);
+        assert!(
+            matches!(f, Some(Finding::Pass(sc)) if sc.z < Z_PASS && sc.record >= Z_PASS),
+            "{f:?}"
+        );
+        assert!(Finding::Misaligned(s.score(&noise, 1).unwrap())
+            .explain()
+            .contains("3.09"));
+    }
+
+    #[test]
+    fn a_perturbed_copy_of_an_earlier_delta_or_of_the_last_change_is_caught() {
+        let g = gaussian(D, 1);
+        let a = mix(&gaussian(D, 10), 1.0, &g, -0.3);
+        let b = mix(&gaussian(D, 11), 1.0, &g, -0.3); // honest, same task: cos ≈ 0.08
+        let copy = mix(&a, 1.0, &gaussian(D, 12), 0.1); // 1 % of the energy is new
+        let mut s = screen_with(&g);
+        assert!(matches!(s.check(peer(1), &a, 100), Some(Finding::Pass(_))));
+        assert!(matches!(s.check(peer(2), &b, 100), Some(Finding::Pass(_))));
+        match s.check(peer(3), &copy, 100) {
+            Some(Finding::CopiesPeer { peer: p, cosine }) => {
+                assert_eq!(p, peer(1));
+                assert!(cosine > 0.95, "{cosine}");
+            }
+            other => panic!("copy not caught: {other:?}"),
+        }
+        // The next round: the last checkpoint's change, scaled down, is a copy too.
+        let change = mix(&a, 0.5, &b, 0.5);
+        s.round_opened(Some(&change));
+        assert!(s.check(peer(4), &a, 100).is_none(), "no reference yet");
+        s.set_reference(Reference::from_gradient(2, &g).unwrap());
+        let tiny: Vec<f32> = change.iter().map(|x| x * 0.01).collect();
+        assert!(matches!(
+            s.check(peer(4), &tiny, 100),
+            Some(Finding::CopiesCheckpoint { .. })
+        ));
+        // Honest deltas of the new round are not copies of each other or of the change.
+        let c = mix(&gaussian(D, 13), 1.0, &g, -0.3);
+        assert!(matches!(s.check(peer(1), &c, 100), Some(Finding::Pass(_))));
+    }
+
+    #[test]
+    fn weights_follow_alignment_and_the_work_a_delta_shows() {
+        let g = gaussian(D, 1);
+        let mut s = screen_with(&g);
+        let honest: Vec<Vec<f32>> = (0..4)
+            .map(|i| mix(&gaussian(D, 20 + i), 1.0, &g, -0.3))
+            .collect();
+        let mut scores: Vec<Score> = honest
+            .iter()
+            .enumerate()
+            .map(|(i, h)| match s.check(peer(i as u8), h, 100) {
+                Some(Finding::Pass(sc)) => sc,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // A lazy peer: a quarter of the steps, the full token count claimed.
+        let lazy: Vec<f32> = mix(&gaussian(D, 30), 0.5, &g, -0.075);
+        if let Some(Finding::Pass(sc)) = s.check(peer(9), &lazy, 100) {
+            scores.push(sc);
+        } else {
+            panic!("lazy delta failed alignment");
+        }
+        let w = s.weights(&scores);
+        for x in &w[..4] {
+            assert!(*x > 0.85, "honest weight {x}");
+        }
+        assert!(w[4] < 0.3, "lazy weight {}", w[4]);
+        // A scaled-down copy of its own delta: same alignment, 1 % of the progress.
+        let free: Vec<f32> = honest[0].iter().map(|x| x * 0.01).collect();
+        let sc = s.score(&free, 100).unwrap();
+        let mut with_free = scores[..4].to_vec();
+        with_free.push(sc);
+        assert!(s.weights(&with_free)[4] < WORK_FLOOR);
+    }
+
+    #[test]
+    fn evidence_bans_after_five_straight_failures_and_one_pass_clears_most_of_it() {
+        let mut e = 0.0;
+        for i in 1..=4 {
+            e = update_evidence(e, true);
+            assert!(e < BAN_EVIDENCE, "banned after {i} failures");
+        }
+        assert!(update_evidence(e, true) >= BAN_EVIDENCE);
+        let pass = ((1.0 - FAIL_BAD) / (1.0 - FAIL_HONEST)).ln();
+        assert!((pass + 6.8565).abs() < 1e-3, "{pass}");
+        assert!((update_evidence(e, false) - (e + pass).max(0.0)).abs() < 1e-12);
+        // An honest peer failing one delta in five never gets near the mark.
+        let mut e = 0.0;
+        let mut worst: f64 = 0.0;
+        for i in 0..10_000 {
+            e = update_evidence(e, i % 5 == 0);
+            worst = worst.max(e);
+        }
+        assert!(worst < 3.0, "worst evidence {worst}");
+    }
+}
