@@ -86,7 +86,8 @@ enum Command {
         /// How many of the workers misbehave (to try the coordinator's defences).
         #[arg(long, default_value_t = 0)]
         adversaries: usize,
-        /// How they misbehave: sign-flip, scale, nan, noise, replay, stale, wrong-shape, forged, alie.
+        /// How they misbehave: sign-flip, scale, nan, noise, replay, stale, wrong-shape, forged, alie,
+        /// free-ride, lazy.
         #[arg(long, default_value = "scale")]
         attack: String,
         /// Fresh demo-task examples to decode greedily with the base and the fine-tuned adapter (0 = skip).

@@ -39,6 +39,9 @@ const REFERENCE_POOL_PER_SHARD: usize = 64;
 /// stops floods. Counting per round, not per second, never stalls honest workers however short
 /// rounds are (a window of 10 per 10 s did, in sub-second tiny-preset rounds).
 const RATE_LIMIT: u32 = 6;
+/// How long a banned peer's requests are still answered (with the reason of its ban) before the
+/// network refuses it, in ms: long enough for its worker to hear why and stop.
+const BAN_NOTICE_MS: u64 = 15_000;
 /// While halted by a storage error, how often the commit is retried, in ms.
 const STORAGE_RETRY_MS: u64 = 5_000;
 
@@ -209,6 +212,8 @@ pub struct Service {
     responders: HashSet<PeerId>,
     /// Set while a closed round cannot be committed (disk full): no new round opens.
     halted: Option<Halted>,
+    /// Banned peers the network refuses once their notice time has passed (unix ms).
+    ban_notices: Vec<(PeerId, u64)>,
 }
 
 impl Service {
@@ -406,6 +411,7 @@ impl Service {
             bans_seen: None,
             responders: HashSet::new(),
             halted: None,
+            ban_notices: Vec::new(),
         };
         if svc.state.checkpoints.is_empty() {
             let params = svc.engine.params().to_vec();
@@ -528,6 +534,13 @@ impl Service {
 
     async fn on_tick(&mut self) -> Result<()> {
         self.apply_ban_file().await;
+        let now = now_ms();
+        let (due, waiting): (Vec<_>, Vec<_>) =
+            self.ban_notices.drain(..).partition(|(_, at)| *at <= now);
+        self.ban_notices = waiting;
+        for (p, _) in due {
+            let _ = self.net.ban(p).await;
+        }
         if self
             .reference_task
             .as_ref()
@@ -918,8 +931,11 @@ impl Service {
                     Protocol::Delta => {
                         let ack = match self.process_delta(&data, Some(peer)).await {
                             Ok(()) => DeltaAck::Accepted,
-                            Err(r) => DeltaAck::Rejected {
-                                reason: r.to_string(),
+                            Err(r) => match self.ban_reason(&peer) {
+                                Some(reason) => DeltaAck::Banned { reason },
+                                None => DeltaAck::Rejected {
+                                    reason: r.to_string(),
+                                },
                             },
                         };
                         encode(&ack)
@@ -928,6 +944,17 @@ impl Service {
                 self.metrics.bytes_sent.inc_by(reply.len() as u64);
                 if let Err(e) = self.net.respond(channel, reply).await {
                     debug!(%peer, "response not sent: {e}");
+                }
+                // A banned peer has been told why: the network refuses it once the answer is out.
+                if let Some(i) = self.ban_notices.iter().position(|(p, _)| *p == peer) {
+                    if matches!(protocol, Protocol::Join | Protocol::Delta) {
+                        self.ban_notices.swap_remove(i);
+                        let net = self.net.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            let _ = net.ban(peer).await;
+                        });
+                    }
                 }
             }
             Event::InboundFailure {
@@ -975,8 +1002,8 @@ impl Service {
                 self.cfg.run.run_id, req.run_id
             ));
         }
-        if self.state.ledger.is_banned(&id) {
-            return rejected("this peer id is banned from the run".into());
+        if let Some(reason) = self.ban_reason(&peer) {
+            return encode(&JoinResponse::Banned { reason });
         }
         if !self.cfg.run.admission.admits(&peer, req.token.as_deref()) {
             warn!(%peer, "join refused by the admission policy");
@@ -1323,12 +1350,25 @@ impl Service {
         Ok(())
     }
 
-    /// Ban a peer: ledger, network, and its pending delta.
+    /// Why `peer` is banned, if it is.
+    fn ban_reason(&self, peer: &PeerId) -> Option<String> {
+        let rec = self.state.ledger.peers.get(&peer.to_base58())?;
+        rec.banned.then(|| {
+            rec.ban_reason
+                .clone()
+                .unwrap_or_else(|| "banned by the organiser".into())
+        })
+    }
+
+    /// Ban a peer: ledger, its pending delta, and (after [`BAN_NOTICE_MS`], during which its
+    /// requests are answered with the reason) the network.
     async fn apply_ban(&mut self, p: PeerId, reason: &str, now: u64) {
         self.state.ledger.ban(&p.to_base58(), reason, now);
         self.engine.drop_peer(&p);
+        self.screen.forget(&p);
         self.joined.remove(&p);
-        let _ = self.net.ban(p).await;
+        self.ban_notices
+            .push((p, now.saturating_add(BAN_NOTICE_MS)));
         if let Err(e) = self.state.save(&self.data_dir) {
             self.metrics.storage_errors.inc();
             error!("ban not saved: {e}");

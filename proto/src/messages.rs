@@ -90,6 +90,11 @@ pub enum JoinResponse {
         /// Why.
         reason: String,
     },
+    /// This peer id is banned from the run: the worker should stop, not retry.
+    Banned {
+        /// Why, with the evidence.
+        reason: String,
+    },
 }
 
 impl Wire for JoinResponse {
@@ -200,6 +205,11 @@ pub enum DeltaAck {
     /// Rejected.
     Rejected {
         /// Why.
+        reason: String,
+    },
+    /// Rejected, and the sender is banned from the run: the worker should stop, not retry.
+    Banned {
+        /// Why, with the evidence.
         reason: String,
     },
 }

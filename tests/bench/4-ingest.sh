@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Table 4: coordinator ingest. Real signed, encoded SmolLM2-size deltas through the real verifier,
 # engine (centered clipping + Nesterov), journal and checkpoint code, timed by stage, for 10, 100 and
-# 1,000 deltas per round; the loss probe is timed on the real model. Writes docs/bench/4-ingest.md.
+# 1,000 deltas per round; the screen (per delta) and the round's reference gradient (on the real model) are timed. Writes docs/bench/4-ingest.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p docs/bench
 out=docs/bench/4-ingest.md
 counts="${HEARTH_INGEST_COUNTS:-10,100,1000}"
-cmd="RAYON_NUM_THREADS=2 cargo bench -q -p hearth-coordinator --bench ingest -- --counts $counts --probe-reps 3"
+cmd="RAYON_NUM_THREADS=2 cargo bench -q -p hearth-coordinator --bench ingest -- --counts $counts --reference-reps 3"
 table="$(RAYON_NUM_THREADS=2 timeout 3600 cargo bench -q -p hearth-coordinator --bench ingest -- \
-  --counts "$counts" --probe-reps 3)"
+  --counts "$counts" --reference-reps 3)"
 {
   echo "# 4. Coordinator ingest"
   echo

@@ -2,7 +2,7 @@
 //! workers' deltas of the same rounds are accepted and the coordinator keeps serving.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hearth_tests::{bin, init_tiny, set_toml, start_coordinator, state, Proc};
 
@@ -20,6 +20,16 @@ const ATTACKS: &[(&str, &[&str])] = &[
 ];
 
 fn start(addr: &str, dir: &std::path::Path, name: &str, attack: Option<&str>) -> Proc {
+    start_for(addr, dir, name, attack, 3)
+}
+
+fn start_for(
+    addr: &str,
+    dir: &std::path::Path,
+    name: &str,
+    attack: Option<&str>,
+    rounds: u64,
+) -> Proc {
     let cache = dir.join(name);
     std::fs::create_dir_all(&cache).unwrap();
     let mut cmd = Command::new(bin("hearth-worker"));
@@ -31,7 +41,7 @@ fn start(addr: &str, dir: &std::path::Path, name: &str, attack: Option<&str>) ->
         "--threads",
         "1",
         "--rounds",
-        "3",
+        &rounds.to_string(),
         "--cache-dir",
     ])
     .arg(&cache)
@@ -155,4 +165,59 @@ fn every_attack_is_rejected_with_its_reason_and_honest_work_is_accepted() {
         ATTACKS.len() + 1
     );
     assert!(last < base);
+}
+
+#[test]
+fn a_banned_worker_is_told_why_and_exits_non_zero_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init_tiny(dir.path(), |t| set_toml(t, "target_deltas", "3")).unwrap();
+    let log = dir.path().join("coordinator.log");
+    let (coord, addr) = start_coordinator(&config, "/ip4/127.0.0.1/tcp/0", 0, &log).unwrap();
+    let _honest: Vec<Proc> = (0..2)
+        .map(|i| start_for(&addr, dir.path(), &format!("honest-{i}"), None, 40))
+        .collect();
+    let mut bad = start_for(&addr, dir.path(), "bad", Some("sign-flip"), 40);
+
+    // Five screen failures in a row ban it (docs/RELIABILITY.md).
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let banned_at = loop {
+        assert!(Instant::now() < deadline, "never banned");
+        let banned = state(&config).ok().is_some_and(|s| {
+            s["ledger"]["peers"].as_object().is_some_and(|p| {
+                p.values()
+                    .any(|p| p["name"] == "bad" && p["banned"] == true)
+            })
+        });
+        if banned {
+            break Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let code = bad.wait_timeout(Duration::from_secs(30)).unwrap();
+    let exited_after = banned_at.elapsed();
+    let text = std::fs::read_to_string(dir.path().join("bad.log")).unwrap();
+    println!("banned worker exited {exited_after:?} after its ban, code {code}");
+    assert_ne!(code, 0, "a banned worker exits non-zero; log:\n{text}");
+    assert!(
+        exited_after < Duration::from_secs(20),
+        "it stopped {exited_after:?} after the ban"
+    );
+    for needle in ["banned", "screen", "evidence", "hearth-worker id"] {
+        assert!(text.contains(needle), "{needle:?} not in its log:\n{text}");
+    }
+    let s = state(&config).unwrap();
+    let rec = s["ledger"]["peers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|p| p["name"] == "bad")
+        .unwrap()
+        .clone();
+    assert!(rec["rejected"]["screen"].as_u64() >= Some(5), "{rec}");
+    assert!(
+        rec["ban_reason"].as_str().unwrap_or("").contains("ln 10⁶"),
+        "{rec}"
+    );
+    assert_eq!(rec["tokens"], 0, "{rec}");
+    coord.interrupt();
 }

@@ -38,10 +38,9 @@ fn edit(t: String) -> String {
     let t = set_toml(t, "deadline_secs", &DEADLINE_SECS.to_string());
     let t = set_toml(t, "blob_chunk_size", &CHUNK.to_string());
     // Dense f32 deltas, so that an upload is recognisable by its size at the proxy.
-    t.replace(
-        "kind = \"topk\"\ndensity = 0.015625\nbits = 2",
-        "kind = \"f32\"",
-    )
+    let dense4 = "kind = \"topk\"\ndensity = 1.0\nbits = 4";
+    assert!(t.contains(dense4), "the default codec's TOML changed");
+    t.replace(dense4, "kind = \"f32\"")
 }
 
 fn copy_dir(from: &Path, to: &Path) {

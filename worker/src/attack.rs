@@ -26,6 +26,28 @@ pub enum Attack {
     Forged,
     /// "A little is enough" (Baruch et al. 2019): shift every coordinate by z standard deviations.
     Alie,
+    /// Free-rider: a copy of the last checkpoint's change (from its second round; a hundredth of
+    /// its own delta before that), claiming a full round of work.
+    FreeRide,
+    /// Trains a quarter of the assigned steps and claims them all.
+    Lazy,
+}
+
+/// Fraction of the assigned steps a lazy worker trains.
+pub const LAZY_FRACTION: f64 = 0.25;
+
+/// The free-rider's delta: `last_change` when known, else `own` scaled by 1/100.
+pub fn free_ride(own: &mut [NamedTensor], last_change: Option<&[NamedTensor]>) {
+    match last_change {
+        Some(change) if change.len() == own.len() => {
+            for (t, c) in own.iter_mut().zip(change) {
+                t.data.clone_from(&c.data);
+            }
+        }
+        _ => own
+            .iter_mut()
+            .for_each(|t| t.data.iter_mut().for_each(|x| *x *= 0.01)),
+    }
 }
 
 /// Tampers with the numbers of a delta before it is encoded (sign-flip, scale, noise, ALIE).

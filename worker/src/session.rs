@@ -251,6 +251,9 @@ impl Session {
                         JoinResponse::Rejected { reason } => {
                             Err(anyhow!("the coordinator refused to admit us: {reason}"))
                         }
+                        JoinResponse::Banned { reason } => {
+                            Err(banned(&reason, &self.key.public().to_peer_id()))
+                        }
                     };
                 }
                 Err(e) => {
@@ -394,6 +397,17 @@ impl Session {
             )
         })?
     }
+}
+
+/// The error a banned worker stops with: the coordinator's reason and how to appeal.
+fn banned(reason: &str, me: &PeerId) -> anyhow::Error {
+    tracing::error!("banned by the coordinator: {reason}");
+    anyhow!(
+        "this worker is banned from the run, so it stops (it will not retry). The coordinator's \
+         reason: {reason}. If you think this is a mistake, contact whoever runs this swarm (the \
+         organiser who gave you its address) and give them your peer id {me} (`hearth-worker id` \
+         prints it); they can lift the ban or explain it."
+    )
 }
 
 /// The model shape a run trains (the preset's own shape for preset runs).
@@ -650,6 +664,8 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         }
         let mut residual = Residual::new();
         let mut replayed: Option<Vec<u8>> = None;
+        // The free-rider attack's memory: the last base checkpoint it saw, and by round.
+        let mut previous_base: Option<(u64, Vec<NamedTensor>)> = None;
         loop {
             if opts.rounds.is_some_and(|r| done >= r) {
                 break;
@@ -700,7 +716,11 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             control.set_state("training");
             control.start_round(round_no);
             let bar = progress.training(round_no, u64::from(spec.train.local_steps));
-            let trained = {
+            let lazy_steps = (opts.attack == Some(Attack::Lazy)).then(|| {
+                ((f64::from(spec.train.local_steps) * crate::attack::LAZY_FRACTION).ceil() as usize)
+                    .max(1)
+            });
+            let mut trained = {
                 let mut observe = metrics.step_observer();
                 let control = control.clone();
                 let bar = bar.clone();
@@ -715,10 +735,20 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                             0.0
                         };
                         bar.set_message(training_message(info.loss, rate));
+                        if lazy_steps.is_some_and(|n| info.step >= n) {
+                            return ControlFlow::Break(());
+                        }
                         ControlFlow::Continue(())
                     })
                     .await?
             };
+            if let Some(done) = lazy_steps.filter(|_| trained.report.steps > 0) {
+                // Claim every assigned step (and its tokens) for a quarter of the work.
+                let scale =
+                    f64::from(spec.train.local_steps) / done.min(trained.report.steps) as f64;
+                trained.report.tokens = (trained.report.tokens as f64 * scale) as usize;
+                trained.report.steps = spec.train.local_steps as usize;
+            }
             bar.finish_and_clear();
             metrics.round_trained(round_no, &trained.report);
             metrics.set_state(WorkerState::Submitting);
@@ -754,6 +784,29 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 })
                 .collect();
             let mut delta = delta;
+            if opts.attack == Some(Attack::FreeRide) {
+                let change: Option<Vec<NamedTensor>> = previous_base
+                    .as_ref()
+                    .filter(|(r, _)| *r < m.round)
+                    .map(|(_, prev)| {
+                        params
+                            .iter()
+                            .zip(prev)
+                            .map(|(now, before)| NamedTensor {
+                                name: now.name.clone(),
+                                shape: now.shape.clone(),
+                                data: now
+                                    .data
+                                    .iter()
+                                    .zip(&before.data)
+                                    .map(|(a, b)| a - b)
+                                    .collect(),
+                            })
+                            .collect()
+                    });
+                crate::attack::free_ride(&mut delta, change.as_deref());
+            }
+            previous_base = Some((m.round, params.clone()));
             if let Some(a) = opts.attack {
                 tamper_values(a, &mut delta, round_no);
                 if a == Attack::WrongShape {
@@ -792,6 +845,9 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 Ok(None) => (SubmitOutcome::Gossip, "sent by gossip".to_string(), None),
                 Ok(Some(DeltaAck::Accepted)) => {
                     (SubmitOutcome::Accepted, "accepted".to_string(), Some(true))
+                }
+                Ok(Some(DeltaAck::Banned { reason })) => {
+                    return Err(banned(&reason, &s.key.public().to_peer_id()));
                 }
                 Ok(Some(DeltaAck::Rejected { reason })) => (
                     SubmitOutcome::Rejected,

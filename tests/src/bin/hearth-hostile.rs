@@ -169,6 +169,7 @@ async fn join(n: &Node, o: &Opts) -> Result<(RunSpec, Option<hearth_proto::Check
     match JoinResponse::from_bytes(&bytes)? {
         JoinResponse::Accepted { spec, latest, .. } => Ok((spec, latest)),
         JoinResponse::Rejected { reason } => Err(anyhow!("join rejected: {reason}")),
+        JoinResponse::Banned { reason } => Err(anyhow!("banned: {reason}")),
     }
 }
 
@@ -283,6 +284,7 @@ async fn flood_rr(o: &Opts) -> Result<Value> {
         let sem = Arc::new(Semaphore::new(o.concurrency));
         let ok = Arc::new(AtomicU64::new(0));
         let err = Arc::new(AtomicU64::new(0));
+        let banned = Arc::new(AtomicU64::new(0));
         let bytes_in = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for i in 0..o.count {
@@ -296,10 +298,11 @@ async fn flood_rr(o: &Opts) -> Result<Value> {
                 Protocol::Delta => garbage(i, 500),
             };
             let permit = sem.clone().acquire_owned().await?;
-            let (net, ok, err, bytes_in, peer) = (
+            let (net, ok, err, banned, bytes_in, peer) = (
                 n.net.clone(),
                 ok.clone(),
                 err.clone(),
+                banned.clone(),
                 bytes_in.clone(),
                 o.peer,
             );
@@ -307,6 +310,9 @@ async fn flood_rr(o: &Opts) -> Result<Value> {
                 match net.request(peer, protocol, body).await {
                     Ok(b) => {
                         ok.fetch_add(1, SeqCst);
+                        if matches!(DeltaAck::from_bytes(&b), Ok(DeltaAck::Banned { .. })) {
+                            banned.fetch_add(1, SeqCst);
+                        }
                         bytes_in.fetch_add(b.len() as u64, SeqCst);
                     }
                     Err(_) => {
@@ -320,8 +326,12 @@ async fn flood_rr(o: &Opts) -> Result<Value> {
             let _ = t.await;
         }
         out.insert(
-            protocol.name().trim_start_matches("/hearth/").replace("/1", ""),
-            json!({"ok": ok.load(SeqCst), "failed": err.load(SeqCst), "bytes_in": bytes_in.load(SeqCst)}),
+            protocol
+                .name()
+                .trim_start_matches("/hearth/")
+                .replace("/1", ""),
+            json!({"ok": ok.load(SeqCst), "failed": err.load(SeqCst), "banned": banned.load(SeqCst),
+                   "bytes_in": bytes_in.load(SeqCst)}),
         );
     }
     out.insert("mode".into(), json!("flood-rr"));
@@ -457,6 +467,7 @@ async fn unadmitted(o: &Opts) -> Result<Value> {
             Ok(b) => match DeltaAck::from_bytes(&b)? {
                 DeltaAck::Accepted => "accepted".to_string(),
                 DeltaAck::Rejected { reason } => reason,
+                DeltaAck::Banned { reason } => format!("banned: {reason}"),
             },
             Err(e) => e.to_string(),
         }

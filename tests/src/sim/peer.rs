@@ -65,6 +65,7 @@ async fn join(
             ..
         } => Ok((spec, latest, round)),
         JoinResponse::Rejected { reason } => Err(anyhow!("join refused: {reason}")),
+        JoinResponse::Banned { reason } => Err(anyhow!("banned: {reason}")),
     }
 }
 
@@ -241,6 +242,7 @@ impl SimPeer {
             Ok(Ok(reply)) => match DeltaAck::from_bytes(&reply) {
                 Ok(DeltaAck::Accepted) => Outcome::Accepted,
                 Ok(DeltaAck::Rejected { reason }) => Outcome::Rejected(reason),
+                Ok(DeltaAck::Banned { reason }) => Outcome::Rejected(format!("banned: {reason}")),
                 Err(e) => Outcome::Failed(format!("malformed acknowledgement: {e}")),
             },
             Ok(Err(e)) => Outcome::Failed(e.to_string()),
