@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use hearth_coordinator::aggregate::{aggregate, Aggregator};
 use hearth_coordinator::engine::{flatten, Engine};
 use hearth_coordinator::evaluator::Evaluator;
+use hearth_coordinator::ingest::Ingest;
 use hearth_coordinator::outer::{Outer, OuterState};
-use hearth_coordinator::screen::{Reference, Screen};
+use hearth_coordinator::screen::Reference;
 use hearth_coordinator::store::BlobStore;
-use hearth_coordinator::verify::Verifier;
 use hearth_proto::{
     decode_delta, encode, encode_checkpoint, encode_delta, ContentId, DeltaMessage, Domain,
     NamedTensor, Residual, RunSpec, SignedEnvelope, TensorLayout, Wire,
@@ -189,10 +189,10 @@ fn run_count(
         });
     }
 
-    // The real verifier, end to end (checks 1–4 plus the norm), then the engine.
-    let mut verifier = Verifier::new(spec.clone(), layout.to_vec());
-    verifier.checkpoint_committed(0, base);
-    verifier.round_opened();
+    // The production ingest end to end (checks 1–5, norm bound, screen), then the engine.
+    let mut ingest = Ingest::new(spec.clone(), layout.to_vec(), 7);
+    ingest.checkpoint_committed(0, base);
+    ingest.round_opened(None);
     let zeros: Vec<NamedTensor> = layout
         .iter()
         .map(|l| NamedTensor {
@@ -222,7 +222,6 @@ fn run_count(
         .iter()
         .map(|l| l.shape.iter().product::<usize>())
         .sum();
-    let mut screen = Screen::new(numel, 7);
     let mut mean = vec![0f32; numel];
     for bytes in &deltas {
         let env = SignedEnvelope::from_bytes(bytes, limit).expect("envelope");
@@ -230,43 +229,25 @@ fn run_count(
         let flat = flatten(&decode_delta(&msg.delta, layout).expect("delta"));
         mean.iter_mut().zip(&flat).for_each(|(m, x)| *m -= x);
     }
-    screen.set_reference(Reference::from_gradient(1, &mean).expect("reference"));
-    let mut scores = Vec::new();
+    ingest.set_reference(Reference::from_gradient(1, &mean).expect("reference"));
     for bytes in &deltas {
-        let v = time(&mut row.verify_e2e, || {
-            let (signer, msg, id) = verifier
-                .check_envelope(bytes, None, |_| Ok(()))
-                .expect("envelope checks");
-            let v = verifier
-                .check_content(signer, msg, id, bytes.len())
-                .expect("content checks");
-            let norm = v
-                .tensors
-                .iter()
-                .map(|t| t.l2_norm().powi(2))
-                .sum::<f64>()
-                .sqrt();
-            assert!(norm < 100.0);
-            v
+        let a = time(&mut row.verify_e2e, || {
+            ingest
+                .check(bytes, None, |_| Ok(()))
+                .expect("every bench delta passes")
         });
+        assert!(!a.held_back && a.score.is_some());
         // The coordinator journals every accepted delta (the service's own journal code).
         time(&mut row.journal, || {
             hearth_coordinator::journal::append(&store, dir.path(), 1, bytes).expect("journal");
         });
-        let flat = time(&mut row.engine_e2e, || flatten(&v.tensors));
-        let finding = time(&mut row.screen, || {
-            screen.check(v.peer, &flat, v.tokens).expect("scored")
-        });
-        match finding {
-            hearth_coordinator::screen::Finding::Pass(s) => scores.push(s),
-            other => panic!("a bench delta failed the screen: {other:?}"),
-        }
         time(&mut row.engine_e2e, || {
-            engine.accept_scored(v, flat, scores.last().copied())
+            engine.accept_scored(a.delta, a.flat, a.score)
         });
     }
-    let weights = time(&mut row.screen, || screen.weights(&scores));
-    assert!(weights.iter().all(|w| *w > 0.0));
+    let weighing = time(&mut row.screen, || ingest.weigh(engine.pending()));
+    assert!(weighing.factors.iter().all(|w| *w > 0.0));
+    time(&mut row.screen, || engine.scale_weights(&weighing.factors));
 
     // Aggregation and outer step split out, on the same rows the engine holds.
     let rows: Vec<&[f32]> = engine.pending().iter().map(|p| p.flat.as_slice()).collect();
@@ -362,19 +343,17 @@ fn main() {
         ("signature (ed25519)", |r| r.signature),
         ("staleness / replay (payload blake3)", |r| r.staleness),
         ("structure / finite / norm", |r| r.structure),
-        ("= real `Verifier` end to end (checks 1–5)", |r| {
-            r.verify_e2e
-        }),
+        (
+            "= production `Ingest` end to end (checks 1–5, norm bound, screen)",
+            |r| r.verify_e2e,
+        ),
         ("journal (blob + line, no fsync)", |r| r.journal),
         ("robust aggregation (centered clipping)", |r| r.aggregate),
         ("outer step (Nesterov)", |r| r.outer),
         ("`Engine` accept + close (flatten, aggregate, outer)", |r| {
             r.engine_e2e
         }),
-        (
-            "screen per delta (alignment, sketch, copy check) + weights",
-            |r| r.screen,
-        ),
+        ("screen weights at close", |r| r.screen),
         ("checkpoint write (blobs fsynced + PEFT dir)", |r| {
             r.checkpoint
         }),

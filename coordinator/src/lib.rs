@@ -8,6 +8,7 @@ pub mod eval_cmd;
 pub mod evaluator;
 pub mod export;
 pub mod http;
+pub mod ingest;
 pub mod init;
 pub mod journal;
 pub mod ledger;

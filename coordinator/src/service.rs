@@ -21,24 +21,20 @@ use crate::aggregate::Aggregator;
 use crate::config::RunConfig;
 use crate::engine::{Closed, Engine};
 use crate::evaluator::Evaluator;
+use crate::ingest::{Ingest, Rejection};
 use crate::metrics::Metrics;
 use crate::outer::{Outer, OuterState};
 use crate::round::{Decision, Round, RoundPolicy};
-use crate::screen::{Finding, Reference, Screen, BAN_EVIDENCE, WORK_FLOOR};
+use crate::screen::{Finding, Reference};
 use crate::state::{CheckpointRecord, RoundRecord, State};
 use crate::status::{Snapshot, WorkerView};
 use crate::store::{storage_fault, write_atomic, BlobStore};
-use crate::verify::{Reject, Verifier};
+use crate::verify::Reject;
 
 /// Largest validation shard read from the store.
 const MAX_SHARD_BYTES: usize = 1 << 30;
 /// Sequences of each train shard kept for reference batches.
 const REFERENCE_POOL_PER_SHARD: usize = 64;
-/// Deltas one peer may submit while one round is open. An honest worker sends at most three
-/// (its delta by gossip and directly, and a late one built on an older checkpoint), so this only
-/// stops floods. Counting per round, not per second, never stalls honest workers however short
-/// rounds are (a window of 10 per 10 s did, in sub-second tiny-preset rounds).
-const RATE_LIMIT: u32 = 6;
 /// How long a banned peer's requests are still answered (with the reason of its ban) before the
 /// network refuses it, in ms: long enough for its worker to hear why and stop.
 const BAN_NOTICE_MS: u64 = 15_000;
@@ -49,9 +45,6 @@ const STORAGE_RETRY_MS: u64 = 5_000;
 pub fn bans_path(data_dir: &Path) -> PathBuf {
     data_dir.join("bans.txt")
 }
-
-/// How many recent accepted norms the norm bound looks at.
-const NORM_WINDOW: usize = 64;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -89,6 +82,24 @@ fn reference_pool(store: &BlobStore, spec: &RunSpec) -> Vec<hearth_model::Sequen
     (0..REFERENCE_POOL_PER_SHARD)
         .flat_map(|j| per_shard.iter().filter_map(move |s| s.get(j).cloned()))
         .collect()
+}
+
+/// Whether `peer` may send deltas: not banned, and joined unless the run is open to all.
+fn admitted(
+    ledger: &crate::ledger::Ledger,
+    cfg: &RunConfig,
+    joined: &HashMap<PeerId, u64>,
+    peer: &PeerId,
+) -> Result<(), Reject> {
+    let id = peer.to_base58();
+    if ledger.is_banned(&id) {
+        return Err(Reject::Banned(id));
+    }
+    match cfg.run.admission {
+        Admission::Open => Ok(()),
+        _ if joined.contains_key(peer) => Ok(()),
+        _ => Err(Reject::NotAdmitted(id)),
+    }
 }
 
 /// A seed for the screen's sketches that peers cannot predict.
@@ -181,7 +192,8 @@ pub struct Service {
     data_dir: PathBuf,
     store: Arc<BlobStore>,
     state: State,
-    verifier: Verifier,
+    /// Checks, screen, strikes and evidence (no I/O).
+    ingest: Ingest,
     engine: Engine,
     round: Round,
     evaluator: Arc<Mutex<Evaluator>>,
@@ -192,24 +204,15 @@ pub struct Service {
     /// Peers that joined and are connected, with their last join time.
     joined: HashMap<PeerId, u64>,
     connected: HashSet<PeerId>,
-    norms: VecDeque<f32>,
     metrics: Metrics,
     snapshot: Arc<RwLock<Snapshot>>,
-    round_rejected: u32,
-    round_bytes: u64,
     recent_rejections: VecDeque<(u64, String, String)>,
     stop_after: u64,
-    /// Deltas received from each peer since the current round opened (rate limit).
-    submissions: HashMap<PeerId, u32>,
-    /// The statistical screen (docs/RELIABILITY.md).
-    screen: Screen,
     /// Train-shard sequences the round's reference batch is drawn from.
     reference_pool: Vec<hearth_model::Sequence>,
     /// The open round's reference gradient, while it is computed.
     reference_task: Option<ReferenceTask>,
     bans_seen: Option<SystemTime>,
-    /// Peers that sent a delta (accepted or not) in the round in progress.
-    responders: HashSet<PeerId>,
     /// Set while a closed round cannot be committed (disk full): no new round opens.
     halted: Option<Halted>,
     /// Banned peers the network refuses once their notice time has passed (unix ms).
@@ -284,10 +287,6 @@ impl Service {
         )
         .context("loading the base model")?;
         let layout = spec.adapter_layout().context("adapter layout")?;
-        let dims: usize = layout
-            .iter()
-            .map(|l| l.shape.iter().product::<usize>())
-            .sum();
         let reference_pool = reference_pool(&store, &spec);
 
         let mut public: HashSet<ContentId> = spec.data.shards.iter().map(|s| s.cid).collect();
@@ -326,9 +325,9 @@ impl Service {
         for rec in &state.checkpoints {
             public.insert(rec.manifest.adapter);
         }
-        let mut verifier = Verifier::new(spec.clone(), layout.clone());
+        let mut ingest = Ingest::new(spec.clone(), layout.clone(), sketch_seed());
         for rec in &state.checkpoints {
-            verifier.checkpoint_committed(rec.manifest.round, rec.id);
+            ingest.checkpoint_committed(rec.manifest.round, rec.id);
         }
         let engine = Engine::new(
             layout,
@@ -388,7 +387,7 @@ impl Service {
             data_dir,
             store,
             state,
-            verifier,
+            ingest,
             engine,
             round,
             evaluator,
@@ -397,19 +396,13 @@ impl Service {
             public,
             joined: HashMap::new(),
             connected: HashSet::new(),
-            norms: VecDeque::new(),
             metrics,
             snapshot: Arc::new(RwLock::new(Snapshot::default())),
-            round_rejected: 0,
-            round_bytes: 0,
             recent_rejections: VecDeque::new(),
             stop_after,
-            submissions: HashMap::new(),
-            screen: Screen::new(dims, sketch_seed()),
             reference_pool,
             reference_task: None,
             bans_seen: None,
-            responders: HashSet::new(),
             halted: None,
             ban_notices: Vec::new(),
         };
@@ -436,7 +429,7 @@ impl Service {
             svc.metrics.eval_loss.set(f64::from(l));
         }
         svc.metrics.round.set(svc.round.number as i64);
-        svc.verifier.round_opened();
+        svc.ingest.round_opened(None);
         svc.start_reference();
         svc.restore_journal().await?;
         svc.refresh_snapshot();
@@ -559,6 +552,8 @@ impl Service {
             return Ok(());
         }
         let responded = self
+            .ingest
+            .round
             .responders
             .iter()
             .filter(|p| self.joined.contains_key(p))
@@ -585,7 +580,7 @@ impl Service {
                     carried, "too few deltas after the extension; carrying them over"
                 );
                 self.round = Round::open(self.round.number, now, policy_of(&self.cfg.run));
-                self.submissions.clear();
+                self.ingest.carry_over();
                 self.announce(Announcement::RoundOpened(self.round_info()));
             }
             Decision::Close => self.close_round(now).await?,
@@ -664,20 +659,20 @@ impl Service {
         let record = RoundRecord {
             round: number,
             accepted,
-            rejected: self.round_rejected,
+            rejected: self.ingest.round.rejected,
             tokens,
             train_loss,
             eval_loss,
             outcome: outcome.into(),
             note,
             seconds,
-            bytes_received: self.round_bytes,
+            bytes_received: self.ingest.round.bytes,
             closed_unix_ms: now_ms(),
         };
         info!(
             round = number,
             accepted,
-            rejected = self.round_rejected,
+            rejected = self.ingest.round.rejected,
             eval_loss = ?eval_loss,
             train_loss = ?train_loss,
             update_norm,
@@ -751,14 +746,9 @@ impl Service {
         if let Some(rec) = self.state.latest() {
             self.announce(Announcement::CheckpointReady(rec.manifest.clone()));
         }
-        self.round_rejected = 0;
-        self.round_bytes = 0;
         self.round = Round::open(number + 1, now_ms(), policy_of(&self.cfg.run));
-        self.submissions.clear();
-        self.verifier.round_opened();
-        self.screen.round_opened(pending.change.as_deref());
+        self.ingest.round_opened(pending.change.as_deref());
         self.start_reference();
-        self.responders.clear();
         self.metrics.round.set(self.round.number as i64);
         if self.stop_after == 0 || self.state.committed_round < self.stop_after {
             self.announce(Announcement::RoundOpened(self.round_info()));
@@ -821,7 +811,7 @@ impl Service {
         }
         self.state = next;
         self.public.insert(adapter);
-        self.verifier.checkpoint_committed(round, id);
+        self.ingest.checkpoint_committed(round, id);
         Ok(())
     }
 
@@ -972,15 +962,7 @@ impl Service {
     }
 
     fn admitted(&self, peer: &PeerId) -> Result<(), Reject> {
-        let id = peer.to_base58();
-        if self.state.ledger.is_banned(&id) {
-            return Err(Reject::Banned(id));
-        }
-        match self.cfg.run.admission {
-            Admission::Open => Ok(()),
-            _ if self.joined.contains_key(peer) => Ok(()),
-            _ => Err(Reject::NotAdmitted(id)),
-        }
+        admitted(&self.state.ledger, &self.cfg, &self.joined, peer)
     }
 
     fn on_join(&mut self, peer: PeerId, data: &[u8]) -> Vec<u8> {
@@ -1078,57 +1060,51 @@ impl Service {
         }
     }
 
-    /// The verification pipeline for one delta; counts and logs every outcome. Network bytes
-    /// are counted where they arrive, not here (a journal replay is not received again).
+    /// The verification pipeline for one delta ([`Ingest`]); counts, logs and records every
+    /// outcome. Network bytes are counted where they arrive, not here (a journal replay is not
+    /// received again).
     async fn process_delta(&mut self, bytes: &[u8], sender: Option<PeerId>) -> Result<(), Reject> {
-        self.round_bytes += bytes.len() as u64;
-        let result = self.check_delta(bytes, sender).await;
-        match &result {
-            Ok((v, _, _)) => {
-                self.responders.insert(v.peer);
-            }
-            Err(r) => {
-                if let Some(p) = r.0 {
-                    self.responders.insert(p);
-                }
-            }
-        }
+        let started = Instant::now();
+        self.ensure_reference().await;
+        let result = {
+            let (ledger, cfg, joined) = (&self.state.ledger, &self.cfg, &self.joined);
+            self.ingest
+                .check(bytes, sender, |p| admitted(ledger, cfg, joined, p))
+        };
+        self.metrics
+            .verify_seconds
+            .observe(started.elapsed().as_secs_f64());
         let now = now_ms();
         match result {
-            Ok((v, flat, finding)) => {
+            Ok(a) => {
+                let v = &a.delta;
                 let peer = v.peer.to_base58();
                 self.metrics.delta("accepted", "ok");
-                let score = match &finding {
-                    Some(Finding::Pass(s) | Finding::Inconclusive(s)) => Some(*s),
-                    _ => None,
-                };
-                if matches!(finding, Some(Finding::Pass(_)))
-                    && self.state.ledger.peers.contains_key(&peer)
-                {
-                    self.state.ledger.screened(&peer, false, now);
+                if !a.held_back && self.state.ledger.peers.contains_key(&peer) {
+                    self.ingest.passed(&mut self.state.ledger, &peer, now);
                 }
                 info!(round = self.round.number, peer = %v.peer, tokens = v.tokens, staleness = v.staleness,
                       train_loss = v.train_loss, bytes = v.wire_bytes,
-                      z = score.map(|s| s.z), "delta accepted");
+                      z = a.score.map(|s| s.z), "delta accepted");
                 if let Err(e) = self.journal_accepted(bytes) {
                     self.metrics.storage_errors.inc();
                     error!("{}: delta accepted but not journaled (lost if the coordinator dies this round): {e:#}", storage_fault(&e));
                 }
-                self.engine.accept_scored(v, flat, score);
+                self.engine.accept_scored(a.delta, a.flat, a.score);
                 Ok(())
             }
-            Err(rejected) => {
-                let (peer, r) = *rejected;
-                self.reject(peer, r.clone(), now).await;
+            Err(rejection) => {
+                let r = rejection.reason.clone();
+                self.reject(rejection, now).await;
                 Err(r)
             }
         }
     }
 
     /// Count, log and record a rejection; strikes and screen evidence can ban the peer.
-    async fn reject(&mut self, peer: Option<PeerId>, r: Reject, now: u64) {
+    async fn reject(&mut self, rejection: Rejection, now: u64) {
+        let Rejection { peer, reason: r } = rejection;
         self.metrics.delta("rejected", r.label());
-        self.round_rejected += 1;
         let who = peer
             .map(|p| p.to_base58())
             .unwrap_or_else(|| "unknown".into());
@@ -1145,134 +1121,51 @@ impl Service {
         let Some(p) = peer.filter(|_| known) else {
             return;
         };
-        // gossipsub drops exact echoes before they reach us, so a replay here is a real
-        // resubmission. Lateness, replays and rate limits are counted but never lead to a ban.
-        self.state.ledger.rejected(&who, r.label(), now);
-        if self.state.ledger.is_banned(&who) {
-            return;
+        if let Some(reason) = self.ingest.judge(&mut self.state.ledger, &who, &r, now) {
+            warn!(peer = %who, "banned: {reason}");
+            self.apply_ban(p, &reason, now).await;
         }
-        if r.is_screen() {
-            let evidence = self.state.ledger.screened(&who, true, now);
-            if evidence >= BAN_EVIDENCE {
-                warn!(peer = %who, evidence, "banned: the screen's evidence reached ln 10⁶");
-                let reason = format!(
-                    "the screen failed its deltas until the evidence reached {evidence:.1}                      (ban at ln 10⁶ = {BAN_EVIDENCE:.1}; p < 10⁻⁶ for an honest worker); last: {r}"
-                );
-                self.apply_ban(p, &reason, now).await;
-            }
-        } else if r.counts_towards_ban() {
-            let strikes = self.state.ledger.strike(&who);
-            let limit = u64::from(self.cfg.run.verify.ban_after_rejects);
-            if limit > 0 && strikes >= limit {
-                warn!(peer = %who, strikes, "banned after repeated bad deltas");
-                let reason = format!("{strikes} deltas no honest worker can send; last: {r}");
-                self.apply_ban(p, &reason, now).await;
-            }
-        }
-    }
-
-    /// Rate limit, checks 1–5, then the statistical screen. Returns the delta, flattened, and
-    /// the screen's finding (none when the round has no reference).
-    async fn check_delta(
-        &mut self,
-        bytes: &[u8],
-        sender: Option<PeerId>,
-    ) -> Result<
-        (crate::verify::VerifiedDelta, Vec<f32>, Option<Finding>),
-        Box<(Option<PeerId>, Reject)>,
-    > {
-        let started = Instant::now();
-        if let Some(p) = sender {
-            let sent = self.submissions.entry(p).or_default();
-            if *sent >= RATE_LIMIT {
-                return Err(Box::new((
-                    Some(p),
-                    Reject::RateLimited(format!("more than {RATE_LIMIT} deltas in one round")),
-                )));
-            }
-            *sent += 1;
-        }
-        let v = self.verify_delta(bytes, sender)?;
-        self.ensure_reference().await;
-        let flat = crate::engine::flatten(&v.tensors);
-        let finding = self.screen.check(v.peer, &flat, v.tokens);
-        self.metrics
-            .verify_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let reject = match &finding {
-            None | Some(Finding::Pass(_) | Finding::Inconclusive(_)) => None,
-            Some(f @ Finding::Misaligned(_)) => Some(Reject::Screen(f.explain())),
-            Some(f @ (Finding::CopiesCheckpoint { .. } | Finding::CopiesPeer { .. })) => {
-                Some(Reject::Copy(f.explain()))
-            }
-            Some(f @ Finding::FreeRide { .. }) => Some(Reject::FreeRide(f.explain())),
-        };
-        if let Some(r) = reject {
-            self.verifier.forget_sender(&v.peer);
-            return Err(Box::new((Some(v.peer), r)));
-        }
-        Ok((v, flat, finding))
     }
 
     /// Weigh the round's pending deltas by the screen (alignment and work shown), credit their
     /// senders, and turn down free rides.
     async fn weigh_pending(&mut self, now: u64) {
-        let pending = self.engine.pending();
-        let scored: Vec<(usize, crate::screen::Score)> = pending
+        let w = self.ingest.weigh(self.engine.pending());
+        let credits: Vec<(PeerId, u64, f64)> = self
+            .engine
+            .pending()
             .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.score.map(|s| (i, s)))
-            .collect();
-        let scores: Vec<_> = scored.iter().map(|(_, s)| *s).collect();
-        let weights = self.screen.weights(&scores);
-        let mut factors = vec![1.0f64; pending.len()];
-        let mut free_rides = Vec::new();
-        let mut held_back = Vec::new();
-        for ((i, score), w) in scored.iter().zip(&weights) {
-            let work = crate::screen::work_share(*w, score.z);
-            if let Some(f) = factors.get_mut(*i) {
-                if !score.passes() {
-                    *f = 0.0;
-                    self.metrics.delta("held_back", "inconclusive");
-                    if let Some(p) = pending.get(*i) {
-                        info!(round = self.round.number, peer = %p.peer, z = score.z, record = score.record,
-                              "delta held back: not significant on its own and the sender has no record yet (weight 0, no credit)");
-                        held_back.push(p.peer);
-                    }
-                } else if work < WORK_FLOOR {
-                    *f = 0.0;
-                    if let Some(p) = pending.get(*i) {
-                        free_rides.push((p.peer, work));
-                    }
-                } else {
-                    *f = *w;
-                }
-            }
-        }
-        let credits: Vec<(PeerId, u64, f64)> = pending
-            .iter()
-            .zip(&factors)
+            .zip(&w.factors)
             .filter(|(_, f)| **f > 0.0)
             .map(|(p, f)| (p.peer, (p.tokens as f64 * f).round() as u64, *f))
             .collect();
-        self.engine.scale_weights(&factors);
+        self.engine.scale_weights(&w.factors);
         for (peer, tokens, weight) in credits {
-            let id = peer.to_base58();
             self.metrics.tokens_trained.inc_by(tokens);
-            self.state.ledger.accepted(&id, tokens, now);
+            self.state.ledger.accepted(&peer.to_base58(), tokens, now);
             if weight < 1.0 {
                 info!(round = self.round.number, %peer, weight, credit = tokens, "delta down-weighted by the screen");
             }
         }
-        for peer in held_back {
+        for peer in w.held_back {
+            self.metrics.delta("held_back", "inconclusive");
+            info!(round = self.round.number, %peer,
+                  "delta held back: not significant on its own and the sender has no record yet (weight 0, no credit)");
             let id = peer.to_base58();
             if self.state.ledger.peers.contains_key(&id) {
                 self.state.ledger.held_back(&id, now);
             }
         }
-        for (peer, share) in free_rides {
-            let r = Reject::FreeRide(Finding::FreeRide { share }.explain());
-            self.reject(Some(peer), r, now).await;
+        for (peer, share) in w.free_rides {
+            let reason = Reject::FreeRide(Finding::FreeRide { share }.explain());
+            self.reject(
+                Rejection {
+                    peer: Some(peer),
+                    reason,
+                },
+                now,
+            )
+            .await;
         }
     }
 
@@ -1313,7 +1206,7 @@ impl Service {
             Ok(Ok((loss, g))) => match Reference::from_gradient(round, &g) {
                 Some(r) => {
                     debug!(round, loss, seconds = started.elapsed().as_secs_f64(), "reference gradient ready");
-                    self.screen.set_reference(r);
+                    self.ingest.set_reference(r);
                 }
                 None => warn!(round, "the reference gradient is zero or not finite; this round's deltas are not screened"),
             },
@@ -1365,7 +1258,7 @@ impl Service {
     async fn apply_ban(&mut self, p: PeerId, reason: &str, now: u64) {
         self.state.ledger.ban(&p.to_base58(), reason, now);
         self.engine.drop_peer(&p);
-        self.screen.forget(&p);
+        self.ingest.forget(&p);
         self.joined.remove(&p);
         self.ban_notices
             .push((p, now.saturating_add(BAN_NOTICE_MS)));
@@ -1403,52 +1296,6 @@ impl Service {
                 Err(e) => warn!(line, "bans file: not a peer id: {e}"),
             }
         }
-    }
-
-    fn verify_delta(
-        &mut self,
-        bytes: &[u8],
-        sender: Option<PeerId>,
-    ) -> Result<crate::verify::VerifiedDelta, Box<(Option<PeerId>, Reject)>> {
-        let (signer, msg, payload_id) = self
-            .verifier
-            .check_envelope(bytes, sender, |p| self.admitted(p))
-            .map_err(|r| Box::new((sender, r)))?;
-        let v = self
-            .verifier
-            .check_content(signer, msg, payload_id, bytes.len())
-            .map_err(|r| Box::new((Some(signer), r)))?;
-        // Norm bound: relative to recently accepted norms, plus an absolute cap.
-        let norm = v
-            .tensors
-            .iter()
-            .map(|t| t.l2_norm())
-            .map(|n| n * n)
-            .sum::<f64>()
-            .sqrt() as f32;
-        let cap = self.cfg.run.verify.norm_abs_cap;
-        let mut sorted: Vec<f32> = self.norms.iter().copied().collect();
-        sorted.sort_by(f32::total_cmp);
-        let median = sorted.get(sorted.len() / 2).copied();
-        let kappa = self.cfg.run.verify.norm_kappa;
-        let too_big = (cap > 0.0 && norm > cap)
-            || (sorted.len() >= 3
-                && kappa > 0.0
-                && median.is_some_and(|m| m > 0.0 && norm > kappa * m));
-        if too_big {
-            self.verifier.forget_sender(&signer);
-            return Err(Box::new((
-                Some(signer),
-                Reject::Norm(format!(
-                    "{norm:.4} exceeds the bound (cap {cap}, κ {kappa} × median {median:?})"
-                )),
-            )));
-        }
-        self.norms.push_back(norm);
-        while self.norms.len() > NORM_WINDOW {
-            self.norms.pop_front();
-        }
-        Ok(v)
     }
 
     fn refresh_snapshot(&self) {

@@ -1,10 +1,11 @@
 //! Raw bytes of a gossiped or directly submitted delta: the signed envelope and the coordinator's
-//! first gate (size, envelope decode, signature, sender, admission, run, staleness, replay).
+//! production ingest (`Ingest::check`: rate limit, size, envelope decode, signature, sender,
+//! admission, run, staleness, replay, content, norm bound, screen).
 #![no_main]
 
-use hearth_coordinator::verify::Verifier;
+use hearth_coordinator::ingest::Ingest;
 use hearth_fuzz::{tiny_layout, tiny_spec};
-use hearth_proto::{Domain, SignedEnvelope};
+use hearth_proto::{ContentId, Domain, SignedEnvelope};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
             Some(env)
         );
     }
-    let verifier = Verifier::new(tiny_spec(), tiny_layout());
-    let _ = verifier.check_envelope(data, None, |_| Ok(()));
+    let mut ingest = Ingest::new(tiny_spec(), tiny_layout(), 1);
+    ingest.checkpoint_committed(0, ContentId::of(b"checkpoint 0"));
+    ingest.round_opened(None);
+    let _ = ingest.check(data, None, |_| Ok(()));
 });

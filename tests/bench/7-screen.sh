@@ -10,7 +10,7 @@ mkdir -p docs/bench
 out=docs/bench/7-screen.md
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-attacks="${HEARTH_SCREEN_ATTACKS:-sign-flip scale nan noise replay stale wrong-shape forged alie free-ride lazy}"
+attacks="${HEARTH_SCREEN_ATTACKS:-sign-flip scale nan noise replay stale wrong-shape forged alie free-ride lazy copycat}"
 rounds="${HEARTH_SCREEN_ROUNDS:-10}"
 run() { # name adversaries attack
   local d="$work/$1"
@@ -38,7 +38,7 @@ print("# 7. The statistical screen against attacks\n")
 print(f"Tiny preset, 5 workers, {rounds} rounds, default settings; `tests/bench/7-screen.sh`. "
       "Adversarial credit share: credit (tokens × screen weight) the adversaries earned, as a share of all "
       "credit; the aggregation weight of a delta is its tokens × staleness weight × the same screen weight, so "
-      "this is the adversaries' share of the aggregate. Honest rejected/held back: deltas of honest workers "
+      "this is the adversaries' share of the aggregate. For `copycat` the adversary is the second identity that sends the copies (the first does honest work and counts as honest). Honest rejected/held back: deltas of honest workers "
       "rejected for any reason but lateness (`stale`), and held back with weight 0.\n")
 print(f"Clean run: final held-out loss {clean_loss:.4f}.\n")
 print("| attack | adversaries | adversarial deltas rejected / held back / aggregated | adversarial credit share | adversaries banned | honest rejected / held back | final loss vs clean |")
@@ -49,8 +49,10 @@ for a in attacks:
         if j.get("failed"):
             print(f"| {a} | {k} of 5 | run failed | | | | |")
             continue
-        adv = [p for p in peers.values() if p["name"].startswith("adversary-")]
-        hon = [p for p in peers.values() if not p["name"].startswith("adversary-")]
+        # A copycat's own identity does honest work; its second (Sybil) identity sends the copies.
+        bad = (lambda n: n.endswith("-sybil")) if a == "copycat" else (lambda n: n.startswith("adversary-"))
+        adv = [p for p in peers.values() if bad(p["name"])]
+        hon = [p for p in peers.values() if not bad(p["name"])]
         credit_adv = sum(p.get("tokens", 0) for p in adv)
         credit_all = sum(p.get("tokens", 0) for p in peers.values())
         rej = sum(sum(p.get("rejected", {}).values()) for p in adv)

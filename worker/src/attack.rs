@@ -31,7 +31,13 @@ pub enum Attack {
     FreeRide,
     /// Trains a quarter of the assigned steps and claims them all.
     Lazy,
+    /// Copycat (a Sybil pair): submits its honest delta, then a lightly perturbed copy of it
+    /// under a second identity that joined too, to take the credit twice.
+    Copycat,
 }
+
+/// Relative size (of the values' RMS) of the noise a copycat adds to the delta it copies.
+pub const COPYCAT_NOISE: f32 = 0.02;
 
 /// Fraction of the assigned steps a lazy worker trains.
 pub const LAZY_FRACTION: f64 = 0.25;
@@ -71,6 +77,10 @@ pub fn tamper_values(attack: Attack, delta: &mut [NamedTensor], round: u64) {
             Attack::Scale => t.data.iter_mut().for_each(|x| *x *= 100.0),
             Attack::Noise => t.data.iter_mut().for_each(|x| *x = gaussian() * 0.05),
             Attack::Alie => t.data.iter_mut().for_each(|x| *x -= 1.5 * rms * x.signum()),
+            Attack::Copycat => t
+                .data
+                .iter_mut()
+                .for_each(|x| *x += gaussian() * COPYCAT_NOISE * rms),
             _ => {}
         }
     }

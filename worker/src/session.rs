@@ -399,6 +399,70 @@ impl Session {
     }
 }
 
+/// The copycat attack: join a second identity (derived from the first) once, then send `copy`
+/// signed by it. Returns what happened, for the log.
+async fn copycat_submit(
+    sybil: &mut Option<Session>,
+    opts: &JoinOptions,
+    spec: &RunSpec,
+    coordinator: PeerId,
+    base: &DeltaMessage,
+    copy: &[NamedTensor],
+) -> String {
+    let attempt = async {
+        if sybil.is_none() {
+            let me = hearth_net::load_or_create_identity(&opts.identity)?;
+            let seed = ContentId::of(
+                &[b"sybil".as_slice(), &me.public().to_peer_id().to_bytes()].concat(),
+            );
+            let key = hearth_net::Keypair::ed25519_from_bytes(*seed.as_bytes())
+                .map_err(|e| anyhow!("sybil identity: {e}"))?;
+            let mut cfg = NetConfig::new(
+                key.clone(),
+                spec.run_id.clone(),
+                Role::Worker {
+                    subscribe_deltas: false,
+                },
+            );
+            cfg.listen = Vec::new();
+            cfg.psk = opts.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
+            cfg.fit_run(
+                spec.net.max_transmit_size,
+                spec.net.blob_chunk_size as usize,
+                spec.max_delta_bytes().unwrap_or(0),
+            );
+            let (net, events) = hearth_net::spawn(cfg)?;
+            let (latest_tx, _) = watch::channel(Latest::default());
+            let (conn_tx, conn_rx) = watch::channel(false);
+            spawn_event_pump(net.clone(), events, coordinator, latest_tx, conn_tx);
+            let mut sopts = opts.clone();
+            sopts.name = format!("{}-sybil", opts.name);
+            let mut s = Session {
+                opts: sopts,
+                net,
+                coordinator,
+                key,
+                connected: conn_rx,
+                unreachable_reported: false,
+            };
+            s.join().await?;
+            *sybil = Some(s);
+        }
+        let s = sybil.as_mut().ok_or_else(|| anyhow!("no sybil"))?;
+        let mut msg = base.clone();
+        msg.delta = encode_delta(&spec.aggregate.codec, copy, &mut Residual::new())?;
+        let env = SignedEnvelope::seal(&s.key, Domain::Delta, &msg)?;
+        Ok::<_, anyhow::Error>(match s.submit(env.to_bytes(), spec).await? {
+            Some(DeltaAck::Accepted) => "accepted".to_string(),
+            Some(DeltaAck::Rejected { reason } | DeltaAck::Banned { reason }) => {
+                format!("rejected ({reason})")
+            }
+            None => "sent by gossip".to_string(),
+        })
+    };
+    attempt.await.unwrap_or_else(|e| format!("not sent: {e:#}"))
+}
+
 /// The error a banned worker stops with: the coordinator's reason and how to appeal.
 fn banned(reason: &str, me: &PeerId) -> anyhow::Error {
     tracing::error!("banned by the coordinator: {reason}");
@@ -666,6 +730,8 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         let mut replayed: Option<Vec<u8>> = None;
         // The free-rider attack's memory: the last base checkpoint it saw, and by round.
         let mut previous_base: Option<(u64, Vec<NamedTensor>)> = None;
+        // The copycat attack's second identity, joined on first use.
+        let mut sybil: Option<Session> = None;
         loop {
             if opts.rounds.is_some_and(|r| done >= r) {
                 break;
@@ -807,7 +873,8 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 crate::attack::free_ride(&mut delta, change.as_deref());
             }
             previous_base = Some((m.round, params.clone()));
-            if let Some(a) = opts.attack {
+            let honest_delta = (opts.attack == Some(Attack::Copycat)).then(|| delta.clone());
+            if let Some(a) = opts.attack.filter(|a| *a != Attack::Copycat) {
                 tamper_values(a, &mut delta, round_no);
                 if a == Attack::WrongShape {
                     delta.pop();
@@ -856,6 +923,16 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 ),
                 Err(e) => (SubmitOutcome::Failed, format!("not delivered: {e}"), None),
             };
+            if let Some(mut copy) = honest_delta {
+                // The copy goes in after the original, as a copier's would.
+                tamper_values(Attack::Copycat, &mut copy, round_no);
+                let outcome =
+                    copycat_submit(&mut sybil, &opts, &spec, coordinator, &msg, &copy).await;
+                info!(
+                    round = round_no,
+                    "copycat: the copy under a second identity was {outcome}"
+                );
+            }
             metrics.submitted(size, kind);
             metrics.set_state(WorkerState::Waiting);
             control.set_state("waiting");
