@@ -13,7 +13,7 @@ use libp2p_identity::PeerId;
 
 use crate::engine::{flatten, Pending};
 use crate::ledger::Ledger;
-use crate::screen::{Finding, Reference, Score, Screen, BAN_EVIDENCE, WORK_FLOOR};
+use crate::screen::{Finding, Reference, Score, Screen, Verdict, BAN_EVIDENCE};
 use crate::verify::{Reject, VerifiedDelta, Verifier};
 
 /// Deltas one peer may submit while one round is open. An honest worker sends at most three
@@ -56,10 +56,8 @@ pub struct Accepted {
     pub delta: VerifiedDelta,
     /// Its values in layout order.
     pub flat: Vec<f32>,
-    /// The screen's score (none when the round has no reference yet).
+    /// The screen's score (none when the round has no reference yet); judged at close.
     pub score: Option<Score>,
-    /// Whether the screen held it back (weight 0 at close; no evidence either way).
-    pub held_back: bool,
 }
 
 /// A delta turned down, and whose it was (when known).
@@ -71,15 +69,21 @@ pub struct Rejection {
     pub reason: Reject,
 }
 
-/// The weights the screen gives a closing round's pending deltas.
+/// The screen's verdicts on a closing round's pending deltas.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Weighing {
     /// Factor per pending delta, in order (0 drops it).
     pub factors: Vec<f64>,
     /// Held back: not significant on their own, and no record yet.
     pub held_back: Vec<PeerId>,
-    /// Turned down for showing too little work, with their share of the median work.
-    pub free_rides: Vec<(PeerId, f64)>,
+    /// Turned down (misaligned, or a free ride), with the reason: evidence against the peer.
+    pub failed: Vec<Rejection>,
+    /// Passed the screen in a round whose reference carried a signal: evidence for the peer.
+    pub passed: Vec<PeerId>,
+    /// The round's median alignment, and whether the screen judged (or abstained).
+    pub signal: Option<f64>,
+    /// Whether the screen judged this round (its reference carried a signal).
+    pub judged: bool,
 }
 
 /// Checks, screen and evidence for the deltas of one run.
@@ -207,7 +211,7 @@ impl Ingest {
         let flat = flatten(&v.tensors);
         let finding = self.screen.check(v.peer, &flat, v.tokens);
         let reason = match &finding {
-            None | Some(Finding::Pass(_) | Finding::Inconclusive(_)) => None,
+            None | Some(Finding::Pass(_)) => None,
             Some(f @ Finding::Misaligned(_)) => Some(Reject::Screen(f.explain())),
             Some(f @ (Finding::CopiesCheckpoint { .. } | Finding::CopiesPeer { .. })) => {
                 Some(Reject::Copy(f.explain()))
@@ -218,16 +222,14 @@ impl Ingest {
             self.verifier.forget_sender(&signer);
             return Err(rejected(r));
         }
-        let (score, held_back) = match finding {
-            Some(Finding::Pass(s)) => (Some(s), false),
-            Some(Finding::Inconclusive(s)) => (Some(s), true),
-            _ => (None, false),
+        let score = match finding {
+            Some(Finding::Pass(s)) => Some(s),
+            _ => None,
         };
         Ok(Accepted {
             delta: v,
             flat,
             score,
-            held_back,
         })
     }
 
@@ -291,33 +293,47 @@ impl Ingest {
         ledger.screened(who, false, now);
     }
 
-    /// The screen's weights for a closing round's pending deltas: alignment times the work each
-    /// shows against the median; held-back deltas and free rides get 0.
-    pub fn weigh(&self, pending: &[Pending]) -> Weighing {
+    /// The screen's verdicts for a closing round's pending deltas ([`Screen::judge`]).
+    pub fn weigh(&mut self, pending: &[Pending]) -> Weighing {
         let scored: Vec<(usize, Score)> = pending
             .iter()
             .enumerate()
             .filter_map(|(i, p)| p.score.map(|s| (i, s)))
             .collect();
         let scores: Vec<Score> = scored.iter().map(|(_, s)| *s).collect();
-        let weights = self.screen.weights(&scores);
+        let judgement = self.screen.judge(&scores);
         let mut out = Weighing {
             factors: vec![1.0; pending.len()],
+            signal: judgement.signal,
+            judged: judgement.strong,
             ..Weighing::default()
         };
-        for ((i, score), w) in scored.iter().zip(&weights) {
+        for ((i, _), verdict) in scored.iter().zip(judgement.verdicts) {
             let (Some(f), Some(p)) = (out.factors.get_mut(*i), pending.get(*i)) else {
                 continue;
             };
-            let work = crate::screen::work_share(*w, score.z);
-            if !score.passes() {
-                *f = 0.0;
-                out.held_back.push(p.peer);
-            } else if work < WORK_FLOOR {
-                *f = 0.0;
-                out.free_rides.push((p.peer, work));
-            } else {
-                *f = *w;
+            match verdict {
+                Verdict::Weight(w) => {
+                    *f = w;
+                    if judgement.strong {
+                        out.passed.push(p.peer);
+                    }
+                }
+                Verdict::HeldBack(_) => {
+                    *f = 0.0;
+                    out.held_back.push(p.peer);
+                }
+                Verdict::Fail(finding) => {
+                    *f = 0.0;
+                    let reason = match finding {
+                        Finding::FreeRide { .. } => Reject::FreeRide(finding.explain()),
+                        _ => Reject::Screen(finding.explain()),
+                    };
+                    out.failed.push(Rejection {
+                        peer: Some(p.peer),
+                        reason,
+                    });
+                }
             }
         }
         out
@@ -445,7 +461,6 @@ mod tests {
 
     fn label(r: Result<Accepted, Rejection>) -> &'static str {
         match r {
-            Ok(a) if a.held_back => "held_back",
             Ok(_) => "ok",
             Err(r) => r.reason.label(),
         }
@@ -534,14 +549,6 @@ mod tests {
                 let big: Vec<f32> = honest(9).iter().map(|x| x * 1000.0).collect();
                 i.check(&seal(&key(9), msg(big)), None, open)
             }),
-            ("against the task", "screen", |i| {
-                let flipped: Vec<f32> = honest(9).iter().map(|x| -x).collect();
-                i.check(&seal(&key(9), msg(flipped)), None, open)
-            }),
-            ("noise from a new peer", "held_back", |i| {
-                let noise: Vec<f32> = gaussian(D, 77).iter().map(|x| x * 0.01).collect();
-                i.check(&seal(&key(9), msg(noise)), None, open)
-            }),
             ("a copy of an earlier delta", "copy", |i| {
                 let copy: Vec<f32> = honest(1)
                     .iter()
@@ -549,10 +556,6 @@ mod tests {
                     .map(|(x, n)| x + 0.0005 * n)
                     .collect();
                 i.check(&seal(&key(9), msg(copy)), None, open)
-            }),
-            ("a hundredth of a delta", "free_ride", |i| {
-                let tiny: Vec<f32> = honest(9).iter().map(|x| x * 0.01).collect();
-                i.check(&seal(&key(9), msg(tiny)), None, open)
             }),
         ];
         for (what, want, case) in cases {
@@ -626,7 +629,8 @@ mod tests {
     }
 
     #[test]
-    fn weights_drop_held_back_and_free_rides_and_scale_lazy_work() {
+    fn at_close_the_screen_fails_misaligned_and_free_rides_holds_back_new_noise_and_scales_lazy_work(
+    ) {
         let mut i = ingest();
         let mut engine = crate::engine::Engine::new(
             layout(),
@@ -651,8 +655,13 @@ mod tests {
         send(&mut i, 4, lazy);
         let noise: Vec<f32> = gaussian(D, 41).iter().map(|x| x * 0.01).collect();
         send(&mut i, 5, noise);
+        let flipped: Vec<f32> = honest(6).iter().map(|x| -x).collect();
+        send(&mut i, 6, flipped);
+        let tiny: Vec<f32> = honest(7).iter().map(|x| x * 0.01).collect();
+        send(&mut i, 7, tiny);
         let w = i.weigh(engine.pending());
-        assert_eq!(w.factors.len(), 5);
+        assert!(w.judged, "{w:?}");
+        assert_eq!(w.factors.len(), 7);
         for f in &w.factors[..3] {
             assert!(*f > 0.8, "honest factor {f}");
         }
@@ -661,8 +670,20 @@ mod tests {
             "lazy factor {}",
             w.factors[3]
         );
-        assert_eq!(w.factors[4], 0.0);
+        assert_eq!(&w.factors[4..], &[0.0, 0.0, 0.0]);
         assert_eq!(w.held_back, vec![key(5).public().to_peer_id()]);
-        assert!(w.free_rides.is_empty());
+        let failed: Vec<(PeerId, &str)> = w
+            .failed
+            .iter()
+            .map(|r| (r.peer.unwrap(), r.reason.label()))
+            .collect();
+        assert_eq!(
+            failed,
+            vec![
+                (key(6).public().to_peer_id(), "screen"),
+                (key(7).public().to_peer_id(), "free_ride")
+            ]
+        );
+        assert_eq!(w.passed.len(), 4);
     }
 }

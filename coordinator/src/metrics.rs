@@ -36,6 +36,8 @@ pub struct Metrics {
     pub aggregate_seconds: Histogram,
     /// Rounds whose update was gated by held-out loss.
     pub gated_rounds: IntCounter,
+    /// Rounds in which the screen abstained (its reference carried no signal).
+    pub screen_abstained: IntCounter,
     /// Failed writes to the data dir (checkpoint, state file, journal).
     pub storage_errors: IntCounter,
     /// 1 while rounds are halted because a checkpoint could not be written.
@@ -135,6 +137,13 @@ impl Metrics {
                     "Rounds whose update was rejected by the held-out gate",
                 )?,
             ),
+            screen_abstained: reg(
+                &r,
+                IntCounter::new(
+                    "hearth_screen_abstained_rounds_total",
+                    "Rounds in which the screen judged no delta: the round's median alignment was below 3.09",
+                )?,
+            ),
             storage_errors: reg(
                 &r,
                 IntCounter::new(
@@ -211,12 +220,13 @@ mod tests {
             "hearth_verify_seconds",
             "hearth_aggregate_seconds",
             "hearth_gated_rounds_total",
+            "hearth_screen_abstained_rounds_total",
             "hearth_storage_errors_total",
             "hearth_halted",
         ] {
             assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
         }
-        assert_eq!(names.len(), 14, "{names:?}");
+        assert_eq!(names.len(), 15, "{names:?}");
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct Score {
     pub progress: f64,
     /// The peer's record: Stouffer's `Σz/√n` over its last deltas, this one included.
     pub record: f64,
+    /// How many earlier deltas of the peer the record holds.
+    pub earlier: usize,
 }
 
 impl Score {
@@ -104,9 +106,6 @@ pub enum Finding {
     /// Not aligned: significantly against the task (`z ≤ −Z_PASS`), or not aligned with no
     /// record that makes up for it (`RECORD_MIN` or more earlier deltas).
     Misaligned(Score),
-    /// Not significant on its own, and the peer has too short a record to judge: aggregated
-    /// with weight 0 (no credit), and no evidence either way.
-    Inconclusive(Score),
     /// A copy of the last checkpoint's change.
     CopiesCheckpoint {
         /// Estimated cosine.
@@ -129,7 +128,7 @@ pub enum Finding {
 impl Finding {
     /// Whether the delta failed the screen.
     pub fn failed(&self) -> bool {
-        !matches!(self, Finding::Pass(_) | Finding::Inconclusive(_))
+        !matches!(self, Finding::Pass(_))
     }
 
     /// One line for the volunteer's log: the score and the threshold.
@@ -141,7 +140,7 @@ impl Finding {
                  against the task (p < 10⁻³ for a random direction; rejected at ≤ −{Z_PASS})",
                 s.z, s.cosine
             ),
-            Finding::Misaligned(s) | Finding::Inconclusive(s) => format!(
+            Finding::Misaligned(s) => format!(
                 "alignment with the round's reference gradient z = {:.2} (cosine {:.2e}), below {Z_PASS}, \
                  and the sender's record over its last deltas z = {:.2}, below {Z_PASS}: \
                  indistinguishable from a random direction (p > 10⁻³)",
@@ -217,6 +216,8 @@ pub struct Screen {
     round: Vec<(PeerId, Vec<f32>)>,
     /// Progress of recent passing deltas.
     progress: VecDeque<f64>,
+    /// Alignment of recent deltas (the signal of rounds with fewer than three).
+    signal: VecDeque<f64>,
     /// Each peer's last alignment scores.
     records: std::collections::HashMap<PeerId, VecDeque<f64>>,
 }
@@ -231,6 +232,7 @@ impl Screen {
             last_change: None,
             round: Vec::new(),
             progress: VecDeque::new(),
+            signal: VecDeque::new(),
             records: std::collections::HashMap::new(),
         }
     }
@@ -282,30 +284,22 @@ impl Screen {
             z,
             progress: dot / tokens.max(1) as f64,
             record: z,
+            earlier: 0,
         })
     }
 
-    /// Screen one delta of `peer`: alignment, then copies. A passing delta is remembered for
-    /// the copy check of later ones and for the progress median.
+    /// Screen one delta of `peer` on arrival: score it, add it to the peer's record, and check
+    /// it for a copy. The alignment verdict waits for the round's close ([`Screen::judge`]), where
+    /// the round's own scores show whether the reference carried a signal.
     pub fn check(&mut self, peer: PeerId, delta: &[f32], tokens: u64) -> Option<Finding> {
         let mut score = self.score(delta, tokens)?;
         let history = self.records.entry(peer).or_default();
-        let earlier = history.len();
+        score.earlier = history.len();
         history.push_back(score.z);
         while history.len() > RECORD_WINDOW {
             history.pop_front();
         }
         score.record = history.iter().sum::<f64>() / (history.len() as f64).sqrt();
-        if score.z <= -Z_PASS {
-            return Some(Finding::Misaligned(score));
-        }
-        if !score.passes() {
-            return Some(if earlier >= RECORD_MIN {
-                Finding::Misaligned(score)
-            } else {
-                Finding::Inconclusive(score)
-            });
-        }
         let sketch = self.sketcher.sketch(delta);
         if let Some(c) = &self.last_change {
             let cosine = dot(&sketch, c);
@@ -325,58 +319,120 @@ impl Screen {
                 cosine,
             });
         }
-        if self.progress.len() >= 3 {
-            if let Some(m) = median(self.progress.iter().copied().collect()).filter(|m| *m > 0.0) {
-                let share = score.progress / m;
-                if share < WORK_FLOOR {
-                    return Some(Finding::FreeRide { share });
-                }
-            }
-        }
         self.round.push((peer, sketch));
-        self.progress.push_back(score.progress);
-        while self.progress.len() > PROGRESS_WINDOW {
-            self.progress.pop_front();
-        }
         Some(Finding::Pass(score))
     }
 
-    /// Aggregation weight factors in [0, 1] for the round's passing deltas, in order:
-    /// `min(1, z/Z_FULL) · min(1, progress/median)`. The median is the round's own when it has
-    /// three or more deltas, else that of recent passing deltas.
-    pub fn weights(&self, scores: &[Score]) -> Vec<f64> {
-        let own: Vec<f64> = scores.iter().map(|s| s.progress).collect();
-        let median = if own.len() >= 3 {
-            median(own)
+    /// The round's verdicts for its scored deltas, in order. When the round's median alignment
+    /// (of recent deltas, if it has fewer than three) is below `Z_PASS`, its reference carried no
+    /// signal (a batch that happened to point elsewhere, or converged training, where honest
+    /// deltas are mostly noise too): the screen abstains and every delta keeps weight 1. Otherwise:
+    /// - `z ≤ −Z_PASS`: fails (against the task);
+    /// - not [`Score::passes`]: fails with a record of `RECORD_MIN` earlier deltas, else held back;
+    /// - else weight `min(1, z/Z_FULL) · min(1, progress/median)`, and below `WORK_FLOOR` of the
+    ///   median work it fails as a free ride.
+    pub fn judge(&mut self, scores: &[Score]) -> Judgement {
+        let zs: Vec<f64> = scores.iter().map(|s| s.z).collect();
+        let signal = if zs.len() >= 3 {
+            median(zs.clone())
         } else {
-            median(self.progress.iter().copied().collect())
+            median(
+                self.signal
+                    .iter()
+                    .copied()
+                    .chain(zs.iter().copied())
+                    .collect(),
+            )
         };
-        scores
+        for z in &zs {
+            self.signal.push_back(*z);
+        }
+        while self.signal.len() > PROGRESS_WINDOW {
+            self.signal.pop_front();
+        }
+        let strong = signal.is_some_and(|m| m >= Z_PASS);
+        if !strong {
+            return Judgement {
+                signal,
+                strong,
+                verdicts: vec![Verdict::Weight(1.0); scores.len()],
+            };
+        }
+        let passing: Vec<f64> = scores
+            .iter()
+            .filter(|s| s.passes() && s.z > -Z_PASS)
+            .map(|s| s.progress)
+            .collect();
+        let work_median = if passing.len() >= 3 {
+            median(passing.clone())
+        } else {
+            median(
+                self.progress
+                    .iter()
+                    .copied()
+                    .chain(passing.iter().copied())
+                    .collect(),
+            )
+        };
+        let verdicts = scores
             .iter()
             .map(|s| {
-                let align = if s.passes() {
-                    (s.z / Z_FULL).clamp(0.0, 1.0)
-                } else {
-                    0.0
-                };
-                let work = match median {
+                if s.z <= -Z_PASS {
+                    return Verdict::Fail(Finding::Misaligned(*s));
+                }
+                if !s.passes() {
+                    return if s.earlier >= RECORD_MIN {
+                        Verdict::Fail(Finding::Misaligned(*s))
+                    } else {
+                        Verdict::HeldBack(*s)
+                    };
+                }
+                let align = (s.z / Z_FULL).clamp(0.0, 1.0);
+                let work = match work_median {
                     Some(m) if m > 0.0 => (s.progress / m).clamp(0.0, 1.0),
                     _ => 1.0,
                 };
-                align * work
+                if work < WORK_FLOOR {
+                    Verdict::Fail(Finding::FreeRide { share: work })
+                } else {
+                    Verdict::Weight(align * work)
+                }
             })
-            .collect()
+            .collect();
+        for p in passing {
+            self.progress.push_back(p);
+        }
+        while self.progress.len() > PROGRESS_WINDOW {
+            self.progress.pop_front();
+        }
+        Judgement {
+            signal,
+            strong,
+            verdicts,
+        }
     }
 }
 
-/// Work weight of a delta whose combined weight is `weight` and whose alignment is `z`.
-pub fn work_share(weight: f64, z: f64) -> f64 {
-    let align = (z / Z_FULL).clamp(0.0, 1.0);
-    if align > 0.0 {
-        weight / align
-    } else {
-        0.0
-    }
+/// What the screen decides for one delta when its round closes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Aggregated with this factor on its weight and credit.
+    Weight(f64),
+    /// Not significant on its own and no record yet: weight 0, no credit, no evidence.
+    HeldBack(Score),
+    /// Turned down, with the finding (evidence against its sender).
+    Fail(Finding),
+}
+
+/// A closing round's verdicts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    /// The median alignment the decision was based on.
+    pub signal: Option<f64>,
+    /// Whether the reference carried a signal (otherwise the screen abstained).
+    pub strong: bool,
+    /// One per scored delta, in order.
+    pub verdicts: Vec<Verdict>,
 }
 
 /// The CUSUM evidence after one more screened delta (`failed` or passed), starting from `prev`.
@@ -468,45 +524,85 @@ mod tests {
         assert!(passed <= 2, "{passed} of 400 random deltas passed");
     }
 
-    #[test]
-    fn a_descending_delta_passes_and_a_sign_flipped_or_noisy_one_fails() {
-        let g = gaussian(D, 1);
-        let noise = gaussian(D, 2);
-        // a delta mostly noise with 5 % of its energy along −g: cos ≈ 0.22, z ≈ 31
-        let honest = mix(&noise, 1.0, &g, -0.23);
-        let mut s = screen_with(&g);
-        let f = s.check(peer(1), &honest, 100).unwrap();
-        assert!(matches!(f, Finding::Pass(sc) if sc.z > 20.0), "{f:?}");
-        let flipped: Vec<f32> = honest.iter().map(|x| -x).collect();
-        assert!(matches!(
-            s.check(peer(2), &flipped, 100),
-            Some(Finding::Misaligned(sc)) if sc.z < -20.0
-        ));
-        // Noise from a new peer is inconclusive (weight 0, no evidence); with a record of
-        // noise it fails.
-        assert!(matches!(
-            s.check(peer(3), &gaussian(D, 3), 100),
-            Some(Finding::Inconclusive(_))
-        ));
-        for i in 0..RECORD_MIN as u64 {
-            s.check(peer(3), &gaussian(D, 40 + i), 100);
+    fn scored(s: &mut Screen, p: u8, delta: &[f32]) -> Score {
+        match s.check(peer(p), delta, 100) {
+            Some(Finding::Pass(sc)) => sc,
+            other => panic!("{other:?}"),
         }
-        let f = s.check(peer(3), &gaussian(D, 50), 100);
+    }
+
+    #[test]
+    fn a_round_with_signal_passes_descent_and_fails_sign_flips_and_records_of_noise() {
+        let g = gaussian(D, 1);
+        let honest = |seed| mix(&gaussian(D, seed), 1.0, &g, -0.23); // cos ≈ 0.22, z ≈ 31
+        let mut s = screen_with(&g);
+        let mut scores: Vec<Score> = (0..3)
+            .map(|i| scored(&mut s, i, &honest(10 + u64::from(i))))
+            .collect();
+        let flipped: Vec<f32> = honest(20).iter().map(|x| -x).collect();
+        scores.push(scored(&mut s, 7, &flipped));
+        scores.push(scored(&mut s, 8, &gaussian(D, 3))); // noise, new peer
+        let j = s.judge(&scores);
+        assert!(j.strong && j.signal.is_some_and(|m| m > 20.0), "{j:?}");
+        for v in &j.verdicts[..3] {
+            assert!(matches!(v, Verdict::Weight(w) if *w > 0.9), "{v:?}");
+        }
+        assert!(matches!(&j.verdicts[3], Verdict::Fail(Finding::Misaligned(sc)) if sc.z < -20.0));
         assert!(
-            matches!(f, Some(Finding::Misaligned(sc)) if sc.record < Z_PASS),
-            "{f:?}"
+            matches!(&j.verdicts[4], Verdict::HeldBack(_)),
+            "new noise is held back"
         );
-        assert!(f.is_some_and(|f| f.failed()));
-        // A weakly aligned delta from a peer with a strong record passes.
-        let weak = mix(&noise, 1.0, &g, -0.01); // z ≈ 1.4
-        let f = s.check(peer(1), &weak, 100);
+        // With a record of noise, the same peer's noise fails.
+        for round in 0..RECORD_MIN as u64 {
+            s.round_opened(None);
+            s.set_reference(Reference::from_gradient(2 + round, &g).unwrap());
+            let mut sc: Vec<Score> = (0..3)
+                .map(|i| scored(&mut s, i, &honest(30 + round * 3 + u64::from(i))))
+                .collect();
+            sc.push(scored(&mut s, 8, &gaussian(D, 40 + round)));
+            let j = s.judge(&sc);
+            let last = &j.verdicts[3];
+            if round + 1 < RECORD_MIN as u64 {
+                assert!(matches!(last, Verdict::HeldBack(_)), "{last:?}");
+            } else {
+                assert!(
+                    matches!(last, Verdict::Fail(Finding::Misaligned(x)) if x.record < Z_PASS),
+                    "{last:?}"
+                );
+            }
+        }
+        // A weakly aligned delta from a peer with a strong record passes, at a low weight.
+        s.round_opened(None);
+        s.set_reference(Reference::from_gradient(9, &g).unwrap());
+        // as much progress along −g as the others, buried in 20× the noise: z ≈ 1.6
+        let weak = mix(&gaussian(D, 50), 20.0, &g, -0.23);
+        let mut sc: Vec<Score> = (1..3)
+            .map(|i| scored(&mut s, i, &honest(60 + u64::from(i))))
+            .collect();
+        sc.push(scored(&mut s, 0, &weak));
+        let j = s.judge(&sc);
         assert!(
-            matches!(f, Some(Finding::Pass(sc)) if sc.z < Z_PASS && sc.record >= Z_PASS),
-            "{f:?}"
+            matches!(j.verdicts[2], Verdict::Weight(w) if w > 0.0 && w < 0.5),
+            "{j:?}"
         );
-        assert!(Finding::Misaligned(s.score(&noise, 1).unwrap())
-            .explain()
-            .contains("3.09"));
+        assert!(Finding::Misaligned(sc[2]).explain().contains("3.09"));
+    }
+
+    #[test]
+    fn a_round_without_signal_abstains() {
+        // A reference that points nowhere (converged training, or an unlucky batch): every honest
+        // delta scores about N(0, 1). Nothing fails, nothing is held back.
+        let g = gaussian(D, 1);
+        let mut s = screen_with(&g);
+        let scores: Vec<Score> = (0..4)
+            .map(|i| scored(&mut s, i, &gaussian(D, 70 + u64::from(i))))
+            .collect();
+        let j = s.judge(&scores);
+        assert!(!j.strong, "{j:?}");
+        assert!(
+            j.verdicts.iter().all(|v| *v == Verdict::Weight(1.0)),
+            "{j:?}"
+        );
     }
 
     #[test]
@@ -550,29 +646,28 @@ mod tests {
         let mut scores: Vec<Score> = honest
             .iter()
             .enumerate()
-            .map(|(i, h)| match s.check(peer(i as u8), h, 100) {
-                Some(Finding::Pass(sc)) => sc,
-                other => panic!("{other:?}"),
-            })
+            .map(|(i, h)| scored(&mut s, i as u8, h))
             .collect();
         // A lazy peer: a quarter of the steps, the full token count claimed.
         let lazy: Vec<f32> = mix(&gaussian(D, 30), 0.5, &g, -0.075);
-        if let Some(Finding::Pass(sc)) = s.check(peer(9), &lazy, 100) {
-            scores.push(sc);
-        } else {
-            panic!("lazy delta failed alignment");
-        }
-        let w = s.weights(&scores);
-        for x in &w[..4] {
-            assert!(*x > 0.85, "honest weight {x}");
-        }
-        assert!(w[4] < 0.3, "lazy weight {}", w[4]);
-        // A scaled-down copy of its own delta: same alignment, 1 % of the progress.
+        scores.push(scored(&mut s, 9, &lazy));
+        // A free rider: a hundredth of its own delta, same alignment.
         let free: Vec<f32> = honest[0].iter().map(|x| x * 0.01).collect();
-        let sc = s.score(&free, 100).unwrap();
-        let mut with_free = scores[..4].to_vec();
-        with_free.push(sc);
-        assert!(s.weights(&with_free)[4] < WORK_FLOOR);
+        scores.push(s.score(&free, 100).unwrap());
+        let j = s.judge(&scores);
+        for v in &j.verdicts[..4] {
+            assert!(matches!(v, Verdict::Weight(w) if *w > 0.85), "honest {v:?}");
+        }
+        assert!(
+            matches!(j.verdicts[4], Verdict::Weight(w) if w < 0.3),
+            "lazy {:?}",
+            j.verdicts[4]
+        );
+        assert!(
+            matches!(j.verdicts[5], Verdict::Fail(Finding::FreeRide { share }) if share < WORK_FLOOR),
+            "free ride {:?}",
+            j.verdicts[5]
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::ingest::{Ingest, Rejection};
 use crate::metrics::Metrics;
 use crate::outer::{Outer, OuterState};
 use crate::round::{Decision, Round, RoundPolicy};
-use crate::screen::{Finding, Reference};
+use crate::screen::Reference;
 use crate::state::{CheckpointRecord, RoundRecord, State};
 use crate::status::{Snapshot, WorkerView};
 use crate::store::{storage_fault, write_atomic, BlobStore};
@@ -607,7 +607,9 @@ impl Service {
         let accepted = self.engine.pending().len() as u32;
         let before = crate::engine::flatten(self.engine.params());
         let Some(closed) = self.engine.close() else {
-            return Ok(());
+            // Every delta of the round was turned down: the round still ends, with the weights
+            // unchanged, so that workers get a new round to train in instead of waiting for one.
+            return self.close_empty_round(number, now).await;
         };
         let Closed {
             params,
@@ -687,6 +689,37 @@ impl Service {
             train_loss,
             record: Some(record),
             change,
+        })
+        .await;
+        Ok(())
+    }
+
+    /// Close a round none of whose deltas survived the screen: its checkpoint keeps the weights.
+    async fn close_empty_round(&mut self, number: u64, now: u64) -> Result<()> {
+        let why = "no delta of the round passed the screen; the weights are unchanged".to_string();
+        warn!(round = number, "{why}");
+        let eval_loss = self.state.latest_eval_loss();
+        let record = RoundRecord {
+            round: number,
+            accepted: 0,
+            rejected: self.ingest.round.rejected,
+            tokens: 0,
+            train_loss: None,
+            eval_loss,
+            outcome: "empty".into(),
+            note: Some(why),
+            seconds: now.saturating_sub(self.round.opened_unix_ms) as f64 / 1000.0,
+            bytes_received: self.ingest.round.bytes,
+            closed_unix_ms: now_ms(),
+        };
+        self.finish_round(PendingCommit {
+            round: number,
+            params: self.engine.params().to_vec(),
+            outer: self.engine.outer_state().clone(),
+            eval_loss,
+            train_loss: None,
+            record: Some(record),
+            change: None,
         })
         .await;
         Ok(())
@@ -1078,11 +1111,7 @@ impl Service {
         match result {
             Ok(a) => {
                 let v = &a.delta;
-                let peer = v.peer.to_base58();
                 self.metrics.delta("accepted", "ok");
-                if !a.held_back && self.state.ledger.peers.contains_key(&peer) {
-                    self.ingest.passed(&mut self.state.ledger, &peer, now);
-                }
                 info!(round = self.round.number, peer = %v.peer, tokens = v.tokens, staleness = v.staleness,
                       train_loss = v.train_loss, bytes = v.wire_bytes,
                       z = a.score.map(|s| s.z), "delta accepted");
@@ -1127,10 +1156,15 @@ impl Service {
         }
     }
 
-    /// Weigh the round's pending deltas by the screen (alignment and work shown), credit their
-    /// senders, and turn down free rides.
+    /// The screen's verdicts on the round's pending deltas (alignment and work shown): weights,
+    /// credit, held-back deltas, and rejections that are evidence against their senders.
     async fn weigh_pending(&mut self, now: u64) {
         let w = self.ingest.weigh(self.engine.pending());
+        if !w.judged && !w.factors.is_empty() {
+            self.metrics.screen_abstained.inc();
+            info!(round = self.round.number, signal = ?w.signal,
+                  "screen abstained: the round's median alignment is below 3.09, so its reference carried no signal");
+        }
         let credits: Vec<(PeerId, u64, f64)> = self
             .engine
             .pending()
@@ -1156,16 +1190,15 @@ impl Service {
                 self.state.ledger.held_back(&id, now);
             }
         }
-        for (peer, share) in w.free_rides {
-            let reason = Reject::FreeRide(Finding::FreeRide { share }.explain());
-            self.reject(
-                Rejection {
-                    peer: Some(peer),
-                    reason,
-                },
-                now,
-            )
-            .await;
+        for peer in w.passed {
+            let id = peer.to_base58();
+            if self.state.ledger.peers.contains_key(&id) {
+                self.ingest.passed(&mut self.state.ledger, &id, now);
+            }
+        }
+        for rejection in w.failed {
+            self.ingest.round.rejected += 1;
+            self.reject(rejection, now).await;
         }
     }
 
