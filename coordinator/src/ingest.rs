@@ -300,8 +300,11 @@ impl Ingest {
             .enumerate()
             .filter_map(|(i, p)| p.score.map(|s| (i, s)))
             .collect();
-        let scores: Vec<Score> = scored.iter().map(|(_, s)| *s).collect();
-        let judgement = self.screen.judge(&scores);
+        let with_peers: Vec<(PeerId, Score)> = scored
+            .iter()
+            .filter_map(|(i, s)| pending.get(*i).map(|p| (p.peer, *s)))
+            .collect();
+        let judgement = self.screen.judge(&with_peers);
         let mut out = Weighing {
             factors: vec![1.0; pending.len()],
             signal: judgement.signal,

@@ -91,13 +91,6 @@ pub struct Score {
     pub earlier: usize,
 }
 
-impl Score {
-    /// Aligned on its own (`z ≥ Z_PASS`), or positively aligned with a record that is.
-    pub fn passes(&self) -> bool {
-        self.z >= Z_PASS || (self.z > 0.0 && self.record >= Z_PASS)
-    }
-}
-
 /// What the screen found in one delta.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finding {
@@ -136,15 +129,19 @@ impl Finding {
         match self {
             Finding::Pass(s) => format!("alignment z {:.1} (pass ≥ {Z_PASS})", s.z),
             Finding::Misaligned(s) if s.z <= -Z_PASS => format!(
-                "alignment with the round's reference gradient z = {:.2} (cosine {:.2e}): \
-                 against the task (p < 10⁻³ for a random direction; rejected at ≤ −{Z_PASS})",
-                s.z, s.cosine
+                "alignment with the round's reference gradient z = {:.2} (cosine {:.2e}), against \
+                 the task (p < 10⁻³ for a random direction), and the sender's record over its last \
+                 deltas z = {:.2}, below {Z_PASS}",
+                s.z, s.cosine, s.record
             ),
             Finding::Misaligned(s) => format!(
-                "alignment with the round's reference gradient z = {:.2} (cosine {:.2e}), below {Z_PASS}, \
-                 and the sender's record over its last deltas z = {:.2}, below {Z_PASS}: \
-                 indistinguishable from a random direction (p > 10⁻³)",
-                s.z, s.cosine, s.record
+                "the sender's record over its last {} deltas is z = {:.2}, below {Z_PASS} \
+                 (this one: z = {:.2}, cosine {:.2e}): indistinguishable from a random direction \
+                 (p > 10⁻³)",
+                s.earlier + 1,
+                s.record,
+                s.z,
+                s.cosine
             ),
             Finding::CopiesCheckpoint { cosine } => format!(
                 "cosine {cosine:.3} with the last checkpoint's change (copy at ≥ {COPY_COSINE})"
@@ -292,14 +289,7 @@ impl Screen {
     /// it for a copy. The alignment verdict waits for the round's close ([`Screen::judge`]), where
     /// the round's own scores show whether the reference carried a signal.
     pub fn check(&mut self, peer: PeerId, delta: &[f32], tokens: u64) -> Option<Finding> {
-        let mut score = self.score(delta, tokens)?;
-        let history = self.records.entry(peer).or_default();
-        score.earlier = history.len();
-        history.push_back(score.z);
-        while history.len() > RECORD_WINDOW {
-            history.pop_front();
-        }
-        score.record = history.iter().sum::<f64>() / (history.len() as f64).sqrt();
+        let score = self.score(delta, tokens)?;
         let sketch = self.sketcher.sketch(delta);
         if let Some(c) = &self.last_change {
             let cosine = dot(&sketch, c);
@@ -326,13 +316,18 @@ impl Screen {
     /// The round's verdicts for its scored deltas, in order. When the round's median alignment
     /// (of recent deltas, if it has fewer than three) is below `Z_PASS`, its reference carried no
     /// signal (a batch that happened to point elsewhere, or converged training, where honest
-    /// deltas are mostly noise too): the screen abstains and every delta keeps weight 1. Otherwise:
-    /// - `z ≤ −Z_PASS`: fails (against the task);
-    /// - not [`Score::passes`]: fails with a record of `RECORD_MIN` earlier deltas, else held back;
-    /// - else weight `min(1, z/Z_FULL) · min(1, progress/median)`, and below `WORK_FLOOR` of the
-    ///   median work it fails as a free ride.
-    pub fn judge(&mut self, scores: &[Score]) -> Judgement {
-        let zs: Vec<f64> = scores.iter().map(|s| s.z).collect();
+    /// deltas are mostly noise too): the screen abstains, every delta keeps weight 1 and no record
+    /// changes. Otherwise each score joins its peer's record (Stouffer's `Σz/√n` over its last
+    /// `RECORD_WINDOW` judged deltas), and:
+    /// - a record below `Z_PASS` fails the delta when it is against the task (`z ≤ −Z_PASS`) or
+    ///   the record holds `RECORD_MIN` earlier deltas; a newer peer's delta is held back;
+    /// - with a record at or above `Z_PASS`, the delta gets the weight
+    ///   `min(1, max(0, z)/Z_FULL) · min(1, progress/median)` (0 for one that points the wrong way:
+    ///   no harm done, no failure: one delta of an honest worker can, late in training), and an
+    ///   aligned delta (`z ≥ Z_PASS`) showing less than `WORK_FLOOR` of the median work fails as a
+    ///   free ride.
+    pub fn judge(&mut self, scored: &[(PeerId, Score)]) -> Judgement {
+        let zs: Vec<f64> = scored.iter().map(|(_, s)| s.z).collect();
         let signal = if zs.len() >= 3 {
             median(zs.clone())
         } else {
@@ -355,33 +350,44 @@ impl Screen {
             return Judgement {
                 signal,
                 strong,
-                verdicts: vec![Verdict::Weight(1.0); scores.len()],
+                verdicts: vec![Verdict::Weight(1.0); scored.len()],
             };
         }
-        let passing: Vec<f64> = scores
+        let scores: Vec<Score> = scored
             .iter()
-            .filter(|s| s.passes() && s.z > -Z_PASS)
+            .map(|(peer, s)| {
+                let history = self.records.entry(*peer).or_default();
+                let mut s = *s;
+                s.earlier = history.len();
+                history.push_back(s.z);
+                while history.len() > RECORD_WINDOW {
+                    history.pop_front();
+                }
+                s.record = history.iter().sum::<f64>() / (history.len() as f64).sqrt();
+                s
+            })
+            .collect();
+        let aligned: Vec<f64> = scores
+            .iter()
+            .filter(|s| s.record >= Z_PASS && s.z >= Z_PASS)
             .map(|s| s.progress)
             .collect();
-        let work_median = if passing.len() >= 3 {
-            median(passing.clone())
+        let work_median = if aligned.len() >= 3 {
+            median(aligned.clone())
         } else {
             median(
                 self.progress
                     .iter()
                     .copied()
-                    .chain(passing.iter().copied())
+                    .chain(aligned.iter().copied())
                     .collect(),
             )
         };
         let verdicts = scores
             .iter()
             .map(|s| {
-                if s.z <= -Z_PASS {
-                    return Verdict::Fail(Finding::Misaligned(*s));
-                }
-                if !s.passes() {
-                    return if s.earlier >= RECORD_MIN {
+                if s.record < Z_PASS {
+                    return if s.z <= -Z_PASS || s.earlier >= RECORD_MIN {
                         Verdict::Fail(Finding::Misaligned(*s))
                     } else {
                         Verdict::HeldBack(*s)
@@ -392,14 +398,14 @@ impl Screen {
                     Some(m) if m > 0.0 => (s.progress / m).clamp(0.0, 1.0),
                     _ => 1.0,
                 };
-                if work < WORK_FLOOR {
+                if s.z >= Z_PASS && work < WORK_FLOOR {
                     Verdict::Fail(Finding::FreeRide { share: work })
                 } else {
                     Verdict::Weight(align * work)
                 }
             })
             .collect();
-        for p in passing {
+        for p in aligned {
             self.progress.push_back(p);
         }
         while self.progress.len() > PROGRESS_WINDOW {
@@ -524,9 +530,9 @@ mod tests {
         assert!(passed <= 2, "{passed} of 400 random deltas passed");
     }
 
-    fn scored(s: &mut Screen, p: u8, delta: &[f32]) -> Score {
+    fn scored(s: &mut Screen, p: u8, delta: &[f32]) -> (PeerId, Score) {
         match s.check(peer(p), delta, 100) {
-            Some(Finding::Pass(sc)) => sc,
+            Some(Finding::Pass(sc)) => (peer(p), sc),
             other => panic!("{other:?}"),
         }
     }
@@ -536,7 +542,7 @@ mod tests {
         let g = gaussian(D, 1);
         let honest = |seed| mix(&gaussian(D, seed), 1.0, &g, -0.23); // cos ≈ 0.22, z ≈ 31
         let mut s = screen_with(&g);
-        let mut scores: Vec<Score> = (0..3)
+        let mut scores: Vec<(PeerId, Score)> = (0..3)
             .map(|i| scored(&mut s, i, &honest(10 + u64::from(i))))
             .collect();
         let flipped: Vec<f32> = honest(20).iter().map(|x| -x).collect();
@@ -556,7 +562,7 @@ mod tests {
         for round in 0..RECORD_MIN as u64 {
             s.round_opened(None);
             s.set_reference(Reference::from_gradient(2 + round, &g).unwrap());
-            let mut sc: Vec<Score> = (0..3)
+            let mut sc: Vec<(PeerId, Score)> = (0..3)
                 .map(|i| scored(&mut s, i, &honest(30 + round * 3 + u64::from(i))))
                 .collect();
             sc.push(scored(&mut s, 8, &gaussian(D, 40 + round)));
@@ -566,7 +572,7 @@ mod tests {
                 assert!(matches!(last, Verdict::HeldBack(_)), "{last:?}");
             } else {
                 assert!(
-                    matches!(last, Verdict::Fail(Finding::Misaligned(x)) if x.record < Z_PASS),
+                    matches!(last, Verdict::Fail(Finding::Misaligned(x)) if x.record < Z_PASS && x.earlier >= RECORD_MIN),
                     "{last:?}"
                 );
             }
@@ -576,7 +582,7 @@ mod tests {
         s.set_reference(Reference::from_gradient(9, &g).unwrap());
         // as much progress along −g as the others, buried in 20× the noise: z ≈ 1.6
         let weak = mix(&gaussian(D, 50), 20.0, &g, -0.23);
-        let mut sc: Vec<Score> = (1..3)
+        let mut sc: Vec<(PeerId, Score)> = (1..3)
             .map(|i| scored(&mut s, i, &honest(60 + u64::from(i))))
             .collect();
         sc.push(scored(&mut s, 0, &weak));
@@ -585,7 +591,7 @@ mod tests {
             matches!(j.verdicts[2], Verdict::Weight(w) if w > 0.0 && w < 0.5),
             "{j:?}"
         );
-        assert!(Finding::Misaligned(sc[2]).explain().contains("3.09"));
+        assert!(Finding::Misaligned(sc[2].1).explain().contains("3.09"));
     }
 
     #[test]
@@ -594,7 +600,7 @@ mod tests {
         // delta scores about N(0, 1). Nothing fails, nothing is held back.
         let g = gaussian(D, 1);
         let mut s = screen_with(&g);
-        let scores: Vec<Score> = (0..4)
+        let scores: Vec<(PeerId, Score)> = (0..4)
             .map(|i| scored(&mut s, i, &gaussian(D, 70 + u64::from(i))))
             .collect();
         let j = s.judge(&scores);
@@ -643,7 +649,7 @@ mod tests {
         let honest: Vec<Vec<f32>> = (0..4)
             .map(|i| mix(&gaussian(D, 20 + i), 1.0, &g, -0.3))
             .collect();
-        let mut scores: Vec<Score> = honest
+        let mut scores: Vec<(PeerId, Score)> = honest
             .iter()
             .enumerate()
             .map(|(i, h)| scored(&mut s, i as u8, h))
@@ -653,7 +659,7 @@ mod tests {
         scores.push(scored(&mut s, 9, &lazy));
         // A free rider: a hundredth of its own delta, same alignment.
         let free: Vec<f32> = honest[0].iter().map(|x| x * 0.01).collect();
-        scores.push(s.score(&free, 100).unwrap());
+        scores.push((peer(10), s.score(&free, 100).unwrap()));
         let j = s.judge(&scores);
         for v in &j.verdicts[..4] {
             assert!(matches!(v, Verdict::Weight(w) if *w > 0.85), "honest {v:?}");
