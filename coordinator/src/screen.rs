@@ -595,6 +595,34 @@ mod tests {
     }
 
     #[test]
+    fn an_established_peer_s_contrary_delta_costs_its_weight_not_a_failure() {
+        let g = gaussian(D, 1);
+        let honest = |seed| mix(&gaussian(D, seed), 1.0, &g, -0.23);
+        let mut s = screen_with(&g);
+        for round in 0..3u64 {
+            s.round_opened(None);
+            s.set_reference(Reference::from_gradient(round, &g).unwrap());
+            let sc: Vec<(PeerId, Score)> = (0..3)
+                .map(|i| scored(&mut s, i, &honest(100 + round * 3 + u64::from(i))))
+                .collect();
+            assert!(s
+                .judge(&sc)
+                .verdicts
+                .iter()
+                .all(|v| matches!(v, Verdict::Weight(w) if *w > 0.9)));
+        }
+        s.round_opened(None);
+        s.set_reference(Reference::from_gradient(9, &g).unwrap());
+        let mut sc: Vec<(PeerId, Score)> = (1..3)
+            .map(|i| scored(&mut s, i, &honest(200 + u64::from(i))))
+            .collect();
+        let contrary: Vec<f32> = honest(300).iter().map(|x| -x).collect();
+        sc.push(scored(&mut s, 0, &contrary));
+        let j = s.judge(&sc);
+        assert_eq!(j.verdicts[2], Verdict::Weight(0.0), "{j:?}");
+    }
+
+    #[test]
     fn a_round_without_signal_abstains() {
         // A reference that points nowhere (converged training, or an unlucky batch): every honest
         // delta scores about N(0, 1). Nothing fails, nothing is held back.
