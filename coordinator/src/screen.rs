@@ -29,7 +29,7 @@ pub const Z_PASS: f64 = 3.09;
 /// Alignment at which a delta gets its full weight (twice the pass mark).
 pub const Z_FULL: f64 = 6.18;
 /// Cosine at or above which a delta is a copy of an earlier one or of the last checkpoint's change.
-pub const COPY_COSINE: f64 = 0.99;
+pub const COPY_COSINE: f64 = 0.97;
 /// Work weight below which a delta is turned down as a free ride.
 pub const WORK_FLOOR: f64 = 0.1;
 /// Assumed worst failure rate of an honest peer (measured: 0, docs/RELIABILITY.md).
@@ -89,6 +89,8 @@ pub struct Score {
     pub record: f64,
     /// How many earlier deltas of the peer the record holds.
     pub earlier: usize,
+    /// Highest sketched cosine with an earlier delta of the open round (0 when it is the first).
+    pub nearest: f64,
 }
 
 /// What the screen found in one delta.
@@ -282,6 +284,7 @@ impl Screen {
             progress: dot / tokens.max(1) as f64,
             record: z,
             earlier: 0,
+            nearest: 0.0,
         })
     }
 
@@ -289,7 +292,7 @@ impl Screen {
     /// it for a copy. The alignment verdict waits for the round's close ([`Screen::judge`]), where
     /// the round's own scores show whether the reference carried a signal.
     pub fn check(&mut self, peer: PeerId, delta: &[f32], tokens: u64) -> Option<Finding> {
-        let score = self.score(delta, tokens)?;
+        let mut score = self.score(delta, tokens)?;
         let sketch = self.sketcher.sketch(delta);
         if let Some(c) = &self.last_change {
             let cosine = dot(&sketch, c);
@@ -303,11 +306,14 @@ impl Screen {
             .map(|(p, s)| (*p, dot(&sketch, s)))
             .filter(|(p, _)| *p != peer)
             .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((original, cosine)) = copied.filter(|(_, c)| *c >= COPY_COSINE) {
-            return Some(Finding::CopiesPeer {
-                peer: original,
-                cosine,
-            });
+        if let Some((original, cosine)) = copied {
+            if cosine >= COPY_COSINE {
+                return Some(Finding::CopiesPeer {
+                    peer: original,
+                    cosine,
+                });
+            }
+            score.nearest = cosine;
         }
         self.round.push((peer, sketch));
         Some(Finding::Pass(score))

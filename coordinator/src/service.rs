@@ -1114,7 +1114,7 @@ impl Service {
                 self.metrics.delta("accepted", "ok");
                 info!(round = self.round.number, peer = %v.peer, tokens = v.tokens, staleness = v.staleness,
                       train_loss = v.train_loss, bytes = v.wire_bytes,
-                      z = a.score.map(|s| s.z), "delta accepted");
+                      z = a.score.map(|s| s.z), nearest = a.score.map(|s| s.nearest), "delta accepted");
                 if let Err(e) = self.journal_accepted(bytes) {
                     self.metrics.storage_errors.inc();
                     error!("{}: delta accepted but not journaled (lost if the coordinator dies this round): {e:#}", storage_fault(&e));
