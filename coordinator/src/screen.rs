@@ -85,6 +85,8 @@ pub struct Score {
     pub z: f64,
     /// Step along the descent direction per claimed token.
     pub progress: f64,
+    /// Length of the delta per claimed token.
+    pub size: f64,
     /// The peer's record: Stouffer's `Σz/√n` over its last deltas, this one included.
     pub record: f64,
     /// How many earlier deltas of the peer the record holds.
@@ -113,9 +115,9 @@ pub enum Finding {
         /// Estimated cosine.
         cosine: f64,
     },
-    /// Shows less than `WORK_FLOOR` of the median work per claimed token.
+    /// Less than `WORK_FLOOR` of the round's median size per claimed token.
     FreeRide {
-        /// Its progress as a fraction of the median.
+        /// Its size per claimed token as a fraction of the median.
         share: f64,
     },
 }
@@ -152,7 +154,8 @@ impl Finding {
                 "cosine {cosine:.3} with the delta {peer} sent earlier this round (copy at ≥ {COPY_COSINE})"
             ),
             Finding::FreeRide { share } => format!(
-                "progress per claimed token is {:.1} % of the median (at least {:.0} % needed)",
+                "its size per claimed token is {:.1} % of the round's median (at least {:.0} % needed): \
+                 far less work than it claims",
                 share * 100.0,
                 WORK_FLOOR * 100.0
             ),
@@ -217,6 +220,8 @@ pub struct Screen {
     progress: VecDeque<f64>,
     /// Alignment of recent deltas (the signal of rounds with fewer than three).
     signal: VecDeque<f64>,
+    /// Size per claimed token of recent deltas (the median of rounds with fewer than three).
+    sizes: VecDeque<f64>,
     /// Each peer's last alignment scores.
     records: std::collections::HashMap<PeerId, VecDeque<f64>>,
 }
@@ -232,6 +237,7 @@ impl Screen {
             round: Vec::new(),
             progress: VecDeque::new(),
             signal: VecDeque::new(),
+            sizes: VecDeque::new(),
             records: std::collections::HashMap::new(),
         }
     }
@@ -282,6 +288,7 @@ impl Screen {
             cosine,
             z,
             progress: dot / tokens.max(1) as f64,
+            size: n / tokens.max(1) as f64,
             record: z,
             earlier: 0,
             nearest: 0.0,
@@ -329,9 +336,10 @@ impl Screen {
     ///   the record holds `RECORD_MIN` earlier deltas; a newer peer's delta is held back;
     /// - with a record at or above `Z_PASS`, the delta gets the weight
     ///   `min(1, max(0, z)/Z_FULL) · min(1, progress/median)` (0 for one that points the wrong way:
-    ///   no harm done, no failure: one delta of an honest worker can, late in training), and an
-    ///   aligned delta (`z ≥ Z_PASS`) showing less than `WORK_FLOOR` of the median work fails as a
-    ///   free ride.
+    ///   no harm done, no failure: one delta of an honest worker can, late in training), and a
+    ///   delta smaller than `WORK_FLOOR` of the round's median size per claimed token (a scaled-down
+    ///   copy) fails as a free ride. Size, not progress: late in training an honest delta of normal
+    ///   size can make little progress along a reference that is mostly noise.
     pub fn judge(&mut self, scored: &[(PeerId, Score)]) -> Judgement {
         let zs: Vec<f64> = scored.iter().map(|(_, s)| s.z).collect();
         let signal = if zs.len() >= 3 {
@@ -373,6 +381,24 @@ impl Screen {
                 s
             })
             .collect();
+        let own_sizes: Vec<f64> = scores.iter().map(|s| s.size).collect();
+        let size_median = if own_sizes.len() >= 3 {
+            median(own_sizes.clone())
+        } else {
+            median(
+                self.sizes
+                    .iter()
+                    .copied()
+                    .chain(own_sizes.iter().copied())
+                    .collect(),
+            )
+        };
+        for x in own_sizes {
+            self.sizes.push_back(x);
+        }
+        while self.sizes.len() > PROGRESS_WINDOW {
+            self.sizes.pop_front();
+        }
         let aligned: Vec<f64> = scores
             .iter()
             .filter(|s| s.record >= Z_PASS && s.z >= Z_PASS)
@@ -404,8 +430,12 @@ impl Screen {
                     Some(m) if m > 0.0 => (s.progress / m).clamp(0.0, 1.0),
                     _ => 1.0,
                 };
-                if s.z >= Z_PASS && work < WORK_FLOOR {
-                    Verdict::Fail(Finding::FreeRide { share: work })
+                let size = match size_median {
+                    Some(m) if m > 0.0 => s.size / m,
+                    _ => 1.0,
+                };
+                if size < WORK_FLOOR {
+                    Verdict::Fail(Finding::FreeRide { share: size })
                 } else {
                     Verdict::Weight(align * work)
                 }
