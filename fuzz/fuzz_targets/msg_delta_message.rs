@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     }
     ingest.round_opened(None);
     let dims: usize = layout.iter().map(|l| l.shape.iter().product::<usize>()).sum();
-    if let Some(r) = Reference::from_gradient(msg.base_round + 1, &vec![1.0; dims]) {
+    if let Some(r) = Reference::from_gradient(msg.base_round.saturating_add(1), &vec![1.0; dims]) {
         ingest.set_reference(r);
     }
     let envelope = sign_delta_payload(data);
