@@ -767,7 +767,15 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             }
             metrics.set_state(WorkerState::Fetching);
             control.set_state("fetching");
-            let mut params = s.checkpoint_params(&m, &spec, &layout).await?;
+            let mut params = match s.checkpoint_params(&m, &spec, &layout).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // A banned peer's blob requests are refused: ask the coordinator why, so that
+                    // a ban is reported as one (the join answer says so) and not as a missing blob.
+                    s.join().await?;
+                    return Err(e);
+                }
+            };
             if spec.aggregate.local_error_feedback {
                 add_residual(&mut params, &residual);
             }
