@@ -381,21 +381,7 @@ mod tests {
         Keypair::ed25519_from_bytes([seed; 32]).unwrap()
     }
 
-    fn gaussian(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
-        let mut uniform = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        };
-        (0..n)
-            .map(|_| {
-                let (u1, u2) = (uniform(), uniform());
-                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-            })
-            .collect()
-    }
+    use crate::screen::test_gaussian as gaussian;
 
     /// The task's descent direction, scaled to the size of a delta.
     fn task() -> Vec<f32> {

@@ -512,6 +512,24 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// Deterministic N(0, 1) values for the tests of the screen and of ingest.
+#[cfg(test)]
+pub(crate) fn test_gaussian(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+    let mut uniform = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (uniform(), uniform());
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,22 +540,7 @@ mod tests {
             .unwrap_or(PeerId::random())
     }
 
-    /// Deterministic N(0, 1) values.
-    fn gaussian(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
-        let mut uniform = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        };
-        (0..n)
-            .map(|_| {
-                let (u1, u2) = (uniform(), uniform());
-                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-            })
-            .collect()
-    }
+    use super::test_gaussian as gaussian;
 
     fn mix(a: &[f32], wa: f32, b: &[f32], wb: f32) -> Vec<f32> {
         a.iter().zip(b).map(|(x, y)| wa * x + wb * y).collect()
