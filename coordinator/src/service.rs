@@ -1209,11 +1209,7 @@ impl Service {
             return;
         }
         let round = self.round.number;
-        let size = std::env::var("HEARTH_REFERENCE_SEQUENCES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(self.cfg.coordinator.reference_sequences)
-            .max(1);
+        let size = self.cfg.coordinator.reference_sequences.max(1);
         let first = (round as usize).wrapping_mul(size);
         let data: Vec<_> = (0..size.min(n))
             .filter_map(|j| self.reference_pool.get((first + j) % n).cloned())

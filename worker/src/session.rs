@@ -399,6 +399,30 @@ impl Session {
     }
 }
 
+/// The network settings of a node in run `spec` with identity `key`: the run's topics, the
+/// swarm key, and request limits sized for the run's largest delta.
+fn run_net_config(
+    key: &hearth_net::Keypair,
+    spec: &RunSpec,
+    opts: &JoinOptions,
+    subscribe_deltas: bool,
+    listen: Vec<Multiaddr>,
+) -> NetConfig {
+    let mut cfg = NetConfig::new(
+        key.clone(),
+        spec.run_id.clone(),
+        Role::Worker { subscribe_deltas },
+    );
+    cfg.listen = listen;
+    cfg.psk = opts.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
+    cfg.fit_run(
+        spec.net.max_transmit_size,
+        spec.net.blob_chunk_size as usize,
+        spec.max_delta_bytes().unwrap_or(0),
+    );
+    cfg
+}
+
 /// The copycat attack: join a second identity (derived from the first) once, then send `copy`
 /// signed by it. Returns what happened, for the log.
 async fn copycat_submit(
@@ -417,21 +441,8 @@ async fn copycat_submit(
             );
             let key = hearth_net::Keypair::ed25519_from_bytes(*seed.as_bytes())
                 .map_err(|e| anyhow!("sybil identity: {e}"))?;
-            let mut cfg = NetConfig::new(
-                key.clone(),
-                spec.run_id.clone(),
-                Role::Worker {
-                    subscribe_deltas: false,
-                },
-            );
-            cfg.listen = Vec::new();
-            cfg.psk = opts.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
-            cfg.fit_run(
-                spec.net.max_transmit_size,
-                spec.net.blob_chunk_size as usize,
-                spec.max_delta_bytes().unwrap_or(0),
-            );
-            let (net, events) = hearth_net::spawn(cfg)?;
+            let (net, events) =
+                hearth_net::spawn(run_net_config(&key, spec, opts, false, Vec::new()))?;
             let (latest_tx, _) = watch::channel(Latest::default());
             let (conn_tx, conn_rx) = watch::channel(false);
             spawn_event_pump(net.clone(), events, coordinator, latest_tx, conn_tx);
@@ -647,21 +658,13 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         spec
     };
 
-    let mut cfg = NetConfig::new(
-        key.clone(),
-        spec.run_id.clone(),
-        Role::Worker {
-            subscribe_deltas: opts.relay,
-        },
-    );
-    cfg.listen = opts.listen.clone();
-    cfg.psk = opts.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
-    cfg.fit_run(
-        spec.net.max_transmit_size,
-        spec.net.blob_chunk_size as usize,
-        spec.max_delta_bytes().unwrap_or(0),
-    );
-    let (net, events) = hearth_net::spawn(cfg)?;
+    let (net, events) = hearth_net::spawn(run_net_config(
+        &key,
+        &spec,
+        &opts,
+        opts.relay,
+        opts.listen.clone(),
+    ))?;
     let (latest_tx, mut latest_rx) = watch::channel(Latest::default());
     let (conn_tx, conn_rx) = watch::channel(false);
     spawn_event_pump(net.clone(), events, coordinator, latest_tx.clone(), conn_tx);
