@@ -40,9 +40,18 @@ print(f"Tiny preset, 5 workers, {rounds} rounds, default settings; `tests/bench/
       "credit; the aggregation weight of a delta is its tokens × staleness weight × the same screen weight, so "
       "this is the adversaries' share of the aggregate. For `copycat` the adversary is the second identity that sends the copies (the first does honest work and counts as honest). Honest rejected/held back: deltas of honest workers "
       "rejected for any reason but lateness (`stale`), and held back with weight 0.\n")
+print("Real share of the work: for the attacks that do some real training, the adversaries' share of the "
+      "steps actually trained on a current checkpoint, in deltas: `lazy` trains a quarter of the steps it claims "
+      "(0.25 per aggregated delta); `replay` and `stale` send one genuinely trained delta first (a replay "
+      "needs an original, and a round-1 delta has no older checkpoint to claim), then only attacks. Every attack delta "
+      "of theirs is rejected (aggregated = one per adversary), so all adversarial weight is removed and the credit "
+      "they keep is that first delta's; it sits a little above the share of the work because honest deltas late in "
+      "the run get a weight under 1 when their alignment falls below 6.18. `lazy` must keep at most its share; "
+      "every other attack ≤ 1 %.\n")
 print(f"Clean run: final held-out loss {clean_loss:.4f}.\n")
-print("| attack | adversaries | adversarial deltas rejected / held back / aggregated | adversarial credit share | adversaries banned | honest rejected / held back | final loss vs clean |")
-print("| --- | ---: | --- | ---: | --- | --- | ---: |")
+print("| attack | adversaries | adversarial deltas rejected / held back / aggregated | adversarial credit share | real share of the work | adversaries banned | honest rejected / held back | final loss vs clean |")
+print("| --- | ---: | --- | ---: | ---: | --- | --- | ---: |")
+LAZY = 0.25
 for a in attacks:
     for k in (1, 2):
         j, peers = load(f"{a}-{k}")
@@ -63,7 +72,10 @@ for a in attacks:
         hheld = sum(p.get("held_back", 0) for p in hon)
         loss = j["eval_loss"][-1]
         share = credit_adv / credit_all if credit_all else 0.0
-        print(f"| {a} | {k} of 5 | {rej} / {held} / {acc} | {share*100:.2f} % | {banned} of {k} | {hrej} / {hheld} | {(loss/clean_loss-1)*100:+.2f} % |")
+        work_hon = sum(p.get("accepted", 0) + p.get("held_back", 0) for p in hon)
+        work_adv = {"lazy": LAZY * acc, "replay": min(acc, len(adv)), "stale": min(acc, len(adv))}.get(a)
+        real = "—" if work_adv is None else f"{work_adv / (work_adv + work_hon) * 100:.2f} %"
+        print(f"| {a} | {k} of 5 | {rej} / {held} / {acc} | {share*100:.2f} % | {real} | {banned} of {k} | {hrej} / {hheld} | {(loss/clean_loss-1)*100:+.2f} % |")
 PY
 mv "$out.tmp" "$out"
 echo "wrote $out" >&2
