@@ -24,7 +24,9 @@ use hearth_proto::{
 use libp2p_identity::Keypair;
 
 /// Sequences in a round's reference batch (as `init` writes for smollm2-135m).
-const REFERENCE_SEQUENCES: usize = 8;
+fn reference_sequences() -> usize {
+    hearth_coordinator::init::Preset::Smollm2_135m.reference_sequences()
+}
 
 struct Args {
     counts: Vec<usize>,
@@ -289,7 +291,7 @@ fn main() {
         .sum();
     let mut evaluator = a.model.as_ref().map(|m| {
         let t = Instant::now();
-        let ev = Evaluator::load(&spec, Some(m), Vec::new(), REFERENCE_SEQUENCES).expect("model");
+        let ev = Evaluator::load(&spec, Some(m), Vec::new(), reference_sequences()).expect("model");
         eprintln!("model loaded in {:.1} s", t.elapsed().as_secs_f64());
         ev
     });
@@ -298,7 +300,7 @@ fn main() {
     // the checkpoint, once per round whatever the number of deltas.
     let reference = evaluator.as_mut().map(|ev| {
         let params = ev.initial_params().expect("params");
-        let data: Vec<hearth_model::Sequence> = (0..REFERENCE_SEQUENCES)
+        let data: Vec<hearth_model::Sequence> = (0..reference_sequences())
             .map(|i| hearth_model::Sequence {
                 tokens: (0..spec.data.seq_len)
                     .map(|j| ((i * 7919 + j * 104_729) % spec.arch.vocab_size) as u32)
@@ -376,7 +378,8 @@ fn main() {
     if let Some(g) = reference {
         let cells: Vec<String> = rows.iter().map(|_| ms(g)).collect();
         println!(
-            "| screen: the round's reference gradient ({REFERENCE_SEQUENCES} × {} tokens, once per round) | {} |",
+            "| screen: the round's reference gradient ({} × {} tokens, once per round) | {} |",
+            reference_sequences(),
             spec.data.seq_len,
             cells.join(" | ")
         );

@@ -32,12 +32,13 @@ impl Preset {
     }
 
     /// Sequences in the screen's reference batch: a backward pass per round that is free on the
-    /// tiny model and about as much as 8 worker steps on SmolLM2, where its 1.2 M dimensions
-    /// give honest deltas large alignment scores from a small batch anyway.
+    /// tiny model. On SmolLM2 three sequences (768 tokens, about 4.7 s on 2 cores, table 4) keep a
+    /// round of 1,000 deltas under 10 s; its 1.2 M dimensions give honest deltas large alignment
+    /// scores from a small batch anyway (median z 107 with 8 sequences, docs/RELIABILITY.md).
     pub fn reference_sequences(self) -> usize {
         match self {
             Preset::Tiny => 64,
-            Preset::Smollm2_135m => 8,
+            Preset::Smollm2_135m => 3,
         }
     }
 }

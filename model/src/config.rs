@@ -29,6 +29,158 @@ pub struct ModelConfig {
     pub max_position: usize,
     /// Whether the LM head reuses the token embedding.
     pub tie_embeddings: bool,
+    /// The family and its features that change the math (plain Llama when absent).
+    #[serde(default)]
+    pub features: Features,
+}
+
+/// The decoder families Hearth implements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// Llama 1/2/3/3.1/3.2 (and SmolLM2).
+    #[default]
+    Llama,
+    /// Mistral (Llama with an optional sliding window).
+    Mistral,
+    /// Qwen2 and Qwen2.5 (biases on q, k and v).
+    Qwen2,
+    /// Qwen3 (RMSNorm on each head of q and k).
+    Qwen3,
+}
+
+impl Family {
+    /// The name used by `config.json`'s `model_type` and by GGUF's `general.architecture`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+        }
+    }
+}
+
+/// How RoPE frequencies are rescaled for longer contexts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum RopeScaling {
+    /// Positions divided by `factor` (transformers `linear`).
+    Linear {
+        /// Divisor of every frequency.
+        factor: f64,
+    },
+    /// Llama 3.1's frequency-dependent scaling (transformers `llama3`).
+    Llama3 {
+        /// Divisor of the low frequencies.
+        factor: f64,
+        /// Wavelengths above `original_max_position / low_freq_factor` are divided by `factor`.
+        low_freq_factor: f64,
+        /// Wavelengths below `original_max_position / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// Context length of pre-training.
+        original_max_position: f64,
+    },
+    /// One divisor per frequency (GGUF's `rope_freqs.weight`, llama.cpp's form of `llama3`).
+    Factors {
+        /// `head_dim / 2` divisors.
+        factors: Vec<f64>,
+    },
+}
+
+impl RopeScaling {
+    /// Applies the scaling to the unscaled inverse frequencies `inv` (`head_dim / 2` of them).
+    pub fn apply(&self, inv: &mut [f64]) {
+        match self {
+            RopeScaling::Linear { factor } => inv.iter_mut().for_each(|f| *f /= factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_max_position: old,
+            } => {
+                // transformers `_compute_llama3_parameters`.
+                let low_wavelen = old / low;
+                let high_wavelen = old / high;
+                for f in inv.iter_mut() {
+                    let wavelen = 2.0 * std::f64::consts::PI / *f;
+                    if wavelen > low_wavelen {
+                        *f /= factor;
+                    } else if wavelen >= high_wavelen {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
+                }
+            }
+            RopeScaling::Factors { factors } => {
+                for (f, d) in inv.iter_mut().zip(factors) {
+                    *f /= d;
+                }
+            }
+        }
+    }
+
+    fn validate(&self, half: usize) -> std::result::Result<(), String> {
+        let pos = |n: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("rope scaling {n} {v} must be positive"))
+            }
+        };
+        match self {
+            RopeScaling::Linear { factor } => pos("factor", *factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position,
+            } => {
+                pos("factor", *factor)?;
+                pos("low_freq_factor", *low_freq_factor)?;
+                pos("high_freq_factor", *high_freq_factor)?;
+                pos("original_max_position_embeddings", *original_max_position)?;
+                if high_freq_factor <= low_freq_factor {
+                    return Err(format!(
+                        "rope scaling high_freq_factor {high_freq_factor} must exceed low_freq_factor {low_freq_factor}"
+                    ));
+                }
+                Ok(())
+            }
+            RopeScaling::Factors { factors } => {
+                if factors.len() != half {
+                    return Err(format!(
+                        "{} rope frequency factors for {half} frequencies",
+                        factors.len()
+                    ));
+                }
+                factors.iter().try_for_each(|f| pos("frequency factor", *f))
+            }
+        }
+    }
+}
+
+/// A family's features that change the math, beyond the shared Llama shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Features {
+    /// The family (for names in messages and exported configs).
+    pub family: Family,
+    /// RoPE frequency scaling.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    /// Biases on the q, k and v projections (Qwen2; Llama/Qwen3 `attention_bias`).
+    #[serde(default)]
+    pub qkv_bias: bool,
+    /// A bias on the output projection (Llama/Qwen3 `attention_bias`).
+    #[serde(default)]
+    pub o_bias: bool,
+    /// RMSNorm over each head of q and k before RoPE (Qwen3).
+    #[serde(default)]
+    pub qk_norm: bool,
+    /// Sliding attention window (Mistral): sequences longer than it are refused, since within it
+    /// the window changes nothing.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
 }
 
 impl ModelConfig {
@@ -46,6 +198,7 @@ impl ModelConfig {
             rms_eps: 1e-5,
             max_position: 8192,
             tie_embeddings: true,
+            features: Features::default(),
         }
     }
 
@@ -63,6 +216,7 @@ impl ModelConfig {
             rms_eps: 1e-5,
             max_position: 512,
             tie_embeddings: true,
+            features: Features::default(),
         }
     }
 
@@ -93,6 +247,12 @@ impl ModelConfig {
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
             return bad(format!("rms_eps {} must be positive", self.rms_eps));
         }
+        if let Some(r) = &self.features.rope_scaling {
+            r.validate(self.head_dim / 2).map_err(ModelError::Config)?;
+        }
+        if self.features.sliding_window == Some(0) {
+            return bad("sliding_window 0".into());
+        }
         let limit = 1usize << 24;
         for (n, v) in [
             ("vocab", self.vocab),
@@ -113,7 +273,10 @@ impl ModelConfig {
         let (h, i) = (self.hidden, self.intermediate);
         let q = self.heads * self.head_dim;
         let kv = self.kv_heads * self.head_dim;
-        let block = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+        let f = &self.features;
+        let bias = if f.qkv_bias { q + 2 * kv } else { 0 } + if f.o_bias { h } else { 0 };
+        let norms = if f.qk_norm { 2 * self.head_dim } else { 0 };
+        let block = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h + bias + norms;
         let head = if self.tie_embeddings {
             0
         } else {

@@ -34,6 +34,10 @@ pub enum ModelError {
         /// What is wrong.
         msg: String,
     },
+    /// The model uses something Hearth does not implement (named), so it refuses rather than
+    /// compute a different model.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// A model configuration is invalid or inconsistent.
     #[error("invalid model config: {0}")]
     Config(String),

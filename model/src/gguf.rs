@@ -1,5 +1,8 @@
-//! GGUF (llama architecture) loading: config and tokenizer from metadata, weights dequantized and
-//! renamed to Hugging Face names, with llama.cpp's Q/K row permutation undone (half-split RoPE).
+//! GGUF loading (`llama`, `qwen2` and `qwen3` architectures; any quantization candle dequantizes:
+//! Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0, F16, BF16, F32): config and tokenizer from metadata,
+//! weights dequantized and renamed to Hugging Face names, with llama.cpp's Q/K row permutation of
+//! the `llama` architecture undone (half-split RoPE). Metadata or tensors that would change the
+//! math and are not implemented are refused by name.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,7 +12,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{Family, Features, ModelConfig, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::tokenizer::Tokenizer;
 use crate::weights::Weights;
@@ -114,31 +117,112 @@ impl Meta<'_> {
     }
 }
 
-/// Reads a llama GGUF's config from its metadata (`vocab` from the token list).
-fn config_from_meta(m: &Meta, has_output: bool, vocab: usize) -> Result<ModelConfig> {
-    let arch = m.string("general.architecture")?;
-    if arch != "llama" {
-        return Err(m.err(format!(
-            "architecture {arch:?} is not supported (only llama)"
-        )));
+/// The family of a GGUF `general.architecture`, or a refusal naming it.
+fn family_of(m: &Meta, arch: &str) -> Result<Family> {
+    match arch {
+        "llama" => Ok(Family::Llama),
+        "qwen2" => Ok(Family::Qwen2),
+        "qwen3" => Ok(Family::Qwen3),
+        other => Err(ModelError::Unsupported(format!(
+            "{}: GGUF architecture {other:?} (Hearth implements llama, qwen2 and qwen3)",
+            m.path.display()
+        ))),
     }
-    let hidden = m.usize("llama.embedding_length")?;
-    let heads = m.usize("llama.attention.head_count")?;
+}
+
+/// Reads a GGUF's config from its metadata (`vocab` from the token list); `has` tells whether a
+/// tensor is in the file, `rope_freqs` holds `rope_freqs.weight` when present.
+fn config_from_meta(
+    m: &Meta,
+    has: &dyn Fn(&str) -> bool,
+    vocab: usize,
+    rope_freqs: Option<Vec<f64>>,
+) -> Result<ModelConfig> {
+    let arch = m.string("general.architecture")?;
+    let family = family_of(m, arch)?;
+    let k = |key: &str| format!("{arch}.{key}");
+    let hidden = m.usize(&k("embedding_length"))?;
+    let heads = m.usize(&k("attention.head_count"))?;
+    let head_dim = m
+        .usize(&k("attention.key_length"))
+        .or_else(|_| m.usize(&k("rope.dimension_count")))
+        .unwrap_or(hidden.checked_div(heads).unwrap_or(0));
+    if let Ok(rot) = m.usize(&k("rope.dimension_count")) {
+        if rot != head_dim {
+            return Err(ModelError::Unsupported(format!(
+                "{}: partial rotary embedding ({} {rot} of head_dim {head_dim})",
+                m.path.display(),
+                k("rope.dimension_count")
+            )));
+        }
+    }
+    if let Ok(v) = m.usize(&k("attention.value_length")) {
+        if v != head_dim {
+            return Err(ModelError::Unsupported(format!(
+                "{}: {} {v} differs from the key length {head_dim}",
+                m.path.display(),
+                k("attention.value_length")
+            )));
+        }
+    }
+    for key in [
+        "attention.sliding_window",
+        "final_logit_softcapping",
+        "attn_logit_softcapping",
+        "expert_count",
+    ] {
+        if m.md.contains_key(&k(key)) {
+            return Err(ModelError::Unsupported(format!(
+                "{}: {} is set (not implemented)",
+                m.path.display(),
+                k(key)
+            )));
+        }
+    }
+    let scaling_type = m.string(&k("rope.scaling.type")).unwrap_or("none");
+    let rope_scaling = match (scaling_type, rope_freqs) {
+        (_, Some(factors)) if scaling_type == "none" || scaling_type == "llama3" => {
+            Some(RopeScaling::Factors { factors })
+        }
+        ("none", None) => None,
+        ("linear", None) => Some(RopeScaling::Linear {
+            factor: m.f64(&k("rope.scaling.factor"))?,
+        }),
+        (other, _) => {
+            return Err(ModelError::Unsupported(format!(
+                "{}: rope scaling {other:?} ({}); Hearth implements none, linear and llama3",
+                m.path.display(),
+                k("rope.scaling.type")
+            )))
+        }
+    };
     let cfg = ModelConfig {
         vocab,
         hidden,
-        intermediate: m.usize("llama.feed_forward_length")?,
-        layers: m.usize("llama.block_count")?,
+        intermediate: m.usize(&k("feed_forward_length"))?,
+        layers: m.usize(&k("block_count"))?,
         heads,
-        kv_heads: m.usize("llama.attention.head_count_kv").unwrap_or(heads),
-        head_dim: m
-            .usize("llama.rope.dimension_count")
-            .unwrap_or(hidden.checked_div(heads).unwrap_or(0)),
-        rope_theta: m.f64("llama.rope.freq_base").unwrap_or(10_000.0),
-        rms_eps: m.f64("llama.attention.layer_norm_rms_epsilon")?,
-        max_position: m.usize("llama.context_length")?.min(1 << 20),
-        tie_embeddings: !has_output,
+        kv_heads: m.usize(&k("attention.head_count_kv")).unwrap_or(heads),
+        head_dim,
+        rope_theta: m.f64(&k("rope.freq_base")).unwrap_or(10_000.0),
+        rms_eps: m.f64(&k("attention.layer_norm_rms_epsilon"))?,
+        max_position: m.usize(&k("context_length"))?.min(1 << 20),
+        tie_embeddings: !has("output.weight"),
+        features: Features {
+            family,
+            rope_scaling,
+            qkv_bias: has("blk.0.attn_q.bias"),
+            o_bias: has("blk.0.attn_output.bias"),
+            qk_norm: has("blk.0.attn_q_norm.weight"),
+            sliding_window: None,
+        },
     };
+    if family == Family::Qwen2 && !cfg.features.qkv_bias {
+        return Err(m.err("qwen2 GGUF without attention biases".into()));
+    }
+    if family == Family::Qwen3 && !cfg.features.qk_norm {
+        return Err(m.err("qwen3 GGUF without q/k norms".into()));
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -176,6 +260,12 @@ fn hf_name(gguf: &str) -> Option<String> {
         "attn_k.weight" => "self_attn.k_proj.weight",
         "attn_v.weight" => "self_attn.v_proj.weight",
         "attn_output.weight" => "self_attn.o_proj.weight",
+        "attn_q.bias" => "self_attn.q_proj.bias",
+        "attn_k.bias" => "self_attn.k_proj.bias",
+        "attn_v.bias" => "self_attn.v_proj.bias",
+        "attn_output.bias" => "self_attn.o_proj.bias",
+        "attn_q_norm.weight" => "self_attn.q_norm.weight",
+        "attn_k_norm.weight" => "self_attn.k_norm.weight",
         "ffn_norm.weight" => "post_attention_layernorm.weight",
         "ffn_gate.weight" => "mlp.gate_proj.weight",
         "ffn_up.weight" => "mlp.up_proj.weight",
@@ -184,6 +274,9 @@ fn hf_name(gguf: &str) -> Option<String> {
     };
     Some(format!("model.layers.{layer}.{hf}"))
 }
+
+/// llama.cpp's per-frequency RoPE divisors (its form of Llama 3 scaling).
+const ROPE_FREQS: &str = "rope_freqs.weight";
 
 /// What a GGUF header provides before any tensor data is read.
 #[derive(Debug)]
@@ -202,8 +295,11 @@ pub struct GgufHeader {
 /// arithmetic, so a forged shape can neither overflow nor make the reader allocate past the file.
 fn check_tensor_ranges(m: &Meta, content: &Content, file_len: u64) -> Result<()> {
     for (name, info) in &content.tensor_infos {
-        if hf_name(name).is_none() {
-            continue;
+        if hf_name(name).is_none() && name != ROPE_FREQS {
+            return Err(ModelError::Unsupported(format!(
+                "{}: tensor {name} is not part of a model Hearth implements (it would be ignored)",
+                m.path.display()
+            )));
         }
         let elems = info
             .shape
@@ -262,9 +358,19 @@ fn read_header<R: std::io::Read + std::io::Seek>(
     if eos >= tokens.len() {
         return Err(m.err(format!("eos id {eos} >= vocab {}", tokens.len())));
     }
-    let has_output = content.tensor_infos.contains_key("output.weight");
-    let config = config_from_meta(&m, has_output, tokens.len())?;
     check_tensor_ranges(&m, &content, file_len)?;
+    let rope_freqs = if content.tensor_infos.contains_key(ROPE_FREQS) {
+        let t = content
+            .tensor(reader, ROPE_FREQS, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>())
+            .map_err(|e| m.err(format!("tensor {ROPE_FREQS}: {e}")))?;
+        Some(t)
+    } else {
+        None
+    };
+    let has = |name: &str| content.tensor_infos.contains_key(name);
+    let config = config_from_meta(&m, &has, tokens.len(), rope_freqs)?;
     let tokenizer = Tokenizer::from_bpe_parts(&tokens, &merges, &specials)?;
     let chat_template = m.string("tokenizer.chat_template").ok().map(str::to_string);
     let header = GgufHeader {
@@ -300,17 +406,21 @@ pub fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<GgufModel
     names.sort();
     for name in names {
         let Some(hf) = hf_name(name) else {
-            tracing::debug!(tensor = %name, "skipping unknown gguf tensor");
+            // rope_freqs.weight, read with the header; every other name was refused there.
             continue;
         };
         let q = content
             .tensor(&mut reader, name, &Device::Cpu)
             .map_err(|e| m.err(format!("tensor {name}: {e}")))?;
         let mut t = q.dequantize(&Device::Cpu)?;
-        if hf.ends_with("q_proj.weight") {
-            t = unpermute_qk(&t, config.heads)?;
-        } else if hf.ends_with("k_proj.weight") {
-            t = unpermute_qk(&t, config.kv_heads)?;
+        // Only the llama architecture's Q/K rows are permuted (for llama.cpp's interleaved
+        // RoPE); qwen2 and qwen3 use the half-split (NeoX) layout as stored.
+        if config.features.family == Family::Llama {
+            if hf.ends_with("q_proj.weight") {
+                t = unpermute_qk(&t, config.heads)?;
+            } else if hf.ends_with("k_proj.weight") {
+                t = unpermute_qk(&t, config.kv_heads)?;
+            }
         }
         weights.insert(hf, t.to_dtype(dtype)?.to_device(device)?);
     }

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
@@ -16,89 +15,14 @@ use crate::weights::Weights;
 const JSON_LIMIT: u64 = 64 << 20;
 const WEIGHTS_LIMIT: u64 = 64 << 30;
 
-/// The fields of a Llama `config.json` that the decoder uses.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HfConfig {
-    /// Vocabulary size.
-    pub vocab_size: usize,
-    /// Hidden width.
-    pub hidden_size: usize,
-    /// MLP width.
-    pub intermediate_size: usize,
-    /// Number of blocks.
-    pub num_hidden_layers: usize,
-    /// Query heads.
-    pub num_attention_heads: usize,
-    /// KV heads (defaults to query heads).
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    /// Head width (defaults to hidden / heads).
-    #[serde(default)]
-    pub head_dim: Option<usize>,
-    /// RoPE base.
-    #[serde(default = "default_theta")]
-    pub rope_theta: f64,
-    /// RMSNorm epsilon.
-    #[serde(default = "default_eps")]
-    pub rms_norm_eps: f64,
-    /// Context length.
-    pub max_position_embeddings: usize,
-    /// Tied LM head.
-    #[serde(default)]
-    pub tie_word_embeddings: bool,
-    /// EOS id (a number or a list; the first counts).
-    #[serde(default)]
-    pub eos_token_id: Option<serde_json::Value>,
+/// What `config.json` says besides the decoder's shape.
+#[derive(Debug, Clone, Default)]
+pub struct HfConfigInfo {
+    /// `eos_token_id` (a number or a list; the first counts).
+    pub eos_token_id: Option<u32>,
+    /// Fields Hearth neither reads nor knows to be harmless (logged as a warning).
+    pub unknown_fields: Vec<String>,
 }
-
-fn default_theta() -> f64 {
-    10_000.0
-}
-
-fn default_eps() -> f64 {
-    1e-6
-}
-
-impl HfConfig {
-    /// Converts to a [`ModelConfig`].
-    pub fn to_model_config(&self) -> ModelConfig {
-        let heads = self.num_attention_heads;
-        ModelConfig {
-            vocab: self.vocab_size,
-            hidden: self.hidden_size,
-            intermediate: self.intermediate_size,
-            layers: self.num_hidden_layers,
-            heads,
-            kv_heads: self.num_key_value_heads.unwrap_or(heads),
-            head_dim: self
-                .head_dim
-                .unwrap_or(self.hidden_size.checked_div(heads).unwrap_or(0)),
-            rope_theta: self.rope_theta,
-            rms_eps: self.rms_norm_eps,
-            max_position: self.max_position_embeddings.min(1 << 20),
-            tie_embeddings: self.tie_word_embeddings,
-        }
-    }
-
-    /// A `config.json` for `cfg` (LlamaForCausalLM).
-    pub fn from_model_config(cfg: &ModelConfig, eos: u32) -> Self {
-        Self {
-            vocab_size: cfg.vocab,
-            hidden_size: cfg.hidden,
-            intermediate_size: cfg.intermediate,
-            num_hidden_layers: cfg.layers,
-            num_attention_heads: cfg.heads,
-            num_key_value_heads: Some(cfg.kv_heads),
-            head_dim: Some(cfg.head_dim),
-            rope_theta: cfg.rope_theta,
-            rms_norm_eps: cfg.rms_eps,
-            max_position_embeddings: cfg.max_position,
-            tie_word_embeddings: cfg.tie_embeddings,
-            eos_token_id: Some(serde_json::Value::from(eos)),
-        }
-    }
-}
-
 /// What a Hugging Face directory provides.
 #[derive(Debug)]
 pub struct HfModel {
@@ -114,15 +38,98 @@ pub struct HfModel {
     pub eos_token_id: u32,
 }
 
-/// Parses `config.json` bytes (`origin` names the file in errors) and checks the model config.
-pub fn parse_hf_config(bytes: &[u8], origin: &Path) -> Result<(HfConfig, ModelConfig)> {
-    let hf: HfConfig = serde_json::from_slice(bytes).map_err(|source| ModelError::Json {
-        path: origin.to_path_buf(),
-        source,
-    })?;
-    let config = hf.to_model_config();
-    config.validate()?;
-    Ok((hf, config))
+/// Parses `config.json` bytes (`origin` names the file in errors) into a checked model config of
+/// a supported family (see [`crate::family`]); anything that would change the math and is not
+/// implemented is refused by name.
+pub fn parse_hf_config(bytes: &[u8], origin: &Path) -> Result<(HfConfigInfo, ModelConfig)> {
+    let json: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|source| ModelError::Json {
+            path: origin.to_path_buf(),
+            source,
+        })?;
+    let (config, unknown_fields) = crate::family::parse_config(&json)?;
+    let eos_token_id = match json.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()),
+        _ => None,
+    }
+    .and_then(|e| u32::try_from(e).ok());
+    Ok((
+        HfConfigInfo {
+            eos_token_id,
+            unknown_fields,
+        },
+        config,
+    ))
+}
+
+/// Tensors a checkpoint may hold that Hearth does not use and that change nothing: cached rotary
+/// tables (recomputed from the config) and a stored copy of a tied LM head.
+fn ignorable(name: &str, cfg: &ModelConfig) -> bool {
+    name.ends_with(".rotary_emb.inv_freq") || (cfg.tie_embeddings && name == "lm_head.weight")
+}
+
+/// The safetensors files of a directory: `model.safetensors`, or the shards listed by
+/// `model.safetensors.index.json` (plain file names inside the directory only).
+pub fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if !index.exists() {
+        return Ok(vec![single]);
+    }
+    let v: serde_json::Value = read_json(&index)?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::Config(format!("{}: no weight_map", index.display())))?;
+    let mut files: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let f = file.as_str().unwrap_or_default();
+        let plain = !f.is_empty()
+            && Path::new(f).file_name().and_then(|n| n.to_str()) == Some(f)
+            && f != ".."
+            && f.ends_with(".safetensors");
+        if !plain {
+            return Err(ModelError::Config(format!(
+                "{}: tensor {tensor} maps to {file}, not a .safetensors file in the directory",
+                index.display()
+            )));
+        }
+        if !files.iter().any(|x| x == f) {
+            files.push(f.to_string());
+        }
+    }
+    files.sort();
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// Reads `config.json` and the weights of a Hugging Face directory (single or sharded
+/// safetensors, f32/bf16/f16), converted to `dtype` on `device` and checked against the config.
+pub fn load_hf_weights(
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+) -> Result<(HfConfigInfo, ModelConfig, Weights)> {
+    let cfg_path = dir.join("config.json");
+    let (info, config) = parse_hf_config(&read_bounded(&cfg_path, JSON_LIMIT)?, &cfg_path)?;
+    if !info.unknown_fields.is_empty() {
+        tracing::warn!(
+            fields = ?info.unknown_fields,
+            "config.json fields Hearth does not know; assuming they do not change the model"
+        );
+    }
+    let mut weights = Weights::default();
+    for st in safetensors_files(dir)? {
+        let bytes = read_bounded(&st, WEIGHTS_LIMIT)?;
+        let part = weights_from_safetensors_bytes(&bytes, &st, device, dtype)?;
+        for (name, t) in part.tensors() {
+            if !ignorable(name, &config) {
+                weights.insert(name.clone(), t.clone());
+            }
+        }
+    }
+    weights.validate(&config)?;
+    Ok((info, config, weights))
 }
 
 /// Decodes `model.safetensors` bytes into weights of `dtype` on `device` (names and shapes are
@@ -154,10 +161,9 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// Loads a Hugging Face Llama checkpoint directory.
+/// Loads a Hugging Face checkpoint directory of a supported family.
 pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel> {
-    let cfg_path = dir.join("config.json");
-    let (hf, config) = parse_hf_config(&read_bounded(&cfg_path, JSON_LIMIT)?, &cfg_path)?;
+    let (info, config, weights) = load_hf_weights(dir, device, dtype)?;
     let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
     let tc_path = dir.join("tokenizer_config.json");
     let tc: Option<serde_json::Value> = if tc_path.exists() {
@@ -178,19 +184,9 @@ pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel>
                 .or_else(|| v.get("content").and_then(|c| c.as_str()))
         })
         .and_then(|s| tokenizer.token_id(s));
-    let eos_from_cfg = match &hf.eos_token_id {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
-        Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()),
-        _ => None,
-    };
     let eos = eos_from_tc
-        .or(eos_from_cfg.and_then(|e| u32::try_from(e).ok()))
+        .or(info.eos_token_id)
         .ok_or_else(|| ModelError::Config(format!("{}: no eos token id", dir.display())))?;
-    let st = dir.join("model.safetensors");
-    let bytes = read_bounded(&st, WEIGHTS_LIMIT)?;
-    let weights = weights_from_safetensors_bytes(&bytes, &st, device, dtype)?;
-    drop(bytes);
-    weights.validate(&config)?;
     Ok(HfModel {
         config,
         weights,
@@ -210,22 +206,7 @@ pub fn save_hf_dir(
     eos: u32,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let mut cfg =
-        serde_json::to_value(HfConfig::from_model_config(config, eos)).map_err(|source| {
-            ModelError::Json {
-                path: dir.join("config.json"),
-                source,
-            }
-        })?;
-    if let Some(o) = cfg.as_object_mut() {
-        o.insert(
-            "architectures".into(),
-            serde_json::json!(["LlamaForCausalLM"]),
-        );
-        o.insert("model_type".into(), serde_json::json!("llama"));
-        o.insert("hidden_act".into(), serde_json::json!("silu"));
-        o.insert("torch_dtype".into(), serde_json::json!("float32"));
-    }
+    let cfg = crate::family::config_json(config, eos);
     write_atomic(&dir.join("config.json"), cfg.to_string().as_bytes())?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (k, v) in weights.tensors() {

@@ -1,5 +1,7 @@
 //! Llama-family decoder (RMSNorm, half-split RoPE, GQA, SwiGLU, tied embeddings) built only from
-//! ops that carry gradients, with LoRA on selected projections.
+//! ops that carry gradients, with LoRA on selected projections. The family features of
+//! [`crate::config::Features`] add RoPE scaling (Llama 3), q/k/v biases (Qwen2) and per-head
+//! q/k RMSNorm (Qwen3).
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
@@ -43,12 +45,15 @@ pub struct Rope {
 }
 
 impl Rope {
-    /// Precomputes cos/sin `[max_position, head_dim/2]`.
+    /// Precomputes cos/sin `[max_position, head_dim/2]`, with the config's frequency scaling.
     pub fn new(cfg: &ModelConfig, dtype: DType, dev: &Device) -> Result<Self> {
         let half = cfg.head_dim / 2;
-        let inv: Vec<f64> = (0..half)
+        let mut inv: Vec<f64> = (0..half)
             .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64))
             .collect();
+        if let Some(scaling) = &cfg.features.rope_scaling {
+            scaling.apply(&mut inv);
+        }
         let mut angles = Vec::with_capacity(cfg.max_position * half);
         for t in 0..cfg.max_position {
             angles.extend(inv.iter().map(|f| t as f64 * f));
@@ -76,6 +81,12 @@ pub struct Attention {
     k: LoraLinear,
     v: LoraLinear,
     o: LoraLinear,
+    /// q, k, v biases (Qwen2, `attention_bias`).
+    qkv_bias: Option<[Tensor; 3]>,
+    /// Output projection bias (`attention_bias`).
+    o_bias: Option<Tensor>,
+    /// Per-head RMSNorm of q and k before RoPE (Qwen3).
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -104,11 +115,31 @@ impl Attention {
         lora: Option<&LoraConfig>,
     ) -> Result<Self> {
         let p = format!("model.layers.{layer}.self_attn");
+        let f = &cfg.features;
+        let get = |n: &str| -> Result<Tensor> { Ok(w.get(&format!("{p}.{n}"))?.clone()) };
         Ok(Self {
             q: proj(w, &format!("{p}.q_proj.weight"), layer, LoraTarget::Q, lora)?,
             k: proj(w, &format!("{p}.k_proj.weight"), layer, LoraTarget::K, lora)?,
             v: proj(w, &format!("{p}.v_proj.weight"), layer, LoraTarget::V, lora)?,
             o: proj(w, &format!("{p}.o_proj.weight"), layer, LoraTarget::O, lora)?,
+            qkv_bias: if f.qkv_bias {
+                Some([
+                    get("q_proj.bias")?,
+                    get("k_proj.bias")?,
+                    get("v_proj.bias")?,
+                ])
+            } else {
+                None
+            },
+            o_bias: f.o_bias.then(|| get("o_proj.bias")).transpose()?,
+            qk_norm: if f.qk_norm {
+                Some((
+                    RmsNorm::new(get("q_norm.weight")?, cfg.rms_eps),
+                    RmsNorm::new(get("k_norm.weight")?, cfg.rms_eps),
+                ))
+            } else {
+                None
+            },
             heads: cfg.heads,
             kv_heads: cfg.kv_heads,
             head_dim: cfg.head_dim,
@@ -126,9 +157,22 @@ impl Attention {
         seed: Option<u64>,
     ) -> Result<Tensor> {
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        let q = self.q.forward(x, seed)?;
-        let k = self.k.forward(x, seed)?;
-        let v = self.v.forward(x, seed)?;
+        let mut q = self.q.forward(x, seed)?;
+        let mut k = self.k.forward(x, seed)?;
+        let mut v = self.v.forward(x, seed)?;
+        if let Some([bq, bk, bv]) = &self.qkv_bias {
+            q = q.broadcast_add(bq)?;
+            k = k.broadcast_add(bk)?;
+            v = v.broadcast_add(bv)?;
+        }
+        if let Some((nq, nk)) = &self.qk_norm {
+            // Over each head's `d` values: [b·t, n·d] → [b·t·n, d] → back.
+            let n = b * t;
+            q = nq.forward(&q.reshape((n * h, d))?)?.reshape((n, h * d))?;
+            k = nk
+                .forward(&k.reshape((n * kvh, d))?)?
+                .reshape((n, kvh * d))?;
+        }
         let out = if attention::supported(x.device(), x.dtype()) {
             let g = Geometry {
                 b,
@@ -141,7 +185,11 @@ impl Attention {
         } else {
             composed_attention(&q, &k, &v, (b, t, h, kvh, d), rope, mask)?
         };
-        self.o.forward(&out, seed)
+        let out = self.o.forward(&out, seed)?;
+        match &self.o_bias {
+            Some(bo) => Ok(out.broadcast_add(bo)?),
+            None => Ok(out),
+        }
     }
 }
 
@@ -362,6 +410,12 @@ impl Model {
             return Err(ModelError::Input(format!(
                 "sequence length {t} not in 1..={}",
                 self.cfg.max_position
+            )));
+        }
+        if let Some(w) = self.cfg.features.sliding_window.filter(|w| t > *w) {
+            return Err(ModelError::Unsupported(format!(
+                "sequence length {t} above the model's sliding_window {w}: sliding-window \
+                 attention is not implemented (within the window it changes nothing)"
             )));
         }
         let flat = ids.flatten_all()?;

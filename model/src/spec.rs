@@ -27,6 +27,7 @@ pub fn model_config(arch: &ModelArch) -> ModelConfig {
         rms_eps: arch.rms_norm_eps,
         max_position: arch.max_position,
         tie_embeddings: arch.tie_embeddings,
+        features: Default::default(),
     }
 }
 

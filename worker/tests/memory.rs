@@ -25,6 +25,7 @@ fn config() -> ModelConfig {
         rms_eps: 1e-5,
         max_position: 512,
         tie_embeddings: true,
+        features: Default::default(),
     }
 }
 

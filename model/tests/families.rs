@@ -1,0 +1,306 @@
+//! Parity with Hugging Face transformers for every supported family: random-weight checkpoints
+//! made by `model/reference/make_families.py` (committed with their expected losses, so no
+//! PyTorch is needed here) load from their directories, and our loss, our loss with a PEFT LoRA
+//! adapter and that loss's gradient with respect to every LoRA weight equal transformers'.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use hearth_model::hf::{load_hf_weights, parse_hf_config};
+use hearth_model::peft::{import_peft, lora_config_of};
+use hearth_model::{loss_gradient, Family, Model, ModelError, RopeScaling, Sequence};
+
+/// Relative tolerance of the losses (issue 18: 1e-4).
+const LOSS_RTOL: f64 = 1e-4;
+/// Relative tolerance of the gradient, as ‖ours − theirs‖ / ‖theirs‖ over each tensor.
+const GRAD_RTOL: f64 = 1e-4;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families")
+}
+
+fn expected() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(root().join("expected.json")).unwrap()).unwrap()
+}
+
+fn ids(exp: &serde_json::Value) -> Vec<Vec<u32>> {
+    exp["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// Mean next-token loss over all sequences, as transformers' `labels = input_ids`.
+fn mean_loss(model: &Model, rows: &[Vec<u32>]) -> f64 {
+    let ids = Tensor::new(rows.to_vec(), &Device::Cpu).unwrap();
+    let (b, t) = ids.dims2().unwrap();
+    let logits = model.forward(&ids, None).unwrap();
+    let lp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, t - 1).unwrap(), 2).unwrap();
+    let lp = lp.to_vec3::<f32>().unwrap();
+    let mut sum = 0f64;
+    for (i, row) in rows.iter().enumerate() {
+        for j in 0..t - 1 {
+            sum -= f64::from(lp[i][j][row[j + 1] as usize]);
+        }
+    }
+    sum / (b * (t - 1)) as f64
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs()
+}
+
+fn families() -> Vec<(String, serde_json::Value)> {
+    let exp = expected();
+    exp["families"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn every_family_has_a_fixture() {
+    let names: Vec<String> = families().into_iter().map(|(n, _)| n).collect();
+    for f in [
+        "llama",
+        "llama3",
+        "llama_linear",
+        "mistral",
+        "qwen2",
+        "qwen3",
+    ] {
+        assert!(
+            names.iter().any(|n| n == f),
+            "no fixture for {f}: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn base_loss_equals_transformers_for_every_family() {
+    let exp = expected();
+    let rows = ids(&exp);
+    for (name, fam) in families() {
+        let (_, cfg, weights) = load_hf_weights(&root().join(&name), &Device::Cpu, DType::F32)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want_family = match fam["model_type"].as_str().unwrap() {
+            "llama" => Family::Llama,
+            "mistral" => Family::Mistral,
+            "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
+            other => panic!("{other}"),
+        };
+        assert_eq!(cfg.features.family, want_family, "{name}");
+        let model = Model::load(&weights, &cfg, None).unwrap();
+        let ours = mean_loss(&model, &rows);
+        let theirs = fam["loss"].as_f64().unwrap();
+        eprintln!(
+            "{name:13} ours {ours:.6} transformers {theirs:.6} rel {:.1e}",
+            rel(ours, theirs)
+        );
+        assert!(
+            rel(ours, theirs) < LOSS_RTOL,
+            "{name}: loss {ours} vs transformers {theirs}"
+        );
+    }
+}
+
+#[test]
+fn each_family_feature_changes_the_loss() {
+    // The fixtures would not catch a dropped feature if the feature changed nothing.
+    let exp = expected();
+    let rows = ids(&exp);
+    for name in ["llama3", "llama_linear", "qwen2", "qwen3"] {
+        let (_, mut cfg, mut weights) =
+            load_hf_weights(&root().join(name), &Device::Cpu, DType::F32).unwrap();
+        let with = mean_loss(&Model::load(&weights, &cfg, None).unwrap(), &rows);
+        let f = &mut cfg.features;
+        if f.rope_scaling.take().is_none() {
+            let keep: Vec<(String, Tensor)> = weights
+                .tensors()
+                .iter()
+                .filter(|(k, _)| !k.ends_with(".bias") && !k.contains("_norm.weight"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            f.qkv_bias = false;
+            f.o_bias = false;
+            f.qk_norm = false;
+            weights = hearth_model::weights::Weights::new(keep.into_iter().collect());
+        }
+        let without = mean_loss(&Model::load(&weights, &cfg, None).unwrap(), &rows);
+        assert!(
+            rel(without, with) > 1e-3,
+            "{name}: the family feature changes the loss only from {with} to {without}"
+        );
+    }
+}
+
+#[test]
+fn the_transformers_4_and_5_configs_read_the_same() {
+    let dir = root().join("llama3");
+    let v5 = std::fs::read(dir.join("config.json")).unwrap();
+    let v4 = std::fs::read(dir.join("config.v4.json")).unwrap();
+    let (_, a) = parse_hf_config(&v5, Path::new("config.json")).unwrap();
+    let (_, b) = parse_hf_config(&v4, Path::new("config.v4.json")).unwrap();
+    assert_eq!(a, b);
+    assert!(matches!(
+        a.features.rope_scaling,
+        Some(RopeScaling::Llama3 { factor, .. }) if factor == 8.0
+    ));
+    assert!(String::from_utf8_lossy(&v5).contains("rope_parameters"));
+}
+
+#[test]
+fn peft_adapter_loss_and_lora_gradients_equal_transformers_for_every_family() {
+    let exp = expected();
+    let rows = ids(&exp);
+    for (name, fam) in families() {
+        let dir = root().join(&name);
+        let (_, cfg, weights) = load_hf_weights(&dir, &Device::Cpu, DType::F32).unwrap();
+        let adapter = import_peft(&dir.join("adapter")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let lora = lora_config_of(&adapter.config, true, 0).unwrap();
+        let mut model = Model::load(&weights, &cfg, Some(&lora)).unwrap();
+        model.set_adapter(&adapter.tensors).unwrap();
+        let ours = mean_loss(&model, &rows);
+        let theirs = fam["lora_loss"].as_f64().unwrap();
+        assert!(
+            rel(ours, theirs) < LOSS_RTOL,
+            "{name}: loss with the PEFT adapter {ours} vs transformers {theirs}"
+        );
+
+        let seqs: Vec<Sequence> = rows
+            .iter()
+            .map(|r| Sequence {
+                tokens: r.clone(),
+                loss_mask: vec![true; r.len()],
+            })
+            .collect();
+        let (loss, flat) = loss_gradient(&model, &seqs, seqs.len()).unwrap();
+        assert!(rel(loss, theirs) < LOSS_RTOL, "{name}: {loss} vs {theirs}");
+        let grads =
+            candle_core::safetensors::load(dir.join("lora_grads.safetensors"), &Device::Cpu)
+                .unwrap();
+        let mut offset = 0;
+        let mut worst = 0f64;
+        for slot in model.adapter_layout() {
+            let n: usize = slot.shape.iter().product();
+            let ours = &flat[offset..offset + n];
+            offset += n;
+            let theirs = grads
+                .get(&slot.name)
+                .unwrap_or_else(|| panic!("{name}: no transformers gradient for {}", slot.name))
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let diff: f64 = ours
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let norm: f64 = theirs
+                .iter()
+                .map(|b| f64::from(*b).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            worst = worst.max(diff / norm);
+            assert!(
+                diff / norm < GRAD_RTOL,
+                "{name} {}: gradient differs by {:.2e} relative",
+                slot.name,
+                diff / norm
+            );
+        }
+        assert_eq!(offset, flat.len());
+        assert_eq!(grads.len(), model.adapter_layout().len(), "{name}");
+        eprintln!(
+            "{name:13} LoRA loss rel {:.1e}, worst gradient rel {worst:.1e}",
+            rel(ours, theirs)
+        );
+    }
+}
+
+#[test]
+fn our_exported_adapter_reads_back_with_the_same_loss() {
+    let exp = expected();
+    let rows = ids(&exp);
+    for (name, _) in families() {
+        let dir = root().join(&name);
+        let (_, cfg, weights) = load_hf_weights(&dir, &Device::Cpu, DType::F32).unwrap();
+        let adapter = import_peft(&dir.join("adapter")).unwrap();
+        let lora = lora_config_of(&adapter.config, true, 0).unwrap();
+        let mut model = Model::load(&weights, &cfg, Some(&lora)).unwrap();
+        model.set_adapter(&adapter.tensors).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        hearth_model::save_adapter(&model, out.path(), &name).unwrap();
+        let mut again = Model::load(&weights, &cfg, Some(&lora)).unwrap();
+        hearth_model::load_adapter(&mut again, out.path()).unwrap();
+        assert_eq!(mean_loss(&model, &rows), mean_loss(&again, &rows), "{name}");
+    }
+}
+
+#[test]
+fn an_unsupported_family_or_rope_type_is_refused_by_name() {
+    let dir = root().join("llama");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    cfg["model_type"] = "gemma".into();
+    let e = parse_hf_config(cfg.to_string().as_bytes(), Path::new("config.json")).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Unsupported(m) if m.contains("gemma")),
+        "{e}"
+    );
+    cfg["model_type"] = "llama".into();
+    cfg["rope_parameters"] =
+        serde_json::json!({"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4});
+    let e = parse_hf_config(cfg.to_string().as_bytes(), Path::new("config.json")).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Unsupported(m) if m.contains("yarn")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_tensor_the_config_does_not_use_is_refused() {
+    // A qwen2 checkpoint (with q/k/v biases) relabelled as llama: the biases would be ignored.
+    let src = root().join("qwen2");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+    cfg["model_type"] = "llama".into();
+    std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        tmp.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let e = load_hf_weights(tmp.path(), &Device::Cpu, DType::F32).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Unsupported(m) if m.contains("bias")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_mistral_window_shorter_than_the_sequence_is_refused() {
+    let (_, mut cfg, weights) =
+        load_hf_weights(&root().join("mistral"), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(cfg.features.sliding_window, Some(4096));
+    cfg.features.sliding_window = Some(8);
+    let model = Model::load(&weights, &cfg, None).unwrap();
+    let ids = Tensor::new(&[[1u32; 9]], &Device::Cpu).unwrap();
+    let e = model.forward(&ids, None).unwrap_err();
+    assert!(e.to_string().contains("sliding_window"), "{e}");
+    assert!(model.forward(&ids.narrow(1, 0, 8).unwrap(), None).is_ok());
+}
