@@ -561,6 +561,11 @@ mod tests {
         // lies between.
         assert_eq!(inv[0], orig[0]);
         assert!((inv[half - 1] - orig[half - 1] / 8.0).abs() < 1e-18);
-        assert!(inv[1] < orig[1] && inv[1] > orig[1] / 8.0, "{} {}", inv[1], orig[1]);
+        assert!(
+            inv[1] < orig[1] && inv[1] > orig[1] / 8.0,
+            "{} {}",
+            inv[1],
+            orig[1]
+        );
     }
 }
