@@ -18,14 +18,25 @@ Run in a venv outside the repo (the registry's default torch wheel is the large 
 CPU is enough):
     python3 -m venv /work/.venv-ref && /work/.venv-ref/bin/pip install torch transformers peft safetensors
     /work/.venv-ref/bin/python model/reference/make_families.py
+It also writes each family as a GGUF file the way llama.cpp's converter lays it out (tensor names,
+metadata keys, the llama architecture's Q/K row permutation, Llama 3 scaling as `rope_freqs.weight`,
+norms and biases in f32), with the 2-D weights in one quantization per family (F32, F16, BF16,
+Q8_0, Q4_0, Q4_1: the ones gguf-py can write; K-quants it cannot), and records transformers' loss
+on the dequantized weights (`gguf_loss`).
+
 Writes model/tests/fixtures/families/<name>/ and model/tests/fixtures/families/expected.json.
 """
 import json
 import os
 import shutil
 
+import math
+
+import gguf
+import numpy as np
 import torch
 import transformers
+from gguf import GGMLQuantizationType as Q
 from transformers import AutoModelForCausalLM
 from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
@@ -103,6 +114,128 @@ FAMILIES = {
 }
 
 
+# GGUF quantization of the 2-D weights per family (Mistral is the llama architecture in GGUF).
+GGUF = {
+    "llama": ("llama", Q.F16),
+    "llama3": ("llama", Q.F32),
+    "llama_linear": ("llama", Q.Q4_1),
+    "mistral": ("llama", Q.Q4_0),
+    "qwen2": ("qwen2", Q.Q8_0),
+    "qwen3": ("qwen3", Q.BF16),
+}
+
+GGUF_NAMES = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.bias": "attn_output.bias",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def gguf_name(hf):
+    fixed = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    if hf in fixed:
+        return fixed[hf]
+    _, _, layer, rest = hf.split(".", 3)
+    return f"blk.{layer}.{GGUF_NAMES[rest]}"
+
+
+def permute(w, heads):
+    """llama.cpp's convert_hf_to_gguf permutation of Q/K rows (for its interleaved RoPE)."""
+    out, inp = w.shape
+    return w.reshape(heads, 2, out // heads // 2, inp).swapaxes(1, 2).reshape(out, inp)
+
+
+def llama3_rope_factors(cfg):
+    """The per-frequency divisors llama.cpp's converter writes as rope_freqs.weight."""
+    p = cfg.rope_parameters
+    base, dim = p["rope_theta"], cfg.head_dim
+    factor, low, high, old = p["factor"], p["low_freq_factor"], p["high_freq_factor"], p["original_max_position_embeddings"]
+    out = []
+    for i in range(0, dim, 2):
+        freq = 1.0 / base ** (i / dim)
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            out.append(1.0)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def write_gguf(path, arch, qtype, cfg, state):
+    """Writes `state` (HF names, f32 numpy) as GGUF; returns the dequantized weights by HF name."""
+    w = gguf.GGUFWriter(path, arch)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    rope = cfg.rope_parameters
+    w.add_rope_freq_base(rope["rope_theta"])
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    if rope.get("rope_type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rope["factor"])
+    # A small BPE vocabulary of VOCAB tokens: printable ASCII, one merge, an end token (the loss
+    # uses ids only).
+    tokens = [chr(33 + i) for i in range(VOCAB - 2)] + ["ab", "<eos>"]
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * (VOCAB - 1) + [3])
+    w.add_token_merges(["a b"])
+    w.add_eos_token_id(VOCAB - 1)
+    if rope.get("rope_type") == "llama3":
+        w.add_tensor("rope_freqs.weight", llama3_rope_factors(cfg))
+    back = {}
+    for hf, x in state.items():
+        x = x.astype(np.float32)
+        if arch == "llama" and hf.endswith("q_proj.weight"):
+            x = permute(x, cfg.num_attention_heads)
+        elif arch == "llama" and hf.endswith("k_proj.weight"):
+            x = permute(x, cfg.num_key_value_heads)
+        t = qtype if x.ndim == 2 else Q.F32
+        if t in (Q.Q8_0, Q.Q4_0, Q.Q4_1) and x.shape[-1] % 32 != 0:
+            t = Q.F16
+        if t == Q.F32:
+            data = x
+        elif t == Q.F16:
+            data = x.astype(np.float16)
+        else:
+            data = gguf.quants.quantize(x, t)
+        w.add_tensor(gguf_name(hf), data, raw_dtype=t)
+        deq = x if t == Q.F32 else gguf.quants.dequantize(data, t).reshape(x.shape).astype(np.float32)
+        if arch == "llama" and hf.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = cfg.num_attention_heads if "q_proj" in hf else cfg.num_key_value_heads
+            out, inp = deq.shape
+            deq = deq.reshape(heads, out // heads // 2, 2, inp).swapaxes(1, 2).reshape(out, inp)
+        back[hf] = deq
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return back
+
+
 def randomize(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -150,6 +283,19 @@ def main():
         with torch.no_grad():
             base = float(mean_loss(model, ids))
 
+        # The same model as GGUF, and transformers' loss on its dequantized weights.
+        arch, qtype = GGUF[name]
+        state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+        if cfg.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        back = write_gguf(os.path.join(d, "model.gguf"), arch, qtype, cfg, state)
+        deq = AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32)
+        with torch.no_grad():
+            sd = deq.state_dict()
+            for k, v in back.items():
+                sd[k].copy_(torch.from_numpy(v))
+            gguf_loss = float(mean_loss(deq.eval(), ids))
+
         from peft import LoraConfig, get_peft_model
 
         lcfg = LoraConfig(
@@ -191,10 +337,12 @@ def main():
             "model_type": cfg.model_type,
             "dtype": str(dtype).replace("torch.", ""),
             "loss": base,
-            "lora_loss": float(loss),
+            "lora_loss": float(loss.detach()),
+            "gguf": {"architecture": arch, "type": qtype.name, "loss": gguf_loss},
             "files": files,
         }
-        print(f"{name:13} {cfg.model_type:8} {str(dtype):15} loss {base:.6f}  with LoRA {float(loss):.6f}  {files}")
+        print(f"{name:13} {cfg.model_type:8} {str(dtype):15} loss {base:.6f}  with LoRA {float(loss):.6f}  "
+              f"GGUF {qtype.name} {gguf_loss:.6f}")
     with open(os.path.join(OUT, "expected.json"), "w") as fh:
         json.dump(expected, fh, indent=1)
         fh.write("\n")

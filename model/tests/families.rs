@@ -304,3 +304,32 @@ fn a_mistral_window_shorter_than_the_sequence_is_refused() {
     assert!(e.to_string().contains("sliding_window"), "{e}");
     assert!(model.forward(&ids.narrow(1, 0, 8).unwrap(), None).is_ok());
 }
+
+#[test]
+fn gguf_loss_equals_transformers_on_the_dequantized_weights_for_every_family() {
+    let exp = expected();
+    let rows = ids(&exp);
+    let mut types = Vec::new();
+    for (name, fam) in families() {
+        let g = hearth_model::gguf::load_gguf(
+            &root().join(&name).join("model.gguf"),
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let arch = fam["gguf"]["architecture"].as_str().unwrap();
+        assert_eq!(g.config.features.family.name(), arch, "{name}");
+        let model = Model::load(&g.weights, &g.config, None).unwrap();
+        let ours = mean_loss(&model, &rows);
+        let theirs = fam["gguf"]["loss"].as_f64().unwrap();
+        let ty = fam["gguf"]["type"].as_str().unwrap().to_string();
+        eprintln!("{name:13} GGUF {ty:5} ours {ours:.6} transformers {theirs:.6}");
+        assert!(
+            rel(ours, theirs) < LOSS_RTOL,
+            "{name} ({ty}): GGUF loss {ours} vs transformers {theirs}"
+        );
+        types.push(ty);
+    }
+    types.sort();
+    assert_eq!(types, ["BF16", "F16", "F32", "Q4_0", "Q4_1", "Q8_0"]);
+}
