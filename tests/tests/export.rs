@@ -86,3 +86,71 @@ fn merged_export_matches_the_adapter() {
         "the adapter changed nothing"
     );
 }
+
+#[test]
+fn an_unsupported_family_or_rope_type_exits_non_zero_naming_it() {
+    // A tiny Hugging Face directory (the base preset saved by `hearth_model::hf::save_hf_dir`),
+    // its config.json relabelled as families and rope types Hearth does not implement.
+    let dir = tempfile::tempdir().unwrap();
+    let base = hearth_model::load_base(
+        &hearth_model::ModelSource::Tiny { seed: 0 },
+        &hearth_model::Device::Cpu,
+        hearth_model::DType::F32,
+    )
+    .unwrap();
+    hearth_model::hf::save_hf_dir(
+        dir.path(),
+        &base.config,
+        &base.weights,
+        &base.tokenizer,
+        base.chat_template.as_deref(),
+        base.eos_token_id,
+    )
+    .unwrap();
+    let text = dir.path().join("eval.txt");
+    std::fs::write(&text, "hello hearth ".repeat(40)).unwrap();
+    let cfg_path = dir.path().join("config.json");
+    let original: Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let eval = || {
+        Command::new(bin("hearth-coordinator"))
+            .args(["eval", "--model"])
+            .arg(dir.path())
+            .arg("--text")
+            .arg(&text)
+            .args(["--seq-len", "32"])
+            .output()
+            .unwrap()
+    };
+    let ok = eval();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    for (field, value, named) in [
+        ("model_type", serde_json::json!("gemma"), "gemma"),
+        ("model_type", serde_json::json!("phi3"), "phi3"),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+            "yarn",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"type": "dynamic", "factor": 2.0}),
+            "dynamic",
+        ),
+        ("hidden_act", serde_json::json!("gelu_pytorch_tanh"), "gelu"),
+    ] {
+        let mut cfg = original.clone();
+        cfg[field] = value;
+        std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+        let out = eval();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{field} = {named} was accepted");
+        assert!(
+            err.contains(named) && err.contains("not supported"),
+            "{field}: {err}"
+        );
+    }
+}
