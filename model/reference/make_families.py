@@ -25,10 +25,17 @@ Q8_0, Q4_0, Q4_1: the ones gguf-py can write; K-quants it cannot), and records t
 on the dequantized weights (`gguf_loss`).
 
 Writes model/tests/fixtures/families/<name>/ and model/tests/fixtures/families/expected.json.
+
+The other direction, our export loading in PEFT: after the fixtures are written,
+    cargo test -p hearth-model --test families -- --ignored write_exported_adapters
+    /work/.venv-ref/bin/python model/reference/make_families.py --check-exports
+loads each `<name>/exported/` adapter (written by Hearth's PEFT export) with PEFT's
+PeftModel.from_pretrained and records transformers' loss with it as `exported_loss`.
 """
 import json
 import os
 import shutil
+import sys
 
 import math
 
@@ -252,7 +259,29 @@ def mean_loss(model, ids):
     return model(input_ids=ids, labels=ids).loss
 
 
+def check_exports():
+    from peft import PeftModel
+
+    path = os.path.join(OUT, "expected.json")
+    with open(path) as fh:
+        expected = json.load(fh)
+    ids = torch.tensor(expected["ids"])
+    for name, fam in expected["families"].items():
+        d = os.path.join(OUT, name)
+        base = AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, os.path.join(d, "exported")).eval()
+        with torch.no_grad():
+            loss = float(mean_loss(model, ids))
+        fam["exported_loss"] = loss
+        print(f"{name:13} PEFT loss with Hearth's exported adapter {loss:.6f} (PEFT's own {fam['lora_loss']:.6f})")
+    with open(path, "w") as fh:
+        json.dump(expected, fh, indent=1)
+        fh.write("\n")
+
+
 def main():
+    if "--check-exports" in sys.argv:
+        return check_exports()
     torch.manual_seed(0)
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)

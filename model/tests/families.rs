@@ -333,3 +333,43 @@ fn gguf_loss_equals_transformers_on_the_dequantized_weights_for_every_family() {
     types.sort();
     assert_eq!(types, ["BF16", "F16", "F32", "Q4_0", "Q4_1", "Q8_0"]);
 }
+
+/// Writes our PEFT export of each family's adapter to `<family>/exported/`, for
+/// `make_families.py --check-exports` to load with PEFT (run after regenerating the fixtures).
+#[test]
+#[ignore = "writes fixtures; run by hand after make_families.py"]
+fn write_exported_adapters() {
+    for (name, _) in families() {
+        let dir = root().join(&name);
+        let (_, cfg, weights) = load_hf_weights(&dir, &Device::Cpu, DType::F32).unwrap();
+        let adapter = import_peft(&dir.join("adapter")).unwrap();
+        let lora = lora_config_of(&adapter.config, true, 0).unwrap();
+        let mut model = Model::load(&weights, &cfg, Some(&lora)).unwrap();
+        model.set_adapter(&adapter.tensors).unwrap();
+        hearth_model::save_adapter(&model, &dir.join("exported"), &name).unwrap();
+    }
+}
+
+#[test]
+fn peft_loads_our_exported_adapters_with_our_loss() {
+    // make_families.py --check-exports loaded each `exported/` adapter with PEFT and recorded
+    // transformers' loss with it.
+    let exp = expected();
+    let rows = ids(&exp);
+    for (name, fam) in families() {
+        let dir = root().join(&name);
+        let peft_loss = fam["exported_loss"].as_f64().unwrap_or_else(|| {
+            panic!("{name}: no exported_loss; run make_families.py --check-exports")
+        });
+        let (_, cfg, weights) = load_hf_weights(&dir, &Device::Cpu, DType::F32).unwrap();
+        let adapter = import_peft(&dir.join("exported")).unwrap();
+        let lora = lora_config_of(&adapter.config, true, 0).unwrap();
+        let mut model = Model::load(&weights, &cfg, Some(&lora)).unwrap();
+        model.set_adapter(&adapter.tensors).unwrap();
+        let ours = mean_loss(&model, &rows);
+        assert!(
+            rel(ours, peft_loss) < LOSS_RTOL,
+            "{name}: our exported adapter gives {ours} here and {peft_loss} in PEFT"
+        );
+    }
+}
