@@ -59,7 +59,7 @@ fn exact_match_before_after(
     let cfg = crate::config::RunConfig::load(config)?;
     let data_dir = cfg.data_dir(config);
     let store = crate::store::BlobStore::open(data_dir.join("blobs"))?;
-    let model_file = cfg.run.base.blake3.map(|cid| store.path(&cid));
+    let model_file = crate::base_model::base_model_path(&store, &cfg.run.base, &data_dir)?;
     let mut ev = crate::evaluator::Evaluator::load(&cfg.run, model_file.as_deref(), Vec::new(), 1)?;
     let layout = cfg.run.adapter_layout()?;
     let first = state

@@ -55,13 +55,7 @@ pub fn export_merged(data_dir: &Path, round: Option<u64>, out: &Path) -> Result<
         )
     })?;
     let store = BlobStore::open(data_dir.join("blobs"))?;
-    let model_file = match run.base.blake3 {
-        Some(cid) => {
-            store.verify(&cid)?;
-            Some(store.path(&cid))
-        }
-        None => None,
-    };
+    let model_file = crate::base_model::base_model_path(&store, &run.base, data_dir)?;
     let base = hearth_model::load_base(
         &spec::model_source(&run.base.source, model_file.as_deref()),
         &Device::Cpu,

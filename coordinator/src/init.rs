@@ -9,6 +9,7 @@ use hearth_model::spec;
 use hearth_proto::{ContentId, RunSpec, ShardInfo};
 use tracing::info;
 
+use crate::base_model::{store_model, StoredModel};
 use crate::config::{CoordinatorSettings, RunConfig};
 use crate::store::{write_atomic, BlobStore};
 
@@ -20,14 +21,27 @@ pub enum Preset {
     /// SmolLM2-135M-Instruct from its GGUF file.
     #[value(name = "smollm2-135m")]
     Smollm2_135m,
+    /// Any supported model named by `--model` (a GGUF file or a Hugging Face directory), with
+    /// generic settings to edit in run.toml. Chosen by giving `--model` without `--preset`.
+    #[value(skip)]
+    Custom,
 }
 
 impl Preset {
     /// Rounds `demo` runs on this preset unless told otherwise.
     pub fn demo_rounds(self) -> u64 {
         match self {
-            Preset::Tiny => 3,
+            Preset::Tiny | Preset::Custom => 3,
             Preset::Smollm2_135m => 12,
+        }
+    }
+
+    /// The preset `--preset` and `--model` ask for: `--model` alone means a custom model.
+    pub fn resolve(preset: Option<Preset>, model: Option<&Path>) -> Preset {
+        match (preset, model) {
+            (Some(p), _) => p,
+            (None, Some(_)) => Preset::Custom,
+            (None, None) => Preset::Tiny,
         }
     }
 
@@ -38,8 +52,27 @@ impl Preset {
     pub fn reference_sequences(self) -> usize {
         match self {
             Preset::Tiny => 64,
-            Preset::Smollm2_135m => 3,
+            Preset::Smollm2_135m | Preset::Custom => 3,
         }
+    }
+
+    /// The run id prefix.
+    fn tag(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Smollm2_135m => "smollm2",
+            Preset::Custom => "model",
+        }
+    }
+}
+
+/// Reference sequences for a custom model: many for a model small enough that its backward
+/// pass is free (under 20 M parameters), otherwise a few, like SmolLM2's.
+fn custom_reference_sequences(cfg: &hearth_model::ModelConfig) -> usize {
+    if cfg.parameter_count() < 20_000_000 {
+        64
+    } else {
+        3
     }
 }
 
@@ -48,8 +81,15 @@ impl Preset {
 pub struct InitOptions {
     /// Base model preset.
     pub preset: Preset,
-    /// Model file (GGUF) for non-tiny presets; defaults to the fetch script's location.
+    /// Model file (GGUF) for smollm2-135m (default: the fetch script's location), or the GGUF
+    /// file or Hugging Face directory of a custom model.
     pub model: Option<PathBuf>,
+    /// LoRA target modules of a custom model (default q_proj, v_proj).
+    pub lora_targets: Option<Vec<String>>,
+    /// LoRA rank of a custom model (default 8).
+    pub rank: Option<usize>,
+    /// Tokens per sequence of a custom model (default 256, at most its context).
+    pub seq_len: Option<usize>,
     /// Dataset file (JSONL or text); defaults to the generated demo task.
     pub dataset: Option<PathBuf>,
     /// Output directory (run.toml and data/ go here).
@@ -70,6 +110,9 @@ impl InitOptions {
         Self {
             preset,
             model: None,
+            lora_targets: None,
+            rank: None,
+            seq_len: None,
             dataset: None,
             out: out.into(),
             shards: 8,
@@ -80,16 +123,23 @@ impl InitOptions {
     }
 }
 
-/// The run spec for a preset with the settings the demo is tuned for.
-fn base_spec(preset: Preset, model: Option<(&Path, ContentId, u64)>) -> RunSpec {
-    let mut s = match (preset, model) {
-        (Preset::Smollm2_135m, Some((path, cid, size))) => {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            RunSpec::smollm2_135m(name, Some(cid), size)
+/// The run spec for a preset with the settings the demo is tuned for (`stored`: the model file
+/// or directory in the blob store; `config`: the loaded model's shape, for custom models).
+fn base_spec(
+    opts: &InitOptions,
+    stored: Option<&StoredModel>,
+    config: &hearth_model::ModelConfig,
+) -> Result<RunSpec> {
+    let preset = opts.preset;
+    let mut s = match (preset, stored) {
+        (Preset::Smollm2_135m, Some(m)) => {
+            let name = match &m.source {
+                hearth_proto::ModelSource::Gguf { file_name } => file_name.clone(),
+                _ => return Err(anyhow!("smollm2-135m needs its GGUF file")),
+            };
+            RunSpec::smollm2_135m(name, Some(m.blake3), m.size_bytes)
         }
+        (Preset::Custom, Some(m)) => return custom_spec(opts, m, config),
         _ => RunSpec::tiny(),
     };
     // SmolLM2's chat template makes a demo example at most 47 tokens: one example a sequence,
@@ -122,7 +172,47 @@ fn base_spec(preset: Preset, model: Option<(&Path, ContentId, u64)>) -> RunSpec 
         s.train.warmup_steps = 3;
         s.train.time_budget_secs = 120;
     }
-    s
+    Ok(s)
+}
+
+/// The run spec of a custom model: its shape and family from the loaded model, LoRA as asked,
+/// and the tiny preset's round settings (every one spelled out in run.toml to tune).
+fn custom_spec(
+    opts: &InitOptions,
+    m: &StoredModel,
+    config: &hearth_model::ModelConfig,
+) -> Result<RunSpec> {
+    let mut s = RunSpec::tiny();
+    let name = match &m.source {
+        hearth_proto::ModelSource::Gguf { file_name } => file_name.clone(),
+        hearth_proto::ModelSource::Safetensors { dir_name } => dir_name.clone(),
+        hearth_proto::ModelSource::Preset { name } => name.clone(),
+    };
+    s.name = format!("{name} LoRA");
+    s.base = hearth_proto::BaseModel {
+        name,
+        source: m.source.clone(),
+        blake3: Some(m.blake3),
+        size_bytes: m.size_bytes,
+        family: config.features.family.name().to_string(),
+        files: m.files.clone(),
+    };
+    s.arch = spec::model_arch(config);
+    if let Some(targets) = &opts.lora_targets {
+        s.lora.targets = targets.clone();
+    }
+    if let Some(rank) = opts.rank {
+        s.lora.rank = rank;
+        s.lora.alpha = 2.0 * rank as f32;
+    }
+    s.data.seq_len = opts.seq_len.unwrap_or(256).min(config.max_position);
+    s.aggregate.target_deltas = 3;
+    s.aggregate.grace_secs = 2;
+    s.aggregate.deadline_secs = 300;
+    s.train.local_steps = 20;
+    s.train.lr = 3e-3;
+    s.train.warmup_steps = 2;
+    Ok(s)
 }
 
 /// Create `out/run.toml` and `out/data/` with the shards, the validation split and (for file
@@ -141,38 +231,54 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
     let data_dir = opts.out.join(&settings.data_dir);
     let store = BlobStore::open(data_dir.join("blobs"))?;
 
-    let model_file = match opts.preset {
+    let model_path = match opts.preset {
         Preset::Tiny => None,
-        Preset::Smollm2_135m => {
-            let path = opts
-                .model
+        Preset::Smollm2_135m => Some(
+            opts.model
                 .clone()
-                .unwrap_or_else(hearth_model::default_model_path);
-            if !path.is_file() {
+                .unwrap_or_else(hearth_model::default_model_path),
+        ),
+        Preset::Custom => Some(
+            opts.model
+                .clone()
+                .ok_or_else(|| anyhow!("a custom model needs --model FILE|DIR"))?,
+        ),
+    };
+    let stored = match &model_path {
+        None => None,
+        Some(path) => {
+            if !path.exists() {
                 return Err(anyhow!(
-                    "model file {} not found; run deploy/fetch-model.sh or pass --model FILE",
+                    "model {} not found; run deploy/fetch-model.sh or pass --model FILE|DIR",
                     path.display()
                 ));
             }
-            let size = std::fs::metadata(&path)?.len();
             info!(path = %path.display(), "hashing and storing the base model");
-            let cid = store
-                .put_file(&path)
-                .with_context(|| format!("storing {}", path.display()))?;
-            Some((path, cid, size))
+            Some(store_model(&store, path)?)
         }
     };
-    let mut spec = base_spec(
-        opts.preset,
-        model_file.as_ref().map(|(p, c, s)| (p.as_path(), *c, *s)),
-    );
-    let stored_model = model_file.as_ref().map(|(_, cid, _)| store.path(cid));
-    let base = hearth_model::load_base(
-        &spec::model_source(&spec.base.source, stored_model.as_deref()),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .context("loading the base model")?;
+    // Load (and so check) the model before writing the spec: an unsupported family, rope type
+    // or tensor is refused here, by name.
+    let stored_base = stored.as_ref().map(|m| hearth_proto::BaseModel {
+        source: m.source.clone(),
+        blake3: Some(m.blake3),
+        size_bytes: m.size_bytes,
+        files: m.files.clone(),
+        ..Default::default()
+    });
+    let stored_path = match &stored_base {
+        Some(b) => crate::base_model::base_model_path(&store, b, &data_dir)?,
+        None => None,
+    };
+    let source = match (&stored, &stored_path) {
+        (Some(m), Some(p)) => spec::model_source(&m.source, Some(p)),
+        _ => hearth_model::ModelSource::Tiny {
+            seed: spec::TINY_WEIGHT_SEED,
+        },
+    };
+    let base = hearth_model::load_base(&source, &Device::Cpu, DType::F32)
+        .context("loading the base model")?;
+    let mut spec = base_spec(opts, stored.as_ref(), &base.config)?;
 
     let dataset = match &opts.dataset {
         Some(p) => p.clone(),
@@ -219,24 +325,19 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
         )
         .as_bytes(),
     );
-    spec.run_id = format!(
-        "{}-{}",
-        if opts.preset == Preset::Tiny {
-            "tiny"
-        } else {
-            "smollm2"
-        },
-        &tag.to_hex()[..8]
-    );
+    spec.run_id = format!("{}-{}", opts.preset.tag(), &tag.to_hex()[..8]);
     spec.validate()?;
 
     let cfg = RunConfig {
         coordinator: CoordinatorSettings {
-            model_path: model_file
-                .map(|(p, _, _)| std::path::absolute(&p).unwrap_or(p))
+            model_path: model_path
+                .map(|p| std::path::absolute(&p).unwrap_or(p))
                 .unwrap_or_default(),
             validation: Some(validation_cid),
-            reference_sequences: opts.preset.reference_sequences(),
+            reference_sequences: match opts.preset {
+                Preset::Custom => custom_reference_sequences(&base.config),
+                p => p.reference_sequences(),
+            },
             ..settings
         },
         run: spec,

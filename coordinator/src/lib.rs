@@ -1,6 +1,7 @@
 //! Hearth coordinator: admission, rounds, verification, robust aggregation, checkpoint store, ledger, HTTP.
 
 pub mod aggregate;
+pub mod base_model;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -21,12 +21,23 @@ struct Cli {
 enum Command {
     /// Write DIR/run.toml (every setting spelled out) and prepare the dataset shards.
     Init {
-        /// Base model preset.
-        #[arg(long, value_enum, default_value = "tiny")]
-        preset: Preset,
-        /// Base model GGUF file (default: where deploy/fetch-model.sh puts SmolLM2).
-        #[arg(long)]
+        /// Base model preset (default: tiny, or the model given by --model).
+        #[arg(long, value_enum)]
+        preset: Option<Preset>,
+        /// Base model: with --preset smollm2-135m its GGUF file (default: where
+        /// deploy/fetch-model.sh puts it); alone, any supported model (Llama 1-3, Mistral,
+        /// Qwen2/2.5, Qwen3) as a GGUF file or a Hugging Face directory.
+        #[arg(long, value_name = "FILE|DIR")]
         model: Option<PathBuf>,
+        /// LoRA target modules of a --model run (comma-separated; default q_proj,v_proj).
+        #[arg(long, value_delimiter = ',')]
+        lora_targets: Option<Vec<String>>,
+        /// LoRA rank of a --model run (default 8; alpha is twice the rank).
+        #[arg(long)]
+        rank: Option<usize>,
+        /// Tokens per training sequence of a --model run (default 256).
+        #[arg(long)]
+        seq_len: Option<usize>,
         /// Dataset (JSONL or plain text); default: the generated demo task.
         #[arg(long)]
         dataset: Option<PathBuf>,
@@ -62,11 +73,12 @@ enum Command {
     },
     /// Start a coordinator and N worker processes on loopback; exit after R rounds with a JSON summary.
     Demo {
-        /// Base model preset.
-        #[arg(long, value_enum, default_value = "tiny")]
-        preset: Preset,
-        /// Base model GGUF file for smollm2-135m.
-        #[arg(long)]
+        /// Base model preset (default: tiny, or the model given by --model).
+        #[arg(long, value_enum)]
+        preset: Option<Preset>,
+        /// Base model: the GGUF file of smollm2-135m, or alone any supported model (GGUF file or
+        /// Hugging Face directory).
+        #[arg(long, value_name = "FILE|DIR")]
         model: Option<PathBuf>,
         /// Worker processes.
         #[arg(long, default_value_t = 3)]
@@ -182,12 +194,18 @@ async fn real_main(cli: Cli) -> Result<()> {
         Command::Init {
             preset,
             model,
+            lora_targets,
+            rank,
+            seq_len,
             dataset,
             out,
             shards,
         } => {
-            let mut o = InitOptions::new(preset, out);
+            let mut o = InitOptions::new(Preset::resolve(preset, model.as_deref()), out);
             o.model = model;
+            o.lora_targets = lora_targets;
+            o.rank = rank;
+            o.seq_len = seq_len;
             o.dataset = dataset;
             o.shards = shards;
             let path = tokio::task::spawn_blocking(move || init(&o)).await??;
@@ -256,6 +274,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             if adversaries > workers {
                 anyhow::bail!("--adversaries {adversaries} is more than --workers {workers}");
             }
+            let preset = Preset::resolve(preset, model.as_deref());
             let summary = demo(&DemoOptions {
                 preset,
                 model,

@@ -251,15 +251,7 @@ impl Service {
         }
 
         // Base model: presets are generated; files are served from (and verified in) the blob store.
-        let model_file = match spec.base.blake3 {
-            Some(cid) => {
-                store
-                    .verify(&cid)
-                    .with_context(|| format!("base model blob {cid}"))?;
-                Some(store.path(&cid))
-            }
-            None => None,
-        };
+        let model_file = crate::base_model::base_model_path(&store, &spec.base, &data_dir)?;
         let validation = match cfg.coordinator.validation {
             Some(cid) => {
                 let bytes = store
@@ -290,8 +282,11 @@ impl Service {
         let reference_pool = reference_pool(&store, &spec);
 
         let mut public: HashSet<ContentId> = spec.data.shards.iter().map(|s| s.cid).collect();
-        if let Some(cid) = spec.base.blake3 {
-            public.insert(cid);
+        match &spec.base.source {
+            hearth_proto::ModelSource::Safetensors { .. } => {
+                public.extend(spec.base.files.iter().map(|f| f.blake3));
+            }
+            _ => public.extend(spec.base.blake3),
         }
 
         let evaluator = Arc::new(Mutex::new(evaluator));

@@ -31,6 +31,58 @@ pub fn model_config(arch: &ModelArch) -> ModelConfig {
     }
 }
 
+/// The run spec's shape of a loaded model (the inverse of [`model_config`] for the shape; the
+/// family travels in `base.family`).
+pub fn model_arch(cfg: &ModelConfig) -> ModelArch {
+    ModelArch {
+        vocab_size: cfg.vocab,
+        hidden_size: cfg.hidden,
+        intermediate_size: cfg.intermediate,
+        num_layers: cfg.layers,
+        num_heads: cfg.heads,
+        num_kv_heads: cfg.kv_heads,
+        head_dim: cfg.head_dim,
+        rope_theta: cfg.rope_theta,
+        rms_norm_eps: cfg.rms_eps,
+        max_position: cfg.max_position,
+        tie_embeddings: cfg.tie_embeddings,
+    }
+}
+
+/// Checks that a loaded base model is the one the run spec describes: same family and shape.
+pub fn check_model(
+    base: &hearth_proto::BaseModel,
+    arch: &ModelArch,
+    cfg: &ModelConfig,
+) -> std::result::Result<(), String> {
+    if matches!(base.source, hearth_proto::ModelSource::Preset { .. }) {
+        return Ok(());
+    }
+    if cfg.features.family.name() != base.family {
+        return Err(format!(
+            "the model file is a {} model, but the run trains a {} model",
+            cfg.features.family.name(),
+            base.family
+        ));
+    }
+    let ours = model_arch(cfg);
+    // GGUF stores floats as f32: compare them to f32 precision.
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(b.abs());
+    let same = ModelArch {
+        rope_theta: arch.rope_theta,
+        rms_norm_eps: arch.rms_norm_eps,
+        ..ours.clone()
+    } == *arch
+        && close(ours.rope_theta, arch.rope_theta)
+        && close(ours.rms_norm_eps, arch.rms_norm_eps);
+    if !same {
+        return Err(format!(
+            "the model file's shape {ours:?} differs from the run's {arch:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// The LoRA settings of a run.
 pub fn lora_config(spec: &LoraSpec) -> Result<LoraConfig> {
     let targets = spec

@@ -34,6 +34,6 @@ pub use messages::{
 };
 pub use spec::{
     lora_tensor_name, Admission, AggregateSpec, Aggregator, BaseModel, DatasetManifest, LoraSpec,
-    ModelArch, ModelSource, NetSpec, OuterOptimizer, RunSpec, ShardInfo, SpecError, TrainSpec,
-    VerifySpec, LORA_TARGETS,
+    ModelArch, ModelFile, ModelSource, NetSpec, OuterOptimizer, RunSpec, ShardInfo, SpecError,
+    TrainSpec, VerifySpec, LORA_TARGETS, MAX_MODEL_FILES,
 };

@@ -50,7 +50,8 @@ tagged_enum! {
             /// File name.
             file_name: String
         },
-        /// A Hugging Face directory with config.json, model.safetensors and tokenizer.json.
+        /// A Hugging Face directory with config.json, tokenizer.json and safetensors weights
+        /// (single or sharded); its files are listed in [`BaseModel::files`].
         Safetensors {
             /// Directory name.
             dir_name: String
@@ -74,10 +75,16 @@ pub struct BaseModel {
     pub name: String,
     /// Where the weights come from.
     pub source: ModelSource,
-    /// blake3 of the weights file, checked before loading.
+    /// blake3 of the weights file (GGUF), or of the directory's file list
+    /// ([`BaseModel::manifest_id`]), checked before loading.
     pub blake3: Option<ContentId>,
-    /// Size of the weights file in bytes (0 for presets).
+    /// Size of the weights file (or all files of the directory) in bytes (0 for presets).
     pub size_bytes: u64,
+    /// The model family (`llama`, `mistral`, `qwen2`, `qwen3`); workers refuse a model file of
+    /// another family.
+    pub family: String,
+    /// The files of a directory model, each fetched and checked by its blake3.
+    pub files: Vec<ModelFile>,
 }
 
 impl Default for BaseModel {
@@ -87,7 +94,118 @@ impl Default for BaseModel {
             source: ModelSource::default(),
             blake3: None,
             size_bytes: 0,
+            family: "llama".into(),
+            files: Vec::new(),
         }
+    }
+}
+
+/// Most files a directory model may have (config, tokenizer files and weight shards).
+pub const MAX_MODEL_FILES: usize = 256;
+
+/// One file of a Hugging Face directory model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// File name inside the directory (no path separators).
+    pub name: String,
+    /// blake3 of its bytes.
+    pub blake3: ContentId,
+    /// Size in bytes.
+    pub size_bytes: u64,
+}
+
+impl ModelFile {
+    /// Whether `name` is a plain file name: no separators, not `.`/`..`, at most 255 bytes.
+    pub fn plain_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 255
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', '\\', '\0'])
+    }
+}
+
+impl BaseModel {
+    /// The id of a directory's file list: blake3 over each file's name, blake3 and size, in
+    /// name order.
+    pub fn manifest_id(files: &[ModelFile]) -> ContentId {
+        let mut sorted: Vec<&ModelFile> = files.iter().collect();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut text = String::new();
+        for f in sorted {
+            text.push_str(&format!(
+                "{}\0{}\0{}\n",
+                f.name,
+                f.blake3.to_hex(),
+                f.size_bytes
+            ));
+        }
+        ContentId::of(text.as_bytes())
+    }
+
+    fn validate(&self) -> Result<(), SpecError> {
+        if !matches!(
+            self.family.as_str(),
+            "llama" | "mistral" | "qwen2" | "qwen3"
+        ) {
+            return Err(invalid(
+                "base.family",
+                &self.family,
+                "one of llama, mistral, qwen2, qwen3",
+            ));
+        }
+        match &self.source {
+            ModelSource::Safetensors { .. } => {
+                if self.files.is_empty() || self.files.len() > MAX_MODEL_FILES {
+                    return Err(invalid(
+                        "base.files",
+                        self.files.len(),
+                        "a directory model lists 1 to 256 files",
+                    ));
+                }
+                let mut names: Vec<&str> = self.files.iter().map(|f| f.name.as_str()).collect();
+                if let Some(bad) = names.iter().find(|n| !ModelFile::plain_name(n)) {
+                    return Err(invalid("base.files.name", bad, "a plain file name"));
+                }
+                names.sort_unstable();
+                if names.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(invalid("base.files", "a repeated name", "unique names"));
+                }
+                for needed in ["config.json", "tokenizer.json"] {
+                    if names.binary_search(&needed).is_err() {
+                        return Err(invalid("base.files", needed, "a directory model needs it"));
+                    }
+                }
+                if self.blake3 != Some(Self::manifest_id(&self.files)) {
+                    return Err(invalid(
+                        "base.blake3",
+                        self.blake3.map(|c| c.to_hex()).unwrap_or_default(),
+                        "must be the id of base.files",
+                    ));
+                }
+                let total = self
+                    .files
+                    .iter()
+                    .try_fold(0u64, |acc, f| acc.checked_add(f.size_bytes));
+                if total != Some(self.size_bytes) {
+                    return Err(invalid(
+                        "base.size_bytes",
+                        self.size_bytes,
+                        "must be the sum of base.files sizes",
+                    ));
+                }
+            }
+            _ if !self.files.is_empty() => {
+                return Err(invalid(
+                    "base.files",
+                    self.files.len(),
+                    "only a directory model lists files",
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -692,6 +810,7 @@ impl RunSpec {
                 },
                 blake3,
                 size_bytes,
+                ..BaseModel::default()
             },
             arch: ModelArch::smollm2_135m(),
             data: DatasetManifest {
@@ -761,6 +880,7 @@ impl RunSpec {
                 "must fit in i64",
             ));
         }
+        self.base.validate()?;
         self.arch.validate()?;
         self.lora.validate()?;
         if self.data.seq_len < 2 || self.data.seq_len > self.arch.max_position {

@@ -69,6 +69,14 @@ fn smollm_spec_with_every_enum_variant_survives_toml_json_and_bincode() {
         spec.aggregate.outer = outer;
         spec.admission = admission;
         spec.aggregate.codec = codec;
+        if let ModelSource::Safetensors { .. } = source {
+            spec.base.files = directory_files();
+            spec.base.blake3 = Some(BaseModel::manifest_id(&spec.base.files));
+            spec.base.size_bytes = spec.base.files.iter().map(|f| f.size_bytes).sum();
+        } else {
+            spec.base.files.clear();
+            spec.base.blake3 = Some(ContentId::of(b"gguf"));
+        }
         spec.base.source = source;
         spec.validate().unwrap();
         let text = spec.to_toml().unwrap();
@@ -309,4 +317,55 @@ fn the_default_and_quality_codecs_validate_and_survive_toml() {
         CodecSpec::QUALITY,
         "the default is the quality codec"
     );
+}
+
+fn directory_files() -> Vec<ModelFile> {
+    ["config.json", "tokenizer.json", "model.safetensors"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| ModelFile {
+            name: n.to_string(),
+            blake3: ContentId::of(n.as_bytes()),
+            size_bytes: 10 + i as u64,
+        })
+        .collect()
+}
+
+#[test]
+fn a_directory_model_must_list_plain_unique_files_matching_its_id() {
+    let mut spec = RunSpec::tiny();
+    spec.base.source = ModelSource::Safetensors {
+        dir_name: "m".into(),
+    };
+    spec.base.files = directory_files();
+    spec.base.blake3 = Some(BaseModel::manifest_id(&spec.base.files));
+    spec.base.size_bytes = 33;
+    spec.validate().unwrap();
+    let bad = |edit: &dyn Fn(&mut RunSpec)| {
+        let mut s = spec.clone();
+        edit(&mut s);
+        s.validate().is_err()
+    };
+    assert!(bad(
+        &|s| s.base.files[2].name = "../model.safetensors".into()
+    ));
+    assert!(bad(
+        &|s| s.base.files[2].name = "sub/model.safetensors".into()
+    ));
+    assert!(bad(&|s| s.base.files[2].name = "config.json".into()));
+    assert!(bad(&|s| {
+        s.base.files.remove(1);
+    }));
+    assert!(bad(&|s| s.base.files[0].blake3 = ContentId::of(b"other")));
+    assert!(bad(&|s| s.base.size_bytes = 34));
+    assert!(bad(&|s| s.base.family = "gemma".into()));
+    assert!(bad(&|s| s.base.files.clear()));
+    // The id does not depend on the listing order.
+    let mut rev = spec.base.files.clone();
+    rev.reverse();
+    assert_eq!(BaseModel::manifest_id(&rev), spec.base.blake3.unwrap());
+    // A GGUF or preset run lists no files.
+    assert!(bad(&|s| s.base.source = ModelSource::Gguf {
+        file_name: "m.gguf".into()
+    }));
 }

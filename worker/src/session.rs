@@ -281,6 +281,22 @@ impl Session {
             .base
             .blake3
             .ok_or_else(|| anyhow!("the run names model {file_name} without a blake3"))?;
+        if let ModelSource::Safetensors { .. } = &spec.base.source {
+            // A directory: each listed file fetched and checked by its blake3 into a directory
+            // named by the list's id (the spec was validated: plain, unique names).
+            let dir = self.opts.cache_dir.join("models").join(cid.to_hex());
+            info!(model = %file_name, files = spec.base.files.len(), size = spec.base.size_bytes, "fetching the base model directory");
+            for f in &spec.base.files {
+                self.fetch(
+                    f.blake3,
+                    &dir.join(&f.name),
+                    spec,
+                    &format!("model {file_name}/{}", f.name),
+                )
+                .await?;
+            }
+            return Ok(Some(dir));
+        }
         // The fetch script's copy, when it is the same file.
         let default = hearth_model::default_model_path();
         if default.is_file() && hash_file(&default) == Some(cid) {

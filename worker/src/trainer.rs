@@ -120,6 +120,8 @@ impl TrainerHandle {
                     let device = setup.device.open()?;
                     let base = hearth_model::load_base(&source, &device, DType::F32)
                         .context("loading the base model")?;
+                    spec::check_model(&spec.base, &spec.arch, &base.config)
+                        .map_err(|e| anyhow::anyhow!("refusing the base model: {e}"))?;
                     let lora = spec::lora_config(&spec.lora)?;
                     let model = base.model(Some(&lora))?;
                     let trainer = Trainer::new(&model, cfg)?;
