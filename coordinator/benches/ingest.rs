@@ -23,9 +23,10 @@ use hearth_proto::{
 };
 use libp2p_identity::Keypair;
 
-/// Sequences in a round's reference batch (as `init` writes for smollm2-135m).
+/// Sequences of this bench's 256 tokens in a round's reference batch: the token budget `init`
+/// writes for smollm2-135m (8 of the demo's 48-token sequences), rounded up.
 fn reference_sequences() -> usize {
-    hearth_coordinator::init::Preset::Smollm2_135m.reference_sequences()
+    hearth_coordinator::init::Preset::Smollm2_135m.reference_sequences(256)
 }
 
 struct Args {

@@ -45,14 +45,15 @@ impl Preset {
         }
     }
 
-    /// Sequences in the screen's reference batch: a backward pass per round that is free on the
-    /// tiny model. On SmolLM2 three sequences (768 tokens, about 4.7 s on 2 cores, table 4) keep a
-    /// round of 1,000 deltas under 10 s; its 1.2 M dimensions give honest deltas large alignment
-    /// scores from a small batch anyway (median z 107 with 8 sequences, docs/RELIABILITY.md).
-    pub fn reference_sequences(self) -> usize {
+    /// Sequences of `seq_len` tokens in the screen's reference batch: a backward pass per round.
+    /// Free on the tiny model (64 sequences). On larger models a token budget,
+    /// [`REFERENCE_TOKENS`]: the smollm2 demo's 8 sequences of 48 tokens gave honest deltas a
+    /// median z of 107 and a 5th percentile of 27 over 30 rounds, while 3 of 48 (144 tokens) let
+    /// the reference's own noise push 5 % of honest deltas below z = −12 (docs/RELIABILITY.md).
+    pub fn reference_sequences(self, seq_len: usize) -> usize {
         match self {
             Preset::Tiny => 64,
-            Preset::Smollm2_135m | Preset::Custom => 3,
+            Preset::Smollm2_135m | Preset::Custom => REFERENCE_TOKENS.div_ceil(seq_len.max(1)),
         }
     }
 
@@ -66,13 +67,16 @@ impl Preset {
     }
 }
 
-/// Reference sequences for a custom model: many for a model small enough that its backward
-/// pass is free (under 20 M parameters), otherwise a few, like SmolLM2's.
-fn custom_reference_sequences(cfg: &hearth_model::ModelConfig) -> usize {
+/// Tokens in the screen's reference batch on models where its backward pass costs something.
+pub const REFERENCE_TOKENS: usize = 384;
+
+/// Reference sequences for a custom model: as many as the tiny preset for a model small enough
+/// that its backward pass is free (under 20 M parameters), otherwise SmolLM2's token budget.
+fn custom_reference_sequences(cfg: &hearth_model::ModelConfig, seq_len: usize) -> usize {
     if cfg.parameter_count() < 20_000_000 {
         64
     } else {
-        3
+        Preset::Custom.reference_sequences(seq_len)
     }
 }
 
@@ -335,8 +339,8 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
                 .unwrap_or_default(),
             validation: Some(validation_cid),
             reference_sequences: match opts.preset {
-                Preset::Custom => custom_reference_sequences(&base.config),
-                p => p.reference_sequences(),
+                Preset::Custom => custom_reference_sequences(&base.config, spec.data.seq_len),
+                p => p.reference_sequences(spec.data.seq_len),
             },
             ..settings
         },

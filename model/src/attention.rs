@@ -391,7 +391,7 @@ impl CustomOp3 for CausalAttention {
 
 /// Whether [`causal_attention`] runs for tensors on `dev` of type `dtype`.
 pub fn supported(dev: &Device, dtype: DType) -> bool {
-    matches!(dev, Device::Cpu) && matches!(dtype, DType::F32 | DType::F64)
+    crate::fused::supported(dev, dtype)
 }
 
 /// Causal softmax attention of `q: [b·t, heads·d]` over `k, v: [b·t, kv_heads·d]` with RoPE

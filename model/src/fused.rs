@@ -14,9 +14,24 @@ use crate::kernels::Real;
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 16;
 
+/// Set: every fused CPU kernel (here, in `attention` and `head_loss`) steps aside for the
+/// portable path of candle primitives that a GPU runs.
+static PORTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the CPU take the portable path (the one CUDA takes), process-wide: for parity tests of
+/// that path, which otherwise runs only on a GPU.
+pub fn force_portable(on: bool) {
+    PORTABLE.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether [`force_portable`] is on.
+pub fn portable_forced() -> bool {
+    PORTABLE.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Whether the fused ops run for tensors on `dev` of type `dtype`.
 pub fn supported(dev: &Device, dtype: DType) -> bool {
-    matches!(dev, Device::Cpu) && matches!(dtype, DType::F32 | DType::F64)
+    !portable_forced() && matches!(dev, Device::Cpu) && matches!(dtype, DType::F32 | DType::F64)
 }
 
 fn host_vec<T: Real>(t: &Tensor) -> candle_core::Result<Vec<T>> {

@@ -212,9 +212,8 @@ fn fused_head_nll(
     chunk: usize,
     with_grad: bool,
 ) -> Result<Tensor> {
-    let fused = matches!(hidden.device(), Device::Cpu)
-        && matches!(hidden.dtype(), DType::F32 | DType::F64)
-        && w.dtype() == hidden.dtype();
+    let fused =
+        crate::fused::supported(hidden.device(), hidden.dtype()) && w.dtype() == hidden.dtype();
     if !fused {
         return masked_nll_sum(&frozen_linear(hidden, w)?, targets, weights);
     }

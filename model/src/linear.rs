@@ -1,19 +1,160 @@
 //! `x·Wᵀ` with a frozen `W`: the backward pass computes only the input gradient.
 //!
+//! `W` may be kept compact ([`FrozenWeight`]: bf16, f16, or 4/8-bit blocks, QLoRA-style) and is
+//! expanded to the activations' dtype for the one matmul that needs it, in the forward pass and
+//! again in the backward pass, then dropped: only one layer's weight is ever expanded at a time.
+//!
 //! candle's `matmul` backward always computes the gradient of both operands, which for frozen base
 //! weights (and the tied LM head, 49152 × 576 on SmolLM2) is a full extra matmul per layer that is
 //! thrown away. This custom op runs the same backend matmul forward and `grad·W` backward.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+use std::sync::Arc;
 
-use crate::error::Result;
+use candle_core::backend::BackendStorage;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
+
+use crate::error::{ModelError, Result};
+
+/// How the frozen base weights are held in memory (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BaseDType {
+    /// Full precision: the weights as loaded.
+    #[default]
+    F32,
+    /// bfloat16, expanded to f32 per matmul.
+    Bf16,
+    /// float16, expanded to f32 per matmul.
+    F16,
+    /// 8-bit blocks (ggml Q8_0: 32 values share an f16 scale; 8.5 bits a value).
+    Q8,
+    /// 4-bit blocks (ggml Q4_0: 32 values share an f16 scale; 4.5 bits a value), QLoRA-style.
+    Q4,
+}
+
+impl BaseDType {
+    /// Parses `f32`, `bf16`, `f16`, `q8` or `q4`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" => Ok(Self::F16),
+            "q8" | "q8_0" => Ok(Self::Q8),
+            "q4" | "q4_0" | "4bit" => Ok(Self::Q4),
+            other => Err(ModelError::Unsupported(format!(
+                "base dtype {other:?} (f32, bf16, f16, q8, q4)"
+            ))),
+        }
+    }
+
+    /// Bytes per weight value in memory (block scales included).
+    pub fn bytes_per_value(self) -> f64 {
+        match self {
+            Self::F32 => 4.0,
+            Self::Bf16 | Self::F16 => 2.0,
+            Self::Q8 => 34.0 / 32.0,
+            Self::Q4 => 18.0 / 32.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    Dense(Tensor),
+    Quant(Arc<QTensor>),
+}
+
+/// A frozen `[out, in]` weight, full precision or compact; see [`BaseDType`].
+#[derive(Debug, Clone)]
+pub struct FrozenWeight {
+    store: Store,
+    /// The dtype it expands to (the activations' dtype).
+    compute: DType,
+}
+
+impl FrozenWeight {
+    /// Holds `w` as it is.
+    pub fn dense(w: Tensor) -> Self {
+        let compute = w.dtype();
+        Self {
+            store: Store::Dense(w),
+            compute,
+        }
+    }
+
+    /// Holds `w` (a 2-D weight) in `kind`; block formats need a row length divisible by 32 and
+    /// fall back to bf16 otherwise.
+    pub fn compact(w: &Tensor, kind: BaseDType) -> Result<Self> {
+        let compute = w.dtype();
+        let block = |g: GgmlDType| -> Result<Self> {
+            if w.dim(1)? % g.block_size() != 0 {
+                return Self::compact(w, BaseDType::Bf16);
+            }
+            let q = QTensor::quantize(&w.to_dtype(DType::F32)?, g)?;
+            Ok(Self {
+                store: Store::Quant(Arc::new(q)),
+                compute,
+            })
+        };
+        let half = |d: DType| -> Result<Self> {
+            Ok(Self {
+                store: Store::Dense(w.to_dtype(d)?),
+                compute,
+            })
+        };
+        match kind {
+            BaseDType::F32 => Ok(Self::dense(w.clone())),
+            BaseDType::Bf16 => half(DType::BF16),
+            BaseDType::F16 => half(DType::F16),
+            BaseDType::Q8 => block(GgmlDType::Q8_0),
+            BaseDType::Q4 => block(GgmlDType::Q4_0),
+        }
+    }
+
+    /// `(out, in)`.
+    pub fn dims2(&self) -> Result<(usize, usize)> {
+        Ok(match &self.store {
+            Store::Dense(t) => t.dims2()?,
+            Store::Quant(q) => q.shape().dims2()?,
+        })
+    }
+
+    /// Device it lives on.
+    pub fn device(&self) -> candle_core::Device {
+        match &self.store {
+            Store::Dense(t) => t.device().clone(),
+            Store::Quant(q) => q.device(),
+        }
+    }
+
+    /// The dtype matmuls run in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
+    }
+
+    /// Bytes it holds.
+    pub fn bytes(&self) -> usize {
+        match &self.store {
+            Store::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Store::Quant(q) => q.storage_size_in_bytes(),
+        }
+    }
+
+    /// The weight in the compute dtype (the tensor itself when it is held that way).
+    pub fn expand(&self) -> candle_core::Result<Tensor> {
+        match &self.store {
+            Store::Dense(t) if t.dtype() == self.compute => Ok(t.clone()),
+            Store::Dense(t) => t.to_dtype(self.compute),
+            Store::Quant(q) => q.dequantize(&q.device())?.to_dtype(self.compute),
+        }
+    }
+}
 
 /// Matmul `(b, m, n, k)`, the transposed weight layout, and the output shape.
 type Plan = ((usize, usize, usize, usize), Layout, Shape);
 
 struct FrozenLinear {
-    w: Tensor,
+    w: FrozenWeight,
 }
 
 impl FrozenLinear {
@@ -44,7 +185,8 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (ws, wl) = self.w.storage_and_layout();
+        let w = self.w.expand()?;
+        let (ws, wl) = w.storage_and_layout();
         let Storage::Cpu(w) = &*ws else {
             candle_core::bail!("frozen_linear: weight not on cpu")
         };
@@ -58,7 +200,8 @@ impl CustomOp1 for FrozenLinear {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let (ws, wl) = self.w.storage_and_layout();
+        let w = self.w.expand()?;
+        let (ws, wl) = w.storage_and_layout();
         let Storage::Cuda(w) = &*ws else {
             candle_core::bail!("frozen_linear: weight not on cuda")
         };
@@ -72,19 +215,24 @@ impl CustomOp1 for FrozenLinear {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_res.matmul(&self.w)?))
+        Ok(Some(grad_res.matmul(&self.w.expand()?)?))
     }
 }
 
 /// `x·Wᵀ` for `x: [n, in]`, `w: [out, in]`; gradients flow to `x` only, never to `w`.
 pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let x = x.contiguous()?;
     let w = if w.is_contiguous() {
         w.clone()
     } else {
         w.contiguous()?
     };
-    Ok(x.apply_op1(FrozenLinear { w })?)
+    frozen_linear_compact(x, &FrozenWeight::dense(w))
+}
+
+/// [`frozen_linear`] with a weight held in any [`BaseDType`] (contiguous when dense).
+pub fn frozen_linear_compact(x: &Tensor, w: &FrozenWeight) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    Ok(x.apply_op1(FrozenLinear { w: w.clone() })?)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::attention::{self, causal_attention, Geometry};
 use crate::config::{LoraConfig, LoraTarget, ModelConfig};
 use crate::error::{ModelError, Result};
 use crate::fused;
-use crate::linear::frozen_linear;
+use crate::linear::{frozen_linear, BaseDType, FrozenWeight};
 use crate::lora::{self, AdapterSlot, AdapterTensor, LoraLinear};
 use crate::weights::Weights;
 
@@ -98,8 +98,9 @@ fn proj(
     layer: usize,
     target: LoraTarget,
     lora: Option<&LoraConfig>,
+    dtype: BaseDType,
 ) -> Result<LoraLinear> {
-    let base = w.get(name)?.clone();
+    let base = FrozenWeight::compact(w.get(name)?, dtype)?;
     match lora {
         Some(c) if c.targets.contains(&target) => LoraLinear::with_lora(base, layer, target, c),
         _ => Ok(LoraLinear::frozen(base)),
@@ -113,15 +114,44 @@ impl Attention {
         cfg: &ModelConfig,
         layer: usize,
         lora: Option<&LoraConfig>,
+        dtype: BaseDType,
     ) -> Result<Self> {
         let p = format!("model.layers.{layer}.self_attn");
         let f = &cfg.features;
         let get = |n: &str| -> Result<Tensor> { Ok(w.get(&format!("{p}.{n}"))?.clone()) };
         Ok(Self {
-            q: proj(w, &format!("{p}.q_proj.weight"), layer, LoraTarget::Q, lora)?,
-            k: proj(w, &format!("{p}.k_proj.weight"), layer, LoraTarget::K, lora)?,
-            v: proj(w, &format!("{p}.v_proj.weight"), layer, LoraTarget::V, lora)?,
-            o: proj(w, &format!("{p}.o_proj.weight"), layer, LoraTarget::O, lora)?,
+            q: proj(
+                w,
+                &format!("{p}.q_proj.weight"),
+                layer,
+                LoraTarget::Q,
+                lora,
+                dtype,
+            )?,
+            k: proj(
+                w,
+                &format!("{p}.k_proj.weight"),
+                layer,
+                LoraTarget::K,
+                lora,
+                dtype,
+            )?,
+            v: proj(
+                w,
+                &format!("{p}.v_proj.weight"),
+                layer,
+                LoraTarget::V,
+                lora,
+                dtype,
+            )?,
+            o: proj(
+                w,
+                &format!("{p}.o_proj.weight"),
+                layer,
+                LoraTarget::O,
+                lora,
+                dtype,
+            )?,
             qkv_bias: if f.qkv_bias {
                 Some([
                     get("q_proj.bias")?,
@@ -236,7 +266,12 @@ pub struct Mlp {
 
 impl Mlp {
     /// Loads block `layer`'s MLP.
-    pub fn load(w: &Weights, layer: usize, lora: Option<&LoraConfig>) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        layer: usize,
+        lora: Option<&LoraConfig>,
+        dtype: BaseDType,
+    ) -> Result<Self> {
         let p = format!("model.layers.{layer}.mlp");
         Ok(Self {
             gate: proj(
@@ -245,6 +280,7 @@ impl Mlp {
                 layer,
                 LoraTarget::Gate,
                 lora,
+                dtype,
             )?,
             up: proj(
                 w,
@@ -252,6 +288,7 @@ impl Mlp {
                 layer,
                 LoraTarget::Up,
                 lora,
+                dtype,
             )?,
             down: proj(
                 w,
@@ -259,6 +296,7 @@ impl Mlp {
                 layer,
                 LoraTarget::Down,
                 lora,
+                dtype,
             )?,
         })
     }
@@ -292,6 +330,7 @@ impl Block {
         cfg: &ModelConfig,
         layer: usize,
         lora: Option<&LoraConfig>,
+        dtype: BaseDType,
     ) -> Result<Self> {
         let p = format!("model.layers.{layer}");
         Ok(Self {
@@ -299,13 +338,13 @@ impl Block {
                 w.get(&format!("{p}.input_layernorm.weight"))?.clone(),
                 cfg.rms_eps,
             ),
-            attn: Attention::load(w, cfg, layer, lora)?,
+            attn: Attention::load(w, cfg, layer, lora, dtype)?,
             mlp_norm: RmsNorm::new(
                 w.get(&format!("{p}.post_attention_layernorm.weight"))?
                     .clone(),
                 cfg.rms_eps,
             ),
-            mlp: Mlp::load(w, layer, lora)?,
+            mlp: Mlp::load(w, layer, lora, dtype)?,
         })
     }
 
@@ -358,6 +397,18 @@ pub struct Model {
 impl Model {
     /// Builds the decoder from validated weights; `lora` adds fresh adapters (B = 0).
     pub fn load(w: &Weights, cfg: &ModelConfig, lora: Option<&LoraConfig>) -> Result<Self> {
+        Self::load_with(w, cfg, lora, BaseDType::F32)
+    }
+
+    /// [`Model::load`] with the decoder's projection weights held in `dtype` (bf16, f16, or
+    /// QLoRA-style 4/8-bit blocks), expanded per matmul in the forward and backward passes.
+    /// The embedding, norms and LM head stay as loaded.
+    pub fn load_with(
+        w: &Weights,
+        cfg: &ModelConfig,
+        lora: Option<&LoraConfig>,
+        dtype: BaseDType,
+    ) -> Result<Self> {
         cfg.validate()?;
         if let Some(l) = lora {
             l.validate()?;
@@ -370,7 +421,7 @@ impl Model {
             w.get("lm_head.weight")?.clone()
         };
         let blocks = (0..cfg.layers)
-            .map(|l| Block::load(w, cfg, l, lora))
+            .map(|l| Block::load(w, cfg, l, lora, dtype))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             rope: Rope::new(cfg, embed.dtype(), embed.device())?,

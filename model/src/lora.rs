@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::{LoraConfig, LoraTarget};
 use crate::error::{ModelError, Result};
-use crate::linear::frozen_linear;
+use crate::linear::{frozen_linear_compact, FrozenWeight};
 
 /// One adapter tensor in PEFT naming, as plain f32 data.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,8 +73,8 @@ pub struct LoraAdapter {
 /// `y = x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ` with W frozen.
 #[derive(Debug, Clone)]
 pub struct LoraLinear {
-    /// Frozen base weight `[out, in]`.
-    pub base: Tensor,
+    /// Frozen base weight `[out, in]`, full precision or compact.
+    pub base: FrozenWeight,
     /// The adapter, if this projection is targeted.
     pub lora: Option<LoraAdapter>,
 }
@@ -98,19 +98,19 @@ pub fn seeded_rng(seed: u64, label: &str) -> ChaCha8Rng {
 
 impl LoraLinear {
     /// A plain frozen linear layer.
-    pub fn frozen(base: Tensor) -> Self {
+    pub fn frozen(base: FrozenWeight) -> Self {
         Self { base, lora: None }
     }
 
     /// Wraps `base` (`[out, in]`) with a fresh adapter: A ~ U(±1/√in) from the seed, B = 0.
     pub fn with_lora(
-        base: Tensor,
+        base: FrozenWeight,
         layer: usize,
         target: LoraTarget,
         cfg: &LoraConfig,
     ) -> Result<Self> {
         let (out, inp) = base.dims2()?;
-        let (dev, dtype) = (base.device().clone(), base.dtype());
+        let (dev, dtype) = (base.device(), base.compute_dtype());
         let prefix = peft_prefix(layer, target);
         let bound = 1.0 / (inp as f32).sqrt();
         let mut rng = seeded_rng(cfg.seed, &format!("{prefix}.lora_A"));
@@ -138,7 +138,7 @@ impl LoraLinear {
 
     /// Applies the layer to `x` of shape `[n, in]`; `dropout_seed` enables dropout (training).
     pub fn forward(&self, x: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
-        let y = frozen_linear(x, &self.base)?;
+        let y = frozen_linear_compact(x, &self.base)?;
         let Some(l) = &self.lora else { return Ok(y) };
         let xin = match dropout_seed {
             Some(seed) if l.dropout > 0.0 => dropout_mask(x, l.dropout, seed, &l.prefix)?,
