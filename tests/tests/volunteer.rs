@@ -214,7 +214,7 @@ fn memory_check_refuses_what_does_not_fit() {
     spec.data.seq_len = 64;
     assert_eq!(spec.train.batch_size, 4);
     let need = |cap| {
-        hearth_worker::session::run_memory(&spec, cap)
+        hearth_worker::session::run_memory(&spec, cap, Default::default())
             .unwrap()
             .0
             .total()

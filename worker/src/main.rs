@@ -43,6 +43,11 @@ struct JoinArgs {
     /// responsive for other work.
     #[arg(long)]
     threads: Option<usize>,
+    /// How the frozen base weights are held: f32, bf16, f16, q8 or q4 (QLoRA-style 4-bit
+    /// blocks, about an eighth of f32). Lower precision trains bigger models in less memory;
+    /// each weight is expanded to f32 only for its own matmul.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
     /// The most sequences trained at once. Lower it to use less memory: the worker then adds up
     /// several smaller batches per step, so the training result is the same, only slower.
     #[arg(long, value_name = "N")]
@@ -210,6 +215,7 @@ fn join_cmd(a: JoinArgs) -> Result<()> {
         device,
         threads,
         max_batch: a.max_batch,
+        dtype: hearth_model::linear::BaseDType::parse(&a.dtype).context("--dtype")?,
         max_memory,
         control_addr: a.control,
         control: Control::new(window),

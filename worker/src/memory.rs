@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use hearth_model::linear::BaseDType;
 use hearth_model::{LoraConfig, LoraTarget, ModelConfig};
 
 /// Bytes per f32.
@@ -88,12 +89,37 @@ fn dims(cfg: &ModelConfig, t: &LoraTarget) -> (u64, u64) {
     }
 }
 
-/// Estimate the memory of training `cfg` with `lora` on micro-batches of `batch` × `seq_len`.
+/// Estimate the memory of training `cfg` with `lora` on micro-batches of `batch` × `seq_len`
+/// with f32 base weights.
 pub fn estimate(
     cfg: &ModelConfig,
     lora: &LoraConfig,
     batch: usize,
     seq_len: usize,
+) -> MemoryEstimate {
+    estimate_with(cfg, lora, batch, seq_len, BaseDType::F32)
+}
+
+/// Parameters of the decoder's seven projections (the weights `--dtype` makes compact).
+pub fn projection_parameters(cfg: &ModelConfig) -> u64 {
+    LoraTarget::ALL
+        .iter()
+        .map(|t| {
+            let (i, o) = dims(cfg, t);
+            i * o
+        })
+        .sum::<u64>()
+        * cfg.layers as u64
+}
+
+/// [`estimate`] with the projection weights held in `dtype` (the embedding, norms and LM head
+/// stay f32), plus one projection expanded to f32 at a time.
+pub fn estimate_with(
+    cfg: &ModelConfig,
+    lora: &LoraConfig,
+    batch: usize,
+    seq_len: usize,
+    dtype: BaseDType,
 ) -> MemoryEstimate {
     let (b, t) = (batch as f64, seq_len as f64);
     let tokens = b * t;
@@ -111,8 +137,23 @@ pub fn estimate(
         trained += if lora.train_a { r * (i + o) } else { r * o };
     }
     let layers = cfg.layers as u64;
+    let projections = projection_parameters(cfg);
+    let rest = (cfg.parameter_count() as u64).saturating_sub(projections);
+    let largest = LoraTarget::ALL
+        .iter()
+        .map(|t| {
+            let (i, o) = dims(cfg, t);
+            i * o
+        })
+        .max()
+        .unwrap_or(0);
+    let weights = if dtype == BaseDType::F32 {
+        F32 * (projections + rest)
+    } else {
+        (projections as f64 * dtype.bytes_per_value()) as u64 + F32 * (rest + largest)
+    };
     MemoryEstimate {
-        weights: F32 * cfg.parameter_count() as u64,
+        weights,
         activations,
         // parameters, plus gradient and two AdamW moments for the trained ones.
         adapter: F32 * layers * (all + 3 * trained),

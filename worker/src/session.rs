@@ -54,6 +54,8 @@ pub struct JoinOptions {
     pub threads: usize,
     /// Cap on sequences per micro-batch (`--max-batch`).
     pub max_batch: Option<usize>,
+    /// How the frozen base weights are held (`--dtype`).
+    pub dtype: hearth_model::linear::BaseDType,
     /// Memory the worker may use (`--max-memory`); default: what the system has available.
     pub max_memory: Option<u64>,
     /// Serve the control endpoint (POST /pause, POST /resume, GET /status) on this address.
@@ -510,7 +512,11 @@ pub fn run_model_config(spec: &RunSpec) -> hearth_model::ModelConfig {
 }
 
 /// Memory needed to train `spec` with `max_batch`, and the micro-batch it implies.
-pub fn run_memory(spec: &RunSpec, max_batch: Option<usize>) -> Result<(MemoryEstimate, usize)> {
+pub fn run_memory(
+    spec: &RunSpec,
+    max_batch: Option<usize>,
+    dtype: hearth_model::linear::BaseDType,
+) -> Result<(MemoryEstimate, usize)> {
     let lora = hearth_model::spec::lora_config(&spec.lora)?;
     let batch = spec.train.batch_size.max(1);
     let micro = max_batch.map_or(batch, |cap| {
@@ -518,7 +524,7 @@ pub fn run_memory(spec: &RunSpec, max_batch: Option<usize>) -> Result<(MemoryEst
     });
     let cfg = run_model_config(spec);
     Ok((
-        crate::memory::estimate(&cfg, &lora, micro, spec.data.seq_len)
+        crate::memory::estimate_with(&cfg, &lora, micro, spec.data.seq_len, dtype)
             .with_model_file(spec.base.size_bytes),
         micro,
     ))
@@ -526,7 +532,7 @@ pub fn run_memory(spec: &RunSpec, max_batch: Option<usize>) -> Result<(MemoryEst
 
 /// Refuse (with what to change) when training `spec` does not fit in the memory we may use.
 fn check_memory(opts: &JoinOptions, spec: &RunSpec) -> Result<()> {
-    let (need, micro) = run_memory(spec, opts.max_batch)?;
+    let (need, micro) = run_memory(spec, opts.max_batch, opts.dtype)?;
     let (limit, source) = match (opts.max_memory, opts.device.is_cpu()) {
         (Some(m), _) => (m, "--max-memory"),
         (None, true) => match crate::memory::available_memory() {
@@ -735,6 +741,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             TrainerSetup {
                 device: opts.device,
                 max_batch: opts.max_batch,
+                dtype: opts.dtype,
                 control: control.clone(),
             },
         )

@@ -35,6 +35,8 @@ pub struct TrainerSetup {
     /// Cap on sequences per micro-batch (`--max-batch`); the effective batch is kept by
     /// accumulating gradients.
     pub max_batch: Option<usize>,
+    /// How the frozen base weights are held (`--dtype`).
+    pub dtype: hearth_model::linear::BaseDType,
     /// Pause, hours and stop.
     pub control: Control,
 }
@@ -123,7 +125,13 @@ impl TrainerHandle {
                     spec::check_model(&spec.base, &spec.arch, &base.config)
                         .map_err(|e| anyhow::anyhow!("refusing the base model: {e}"))?;
                     let lora = spec::lora_config(&spec.lora)?;
-                    let model = base.model(Some(&lora))?;
+                    let model = hearth_model::Model::load_with(
+                        &base.weights,
+                        &base.config,
+                        Some(&lora),
+                        setup.dtype,
+                    )?;
+                    drop(base);
                     let trainer = Trainer::new(&model, cfg)?;
                     let layout = spec.adapter_layout()?;
                     Ok((model, trainer, layout))
