@@ -11,7 +11,7 @@ use hearth_proto::RunSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceArg;
-use crate::memory::{cap_batch, estimate, human_bytes, peak_rss};
+use crate::memory::{cap_batch, estimate_with, human_bytes, peak_rss};
 
 /// Arguments of `hearth-worker bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,9 +24,13 @@ pub struct BenchArgs {
     /// file fetched by deploy/fetch-model.sh when it is there).
     #[arg(long, value_name = "FILE", conflicts_with = "preset")]
     pub model: Option<PathBuf>,
-    /// Built-in model instead of a file: `tiny`.
+    /// Built-in model instead of a file: `tiny`, or `llama-1b` (random weights in Llama 3.2
+    /// 1B's shape, for speed and memory on a GPU).
     #[arg(long)]
     pub preset: Option<String>,
+    /// How the frozen base weights are held, as `join --dtype`: f32, bf16, f16, q8 or q4.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
     /// Timed optimizer steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
@@ -133,7 +137,10 @@ fn source(args: &BenchArgs, spec: &RunSpec) -> Result<ModelSource> {
     };
     match (&args.model, args.preset.as_deref()) {
         (_, Some("tiny")) => Ok(tiny),
-        (_, Some(other)) => bail!("unknown preset {other:?} (known: tiny)"),
+        (_, Some("llama-1b")) => Ok(ModelSource::Tiny {
+            seed: LLAMA_1B_SEED,
+        }),
+        (_, Some(other)) => bail!("unknown preset {other:?} (known: tiny, llama-1b)"),
         (Some(p), None) if p.is_dir() => Ok(ModelSource::HfDir(p.clone())),
         (Some(p), None) => Ok(ModelSource::Gguf(p.clone())),
         (None, None) => {
@@ -152,6 +159,35 @@ fn source(args: &BenchArgs, spec: &RunSpec) -> Result<ModelSource> {
             Ok(ModelSource::Gguf(p))
         }
     }
+}
+
+/// Weight seed of the `llama-1b` bench preset.
+const LLAMA_1B_SEED: u64 = 1;
+
+/// Random weights in Llama 3.2 1B's shape (the tokenizer is the tiny preset's; the bench feeds
+/// token ids).
+fn llama_1b(device: &hearth_model::Device) -> Result<hearth_model::BaseModel> {
+    let config = hearth_model::ModelConfig {
+        vocab: 128_256,
+        hidden: 2048,
+        intermediate: 8192,
+        layers: 16,
+        heads: 32,
+        kv_heads: 8,
+        head_dim: 64,
+        rope_theta: 500_000.0,
+        rms_eps: 1e-5,
+        max_position: 8192,
+        tie_embeddings: true,
+        features: Default::default(),
+    };
+    Ok(hearth_model::BaseModel {
+        weights: hearth_model::preset::random_weights(&config, LLAMA_1B_SEED, device, DType::F32)?,
+        config,
+        tokenizer: hearth_model::preset::tiny_tokenizer()?,
+        chat_template: None,
+        eos_token_id: 0,
+    })
 }
 
 /// Deterministic token sequences, every position scored.
@@ -201,9 +237,14 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport> {
         ModelSource::Gguf(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
         _ => 0,
     };
-    let base = load_base(&src, &device, DType::F32).with_context(|| format!("loading {src:?}"))?;
+    let base = if args.preset.as_deref() == Some("llama-1b") {
+        llama_1b(&device)?
+    } else {
+        load_base(&src, &device, DType::F32).with_context(|| format!("loading {src:?}"))?
+    };
+    let dtype = hearth_model::linear::BaseDType::parse(&args.dtype).context("--dtype")?;
     let lora = lora_config(&spec.lora)?;
-    let model = base.model(Some(&lora))?;
+    let model = hearth_model::Model::load_with(&base.weights, &base.config, Some(&lora), dtype)?;
     let batch = spec.train.batch_size.max(1) * spec.train.grad_accum.max(1);
     let (micro, accum) = cap_batch(batch, 1, args.max_batch.unwrap_or(batch));
     let seq_len = spec.data.seq_len;
@@ -246,7 +287,11 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport> {
         round_steps
     };
     Ok(BenchReport {
-        model: hearth_model::source::base_model_name(&src),
+        model: if args.preset.as_deref() == Some("llama-1b") {
+            "llama-1b (random weights)".into()
+        } else {
+            hearth_model::source::base_model_name(&src)
+        },
         device: choice.to_string(),
         threads,
         batch,
@@ -257,7 +302,7 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport> {
         tokens_per_second: report.tokens as f64 / seconds,
         seconds_per_step: per_step,
         peak_memory_bytes: if choice.is_cpu() { peak_rss() } else { None },
-        estimated_memory_bytes: estimate(&base.config, &lora, micro, seq_len)
+        estimated_memory_bytes: estimate_with(&base.config, &lora, micro, seq_len, dtype)
             .with_model_file(file_bytes)
             .total(),
         local_steps: spec.train.local_steps,
