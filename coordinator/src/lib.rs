@@ -1,4 +1,5 @@
 //! Hearth coordinator: admission, rounds, verification, robust aggregation, checkpoint store, ledger, HTTP.
+#![forbid(unsafe_code)]
 
 pub mod aggregate;
 pub mod base_model;

@@ -1,4 +1,5 @@
 //! `hearth-coordinator`: thin CLI over the library.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -150,11 +150,8 @@ impl CausalAttention {
             .map(|(gi, p_group)| -> candle_core::Result<Vec<T>> {
                 let (bi, g) = (gi / kv_heads, gi % kv_heads);
                 let kr = self.rotated(k, kv_heads, bi, g, false);
-                let v_view = View {
-                    data: &v[(bi * t * kv_heads + g) * d..],
-                    rs: kv_heads * d,
-                    cs: 1,
-                };
+                let v_view = View::new(&v[(bi * t * kv_heads + g) * d..], kv_heads * d, 1)
+                    .ok_or_else(|| candle_core::Error::Msg("attention: stride overflow".into()))?;
                 let mut out = vec![T::zero(); rep * t * d];
                 for (r, (p, o)) in p_group
                     .chunks_exact_mut(t * t)
@@ -219,11 +216,8 @@ impl CausalAttention {
             .map(|gi| -> candle_core::Result<(Vec<T>, Vec<T>, Vec<T>)> {
                 let (bi, g) = (gi / kv_heads, gi % kv_heads);
                 let kr = self.rotated(k, kv_heads, bi, g, false);
-                let v_view = View {
-                    data: &v[(bi * t * kv_heads + g) * d..],
-                    rs: kv_heads * d,
-                    cs: 1,
-                };
+                let v_view = View::new(&v[(bi * t * kv_heads + g) * d..], kv_heads * d, 1)
+                    .ok_or_else(|| candle_core::Error::Msg("attention: stride overflow".into()))?;
                 let mut dq = vec![T::zero(); rep * t * d];
                 let mut dk = vec![T::zero(); t * d];
                 let mut dv = vec![T::zero(); t * d];
@@ -233,11 +227,10 @@ impl CausalAttention {
                     let qr = self.rotated(q, heads, bi, head, false);
                     let p0 = (bi * heads + head) * t * t;
                     let p = &p_all[p0..p0 + t * t];
-                    let d_o = View {
-                        data: &dout[(bi * t * heads + head) * d..],
-                        rs: heads * d,
-                        cs: 1,
-                    };
+                    let d_o = View::new(&dout[(bi * t * heads + head) * d..], heads * d, 1)
+                        .ok_or_else(|| {
+                            candle_core::Error::Msg("attention: stride overflow".into())
+                        })?;
                     // dV += Pᵀ·dO ; dP = dO·Vᵀ
                     matmul((t, d, t), View::rows(p, t).t(), d_o, &mut dv, true)?;
                     matmul((t, t, d), d_o, v_view.t(), &mut ds, false)?;

@@ -24,21 +24,32 @@ impl Real for f64 {
 #[derive(Clone, Copy)]
 pub struct View<'a, T> {
     /// Backing slice, starting at element `(0, 0)`.
-    pub data: &'a [T],
-    /// Row stride.
-    pub rs: usize,
-    /// Column stride.
-    pub cs: usize,
+    data: &'a [T],
+    /// Row stride (at most `isize::MAX`).
+    rs: usize,
+    /// Column stride (at most `isize::MAX`).
+    cs: usize,
 }
 
 impl<'a, T> View<'a, T> {
-    /// Row-major `[.., cols]` view of `data`.
-    pub fn rows(data: &'a [T], cols: usize) -> Self {
-        Self {
+    /// A view of `data` with row stride `rs` and column stride `cs`; `None` when a stride does
+    /// not fit an `isize` (gemm takes signed strides). Which shapes fit is checked per use.
+    pub fn new(data: &'a [T], rs: usize, cs: usize) -> Option<Self> {
+        (isize::try_from(rs).is_ok() && isize::try_from(cs).is_ok()).then_some(Self {
             data,
-            rs: cols,
-            cs: 1,
-        }
+            rs,
+            cs,
+        })
+    }
+
+    /// Row-major `[.., cols]` view of `data` (a stride too large for `isize` gives an empty view,
+    /// which no non-empty shape fits).
+    pub fn rows(data: &'a [T], cols: usize) -> Self {
+        Self::new(data, cols, 1).unwrap_or(Self {
+            data: &[],
+            rs: 0,
+            cs: 0,
+        })
     }
 
     /// The transpose of this view.
@@ -50,8 +61,17 @@ impl<'a, T> View<'a, T> {
         }
     }
 
+    /// Whether every element `(i, j)`, `i < rows`, `j < cols`, lies inside `data`: the last one,
+    /// `(rows-1)·rs + (cols-1)·cs`, computed without overflow.
     fn fits(&self, rows: usize, cols: usize) -> bool {
-        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+        if rows == 0 || cols == 0 {
+            return true;
+        }
+        (rows - 1)
+            .checked_mul(self.rs)
+            .zip((cols - 1).checked_mul(self.cs))
+            .and_then(|(a, b)| a.checked_add(b))
+            .is_some_and(|last| last < self.data.len())
     }
 }
 
@@ -64,7 +84,7 @@ pub fn matmul<T: Real>(
     c: &mut [T],
     accumulate: bool,
 ) -> candle_core::Result<()> {
-    if !a.fits(m, k) || !b.fits(k, n) || c.len() < m * n {
+    if !a.fits(m, k) || !b.fits(k, n) || m.checked_mul(n).is_none_or(|mn| c.len() < mn) {
         candle_core::bail!("kernels::matmul: views too small for {m}x{k} · {k}x{n}");
     }
     if m == 0 || n == 0 {
@@ -76,9 +96,10 @@ pub fn matmul<T: Real>(
         }
         return Ok(());
     }
-    // SAFETY: `fits` checked that every element (i, l) of `a` for i < m, l < k, and (l, j) of `b`
-    // for l < k, j < n, lies inside its slice, and `c` holds the m·n row-major outputs; all
-    // strides are non-negative and below isize::MAX since they index existing slices. `c` is a
+    // SAFETY: `fits` checked, without overflow, that every element (i, l) of `a` for i < m, l < k,
+    // and (l, j) of `b` for l < k, j < n, lies inside its slice, and `c` holds the m·n row-major
+    // outputs (m·n checked); every stride is at most isize::MAX (private fields, set only by
+    // `View::new`, which checks it), and `n` is at most `c.len()`, so the casts are exact. `c` is a
     // unique borrow, so it does not alias `a` or `b`. T is f32 or f64 (the `Real` impls), which
     // gemm supports.
     unsafe {
@@ -110,6 +131,21 @@ pub fn matmul<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_whose_last_element_overflows_or_lies_outside_are_refused() {
+        let data = [1f32; 4];
+        assert!(View::new(&data, usize::MAX, 1).is_none());
+        let huge = View::new(&data, isize::MAX as usize, 1).unwrap();
+        // (3 - 1) · isize::MAX overflows nothing in usize but lies far outside the slice.
+        assert!(!huge.fits(3, 1));
+        let wide = View::new(&data, 1, isize::MAX as usize).unwrap();
+        assert!(!wide.fits(1, 4));
+        let mut c = [0f32; 9];
+        assert!(matmul((3, 3, 1), huge, View::rows(&data, 3), &mut c, false).is_err());
+        assert!(View::rows(&data, 2).fits(2, 2));
+        assert!(!View::rows(&data, 2).fits(3, 2));
+    }
 
     #[test]
     fn matmul_strided_and_accumulating() {

@@ -5,6 +5,7 @@
 //! The design follows rust-libp2p's file-sharing example: a cloneable [`Client`] sends
 //! commands to an [`EventLoop`] task that alone owns the swarm, and the application
 //! receives [`Event`]s on a channel.
+#![forbid(unsafe_code)]
 
 mod behaviour;
 mod client;

@@ -1,4 +1,5 @@
 //! Hearth worker: join a swarm, train LoRA locally, send compressed signed deltas.
+#![forbid(unsafe_code)]
 
 pub mod attack;
 pub mod bench;

@@ -1,4 +1,5 @@
 //! `hearth-worker`: thin CLI over the library.
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
