@@ -192,3 +192,49 @@ pub enum Event {
         peer: PeerId,
     },
 }
+
+impl Event {
+    /// A one-line description for logs: kind, peer and size, never the payload bytes.
+    pub fn summary(&self) -> String {
+        match self {
+            Event::Gossip {
+                topic,
+                propagation_source,
+                data,
+                ..
+            } => format!(
+                "gossip on {topic:?} from {propagation_source} ({} bytes)",
+                data.len()
+            ),
+            Event::Request {
+                peer,
+                protocol,
+                data,
+                ..
+            } => format!("{protocol:?} request from {peer} ({} bytes)", data.len()),
+            Event::Identified { peer, .. } => format!("identify from {peer}"),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_names_the_size_never_the_payload() {
+        let peer = PeerId::random();
+        let e = Event::Gossip {
+            topic: crate::protocol::Topic::Deltas,
+            message_id: MessageId(vec![7; 32]),
+            propagation_source: peer,
+            source: Some(peer),
+            data: vec![171; 100_000],
+        };
+        let s = e.summary();
+        assert!(s.contains("100000 bytes"), "{s}");
+        assert!(!s.contains("171"), "{s}");
+        assert!(s.len() < 200, "{s}");
+    }
+}

@@ -188,7 +188,7 @@ impl EventLoop {
                 self.dropped_events += 1;
                 tracing::warn!(
                     dropped = self.dropped_events,
-                    ?event,
+                    event = %event.summary(),
                     "event queue full, dropping event"
                 );
                 if let Event::Gossip {
