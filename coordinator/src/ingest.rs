@@ -76,6 +76,9 @@ pub struct Weighing {
     pub factors: Vec<f64>,
     /// Held back: not significant on their own, and no record yet.
     pub held_back: Vec<PeerId>,
+    /// Unpaid: far less work than claimed (a free ride, or a converged shard), with the
+    /// explanation: weight 0, no credit, no evidence.
+    pub unpaid: Vec<(PeerId, String)>,
     /// Turned down (misaligned, or a free ride), with the reason: evidence against the peer.
     pub failed: Vec<Rejection>,
     /// Passed the screen in a round whose reference carried a signal: evidence for the peer.
@@ -325,6 +328,11 @@ impl Ingest {
                 Verdict::HeldBack(_) => {
                     *f = 0.0;
                     out.held_back.push(p.peer);
+                }
+                Verdict::Unpaid { share } => {
+                    *f = 0.0;
+                    out.unpaid
+                        .push((p.peer, Finding::FreeRide { share }.explain()));
                 }
                 Verdict::Fail(finding) => {
                     *f = 0.0;
@@ -618,7 +626,7 @@ mod tests {
     }
 
     #[test]
-    fn at_close_the_screen_fails_misaligned_and_free_rides_holds_back_new_noise_and_scales_lazy_work(
+    fn at_close_the_screen_fails_misaligned_pays_free_rides_nothing_holds_back_new_noise_and_scales_lazy_work(
     ) {
         let mut i = ingest();
         let mut engine = crate::engine::Engine::new(
@@ -666,13 +674,11 @@ mod tests {
             .iter()
             .map(|r| (r.peer.unwrap(), r.reason.label()))
             .collect();
-        assert_eq!(
-            failed,
-            vec![
-                (key(6).public().to_peer_id(), "screen"),
-                (key(7).public().to_peer_id(), "free_ride")
-            ]
-        );
+        assert_eq!(failed, vec![(key(6).public().to_peer_id(), "screen")]);
+        // The free ride earns nothing but is not held against its sender.
+        assert_eq!(w.unpaid.len(), 1);
+        assert_eq!(w.unpaid[0].0, key(7).public().to_peer_id());
+        assert!(w.unpaid[0].1.contains("far less work"), "{:?}", w.unpaid);
         assert_eq!(w.passed.len(), 4);
     }
 }

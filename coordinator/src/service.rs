@@ -1185,6 +1185,15 @@ impl Service {
                 self.state.ledger.held_back(&id, now);
             }
         }
+        for (peer, why) in w.unpaid {
+            self.metrics.delta("held_back", "free_ride");
+            info!(round = self.round.number, %peer,
+                  "delta unpaid, a free ride: {why} (weight 0, no credit; not held against the worker)");
+            let id = peer.to_base58();
+            if self.state.ledger.peers.contains_key(&id) {
+                self.state.ledger.held_back(&id, now);
+            }
+        }
         for peer in w.passed {
             let id = peer.to_base58();
             if self.state.ledger.peers.contains_key(&id) {
