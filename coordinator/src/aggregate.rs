@@ -1,30 +1,12 @@
 //! Aggregation of accepted adapter deltas: weighted mean and the robust alternatives.
 
-/// How accepted deltas are combined into one.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Aggregator {
-    /// Weighted mean (weights: tokens trained × staleness weight).
-    WeightedMean,
-    /// Coordinate-wise mean after dropping the `trim_fraction` largest and smallest values.
-    TrimmedMean {
-        /// Fraction trimmed from each end, in [0, 0.5).
-        trim_fraction: f32,
-    },
-    /// Coordinate-wise median.
-    CoordinateMedian,
-    /// Centered clipping (Karimireddy et al., arXiv 2012.10333): start from the coordinate median
-    /// and move it by the weighted mean of the clipped differences, `iters` times.
-    CenteredClip {
-        /// Clipping radius (L2) of each difference.
-        tau: f32,
-        /// Number of clipping iterations.
-        iters: u32,
-    },
-}
+/// How accepted deltas are combined: the run spec's own enum (one type for the wire, run.toml and
+/// the engine).
+pub use hearth_proto::Aggregator;
 
-/// Staleness weight 1/√(1+τ) (FedBuff).
+/// Staleness weight `1/√(1+τ)` (FedBuff), the run spec's one definition.
 pub fn staleness_weight(staleness: u64) -> f32 {
-    1.0 / ((1 + staleness) as f32).sqrt()
+    hearth_proto::AggregateSpec::staleness_weight(u32::try_from(staleness).unwrap_or(u32::MAX))
 }
 
 /// Combine `deltas` (all the same length) with non-negative `weights` (same count as deltas).

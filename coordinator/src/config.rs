@@ -135,6 +135,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ("run.aggregate.deadline_secs", "Round deadline from opening."),
     ("run.aggregate.max_staleness", "Accept deltas built on a checkpoint at most this many rounds old (weight 1/sqrt(1+staleness))."),
     ("run.aggregate.aggregator.kind", "weighted_mean, trimmed_mean, coordinate_median or centered_clip."),
+    ("run.aggregate.aggregator.tau", "centered_clip: L2 radius, in the adapter's own units, above which a delta's difference from the current center is scaled down to it."),
     ("run.aggregate.outer.kind", "Outer optimizer: nesterov (DiLoCo) or average."),
     ("run.aggregate.codec.kind", "Delta codec: f32, f16, int8 or top_k (density, bits)."),
     ("run.aggregate.local_error_feedback", "Workers train from the checkpoint plus their unsent residual (helps lossy codecs; see docs/BENCHMARKS.md table 2)."),

@@ -17,7 +17,6 @@ use hearth_proto::{
 };
 use tracing::{debug, error, info, warn};
 
-use crate::aggregate::Aggregator;
 use crate::config::RunConfig;
 use crate::engine::{Closed, Engine};
 use crate::evaluator::Evaluator;
@@ -124,19 +123,6 @@ pub struct RunOptions {
     pub addr_file: Option<PathBuf>,
     /// Pre-shared key of a private swarm (`--swarm-key`): pnet over TCP, QUIC off.
     pub swarm_key: Option<hearth_net::SwarmKey>,
-}
-
-fn aggregator_of(spec: &RunSpec) -> Aggregator {
-    match spec.aggregate.aggregator {
-        hearth_proto::Aggregator::WeightedMean => Aggregator::WeightedMean,
-        hearth_proto::Aggregator::TrimmedMean { trim_fraction } => {
-            Aggregator::TrimmedMean { trim_fraction }
-        }
-        hearth_proto::Aggregator::CoordinateMedian => Aggregator::CoordinateMedian,
-        hearth_proto::Aggregator::CenteredClip { tau, iters } => {
-            Aggregator::CenteredClip { tau, iters }
-        }
-    }
 }
 
 fn outer_of(spec: &RunSpec) -> Outer {
@@ -329,7 +315,7 @@ impl Service {
             params,
             outer_state,
             outer_of(&spec),
-            aggregator_of(&spec),
+            spec.aggregate.aggregator,
         );
 
         let keypair = hearth_net::load_or_create_identity(&data_dir.join("identity.key"))?;

@@ -569,7 +569,8 @@ tagged_enum! {
         CoordinateMedian,
         /// Centered clipping (Karimireddy et al. 2012.10333).
         CenteredClip {
-            /// Clipping radius as a multiple of the median delta norm.
+            /// Clipping radius: the L2 norm (in the adapter's own units) above which a delta's
+            /// difference from the current center is scaled down to it.
             tau: f32,
             /// Clipping iterations.
             iters: u32
