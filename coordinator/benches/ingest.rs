@@ -14,7 +14,7 @@ use hearth_coordinator::aggregate::{aggregate, Aggregator};
 use hearth_coordinator::engine::{flatten, Engine};
 use hearth_coordinator::evaluator::Evaluator;
 use hearth_coordinator::ingest::Ingest;
-use hearth_coordinator::outer::{Outer, OuterState};
+use hearth_coordinator::outer::{Outer, OuterState, OuterStep};
 use hearth_coordinator::screen::Reference;
 use hearth_coordinator::store::BlobStore;
 use hearth_proto::{

@@ -7,7 +7,7 @@ use hearth_proto::{NamedTensor, TensorLayout};
 use libp2p_identity::PeerId;
 
 use crate::aggregate::{aggregate, staleness_weight, Aggregator};
-use crate::outer::{Outer, OuterState};
+use crate::outer::{Outer, OuterState, OuterStep};
 use crate::screen::Score;
 use crate::verify::VerifiedDelta;
 

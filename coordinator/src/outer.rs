@@ -9,28 +9,20 @@ pub struct OuterState {
     pub momentum: Vec<f32>,
 }
 
-/// Which outer update to apply.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Outer {
-    /// Nesterov momentum SGD on the pseudo-gradient `-delta` (DiLoCo: lr 0.7, momentum 0.9).
-    Nesterov {
-        /// Outer learning rate.
-        lr: f32,
-        /// Momentum coefficient.
-        momentum: f32,
-    },
-    /// Plain averaging: `params += lr * delta`.
-    Average {
-        /// Outer learning rate (1.0 = take the mean delta as is).
-        lr: f32,
-    },
-}
+/// Which outer update to apply: the run spec's own enum (`Nesterov` as in DiLoCo: lr 0.7,
+/// momentum 0.9; `Average`: `params += lr * delta`).
+pub use hearth_proto::OuterOptimizer as Outer;
 
-impl Outer {
+/// The outer update of an [`Outer`] optimizer.
+pub trait OuterStep {
     /// Apply the update for the averaged `delta` (local minus global parameters) to `params`.
     ///
     /// Nesterov with pseudo-gradient `g = -delta`: `m ← μ·m + g`, `θ ← θ − lr·(g + μ·m)`.
-    pub fn step(&self, params: &mut [f32], delta: &[f32], state: &mut OuterState) {
+    fn step(&self, params: &mut [f32], delta: &[f32], state: &mut OuterState);
+}
+
+impl OuterStep for Outer {
+    fn step(&self, params: &mut [f32], delta: &[f32], state: &mut OuterState) {
         debug_assert_eq!(params.len(), delta.len());
         match *self {
             Outer::Average { lr } => {

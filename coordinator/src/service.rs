@@ -22,7 +22,7 @@ use crate::engine::{Closed, Engine};
 use crate::evaluator::Evaluator;
 use crate::ingest::{Ingest, Rejection};
 use crate::metrics::Metrics;
-use crate::outer::{Outer, OuterState};
+use crate::outer::OuterState;
 use crate::round::{Decision, Round, RoundPolicy};
 use crate::screen::Reference;
 use crate::state::{CheckpointRecord, RoundRecord, State};
@@ -123,13 +123,6 @@ pub struct RunOptions {
     pub addr_file: Option<PathBuf>,
     /// Pre-shared key of a private swarm (`--swarm-key`): pnet over TCP, QUIC off.
     pub swarm_key: Option<hearth_net::SwarmKey>,
-}
-
-fn outer_of(spec: &RunSpec) -> Outer {
-    match spec.aggregate.outer {
-        hearth_proto::OuterOptimizer::Nesterov { lr, momentum } => Outer::Nesterov { lr, momentum },
-        hearth_proto::OuterOptimizer::Average { lr } => Outer::Average { lr },
-    }
 }
 
 fn policy_of(spec: &RunSpec) -> RoundPolicy {
@@ -314,7 +307,7 @@ impl Service {
             layout,
             params,
             outer_state,
-            outer_of(&spec),
+            spec.aggregate.outer,
             spec.aggregate.aggregator,
         );
 
