@@ -182,6 +182,8 @@ pub struct Service {
     public: HashSet<ContentId>,
     /// Peers that joined and are connected, with their last join time.
     joined: HashMap<PeerId, u64>,
+    /// Each peer's last close-time verdict, sent back on its next join or poll.
+    verdicts: HashMap<PeerId, hearth_proto::DeltaVerdict>,
     connected: HashSet<PeerId>,
     metrics: Metrics,
     snapshot: Arc<RwLock<Snapshot>>,
@@ -369,6 +371,7 @@ impl Service {
             peer_id,
             public,
             joined: HashMap::new(),
+            verdicts: HashMap::new(),
             connected: HashSet::new(),
             metrics,
             snapshot: Arc::new(RwLock::new(Snapshot::default())),
@@ -927,7 +930,9 @@ impl Service {
                     Protocol::Blob => self.on_blob(peer, &data),
                     Protocol::Delta => {
                         let ack = match self.process_delta(&data, Some(peer)).await {
-                            Ok(()) => DeltaAck::Accepted,
+                            Ok(()) => DeltaAck::Accepted {
+                                last_verdict: self.verdicts.get(&peer).cloned(),
+                            },
                             Err(r) => match self.ban_reason(&peer) {
                                 Some(reason) => DeltaAck::Banned { reason },
                                 None => DeltaAck::Rejected {
@@ -1012,6 +1017,7 @@ impl Service {
             },
             latest: self.state.latest().map(|c| c.manifest.clone()),
             round: self.round_info(),
+            last_verdict: self.verdicts.get(&peer).cloned(),
         })
     }
 
@@ -1154,11 +1160,19 @@ impl Service {
             if weight < 1.0 {
                 info!(round = self.round.number, %peer, weight, credit = tokens, "delta down-weighted by the screen");
             }
+            self.verdict(
+                peer,
+                format!("aggregated with screen weight {weight:.2}: credit {tokens} tokens"),
+            );
         }
         for peer in w.held_back {
             self.metrics.delta("held_back", "inconclusive");
             info!(round = self.round.number, %peer,
                   "delta held back: not significant on its own and the sender has no record yet (weight 0, no credit)");
+            self.verdict(
+                peer,
+                "held back: not significant on its own and no record yet (weight 0, no credit; not held against you)".into(),
+            );
             let id = peer.to_base58();
             if self.state.ledger.peers.contains_key(&id) {
                 self.state.ledger.held_back(&id, now);
@@ -1168,6 +1182,10 @@ impl Service {
             self.metrics.delta("held_back", "free_ride");
             info!(round = self.round.number, %peer,
                   "delta unpaid, a free ride: {why} (weight 0, no credit; not held against the worker)");
+            self.verdict(
+                peer,
+                format!("unpaid: {why} (weight 0, no credit; not held against you)"),
+            );
             let id = peer.to_base58();
             if self.state.ledger.peers.contains_key(&id) {
                 self.state.ledger.held_back(&id, now);
@@ -1180,9 +1198,29 @@ impl Service {
             }
         }
         for rejection in w.failed {
+            if let Some(peer) = rejection.peer {
+                self.verdict(
+                    peer,
+                    format!("rejected at the round's close: {}", rejection.reason),
+                );
+            }
             self.ingest.round.rejected += 1;
             self.reject(rejection, now).await;
         }
+    }
+
+    /// Remember the verdict on `peer`'s delta of the closing round (sent on its next join).
+    fn verdict(&mut self, peer: PeerId, mut text: String) {
+        if text.len() > hearth_proto::DeltaVerdict::MAX_TEXT {
+            let mut end = hearth_proto::DeltaVerdict::MAX_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
+        let round = self.round.number;
+        self.verdicts
+            .insert(peer, hearth_proto::DeltaVerdict { round, text });
     }
 
     /// Start computing the open round's reference gradient on a blocking thread.

@@ -84,6 +84,9 @@ pub enum JoinResponse {
         latest: Option<CheckpointManifest>,
         /// The open round.
         round: RoundInfo,
+        /// What became of this peer's last judged delta, when its round closed (weight, held
+        /// back, unpaid or rejected): the verdicts a worker otherwise never sees.
+        last_verdict: Option<DeltaVerdict>,
     },
     /// Refused.
     Rejected {
@@ -95,6 +98,20 @@ pub enum JoinResponse {
         /// Why, with the evidence.
         reason: String,
     },
+}
+
+/// The close-time verdict on one of a peer's deltas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaVerdict {
+    /// The round that judged it.
+    pub round: u64,
+    /// What happened, in words (at most [`DeltaVerdict::MAX_TEXT`] bytes).
+    pub text: String,
+}
+
+impl DeltaVerdict {
+    /// Longest verdict text the coordinator sends.
+    pub const MAX_TEXT: usize = 512;
 }
 
 impl Wire for JoinResponse {
@@ -200,8 +217,11 @@ impl Wire for DeltaRef {
 /// Answer to a direct delta submission (`/hearth/delta/1`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeltaAck {
-    /// Accepted for aggregation.
-    Accepted,
+    /// Accepted for aggregation (its weight is decided when the round closes).
+    Accepted {
+        /// The close-time verdict on this peer's previous judged delta, if any.
+        last_verdict: Option<DeltaVerdict>,
+    },
     /// Rejected.
     Rejected {
         /// Why.

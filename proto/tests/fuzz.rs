@@ -168,6 +168,7 @@ fn valid_encodings(layout: &[TensorLayout]) -> Vec<Vec<u8>> {
                 opened_unix_ms: 1,
                 deadline_unix_ms: 2,
             },
+            last_verdict: None,
         }
         .to_bytes(),
     );

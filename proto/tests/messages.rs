@@ -84,6 +84,10 @@ fn join_messages_round_trip() {
         },
         latest: Some(manifest()),
         round: round_info(),
+        last_verdict: Some(DeltaVerdict {
+            round: 4,
+            text: "aggregated with screen weight 0.83: credit 850 tokens".into(),
+        }),
     };
     round_trip(&accepted);
     round_trip(&JoinResponse::Rejected {
@@ -151,7 +155,13 @@ fn small_messages_round_trip() {
         cid: ContentId::of(b"d"),
         size: 1 << 20,
     });
-    round_trip(&DeltaAck::Accepted);
+    round_trip(&DeltaAck::Accepted { last_verdict: None });
+    round_trip(&DeltaAck::Accepted {
+        last_verdict: Some(DeltaVerdict {
+            round: 9,
+            text: "unpaid".into(),
+        }),
+    });
     round_trip(&DeltaAck::Rejected {
         reason: "stale: base round 3, current 9".into(),
     });

@@ -83,6 +83,16 @@ fn three_workers_three_rounds_and_a_late_joiner() {
         assert_eq!(code, 0, "{} exited with {code}", w.label);
         let summary = last_line_json(&w.stdout());
         assert_eq!(summary["event"], "left", "{}: {summary}", w.label);
+        // The close-time verdicts reach the worker on its next join or poll.
+        if w.label != "late" {
+            let log = std::fs::read_to_string(dir.path().join(format!("{}.log", w.label)))
+                .unwrap_or_default();
+            assert!(
+                log.contains("our delta was aggregated with screen weight"),
+                "{} never heard how its delta was weighed:\n{log}",
+                w.label
+            );
+        }
         assert_eq!(
             summary["checkpoint"].as_str(),
             Some(final_id.as_str()),

@@ -176,9 +176,21 @@ struct Session {
     connected: watch::Receiver<bool>,
     /// A failed dial was reported (once per outage).
     unreachable_reported: bool,
+    /// The round of the last close-time verdict printed.
+    last_verdict: u64,
 }
 
 impl Session {
+    /// Prints the coordinator's close-time verdict on our last judged delta, once per round.
+    fn report_verdict(&mut self, verdict: Option<hearth_proto::DeltaVerdict>) {
+        if let Some(v) = verdict.filter(|v| v.round > self.last_verdict) {
+            self.last_verdict = v.round;
+            // Untrusted text: printed as data, bounded.
+            let text: String = v.text.chars().take(512).collect();
+            info!("round {}: our delta was {}", v.round, text.escape_debug());
+        }
+    }
+
     /// Dial (with backoff) until connected.
     async fn ensure_connected(&mut self) -> Result<()> {
         let mut delay = Duration::from_millis(250);
@@ -249,7 +261,11 @@ impl Session {
                             lease,
                             latest,
                             round,
-                        } => Ok((spec, lease.shard_indices, latest, round)),
+                            last_verdict,
+                        } => {
+                            self.report_verdict(last_verdict);
+                            Ok((spec, lease.shard_indices, latest, round))
+                        }
                         JoinResponse::Rejected { reason } => {
                             Err(anyhow!("the coordinator refused to admit us: {reason}"))
                         }
@@ -473,6 +489,7 @@ async fn copycat_submit(
                 key,
                 connected: conn_rx,
                 unreachable_reported: false,
+                last_verdict: 0,
             };
             s.join().await?;
             *sybil = Some(s);
@@ -482,7 +499,7 @@ async fn copycat_submit(
         msg.delta = encode_delta(&spec.aggregate.codec, copy, &mut Residual::new())?;
         let env = SignedEnvelope::seal(&s.key, Domain::Delta, &msg)?;
         Ok::<_, anyhow::Error>(match s.submit(env.to_bytes(), spec).await? {
-            Some(DeltaAck::Accepted) => "accepted".to_string(),
+            Some(DeltaAck::Accepted { .. }) => "accepted".to_string(),
             Some(DeltaAck::Rejected { reason } | DeltaAck::Banned { reason }) => {
                 format!("rejected ({reason})")
             }
@@ -669,6 +686,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             key: key.clone(),
             connected: conn_rx,
             unreachable_reported: false,
+            last_verdict: 0,
         };
         let spec = tokio::select! {
             r = s.join() => r.map(|(spec, ..)| spec),
@@ -697,6 +715,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         key,
         connected: conn_rx,
         unreachable_reported: false,
+        last_verdict: 0,
     };
 
     let mut done = 0u64;
@@ -944,7 +963,8 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             let size = bytes.len();
             let (kind, outcome, verdict) = match s.submit(bytes, &spec).await {
                 Ok(None) => (SubmitOutcome::Gossip, "sent by gossip".to_string(), None),
-                Ok(Some(DeltaAck::Accepted)) => {
+                Ok(Some(DeltaAck::Accepted { last_verdict })) => {
+                    s.report_verdict(last_verdict);
                     (SubmitOutcome::Accepted, "accepted".to_string(), Some(true))
                 }
                 Ok(Some(DeltaAck::Banned { reason })) => {

@@ -465,7 +465,7 @@ async fn unadmitted(o: &Opts) -> Result<Value> {
         let bytes = delta(&n.key, None, &o.run_id, 0, None, 1)?;
         match n.net.request(o.peer, Protocol::Delta, bytes).await {
             Ok(b) => match DeltaAck::from_bytes(&b)? {
-                DeltaAck::Accepted => "accepted".to_string(),
+                DeltaAck::Accepted { .. } => "accepted".to_string(),
                 DeltaAck::Rejected { reason } => reason,
                 DeltaAck::Banned { reason } => format!("banned: {reason}"),
             },

@@ -240,7 +240,7 @@ impl SimPeer {
         let send = self.net.request(self.coordinator, Protocol::Delta, bytes);
         match tokio::time::timeout(timeout + Duration::from_secs(5), send).await {
             Ok(Ok(reply)) => match DeltaAck::from_bytes(&reply) {
-                Ok(DeltaAck::Accepted) => Outcome::Accepted,
+                Ok(DeltaAck::Accepted { .. }) => Outcome::Accepted,
                 Ok(DeltaAck::Rejected { reason }) => Outcome::Rejected(reason),
                 Ok(DeltaAck::Banned { reason }) => Outcome::Rejected(format!("banned: {reason}")),
                 Err(e) => Outcome::Failed(format!("malformed acknowledgement: {e}")),
