@@ -592,7 +592,7 @@ fn round_summary(
     status: &crate::control::Status,
 ) -> String {
     format!(
-        "round {round}: delta {outcome} · {} steps · loss {:.4} · {:.0} tok/s · {} sent · credit {} tokens ({} accepted, {} rejected)",
+        "round {round}: delta {outcome} · {} steps · loss {:.4} · {:.0} tok/s · {} sent · {} tokens delivered ({} accepted, {} rejected; the credit follows the coordinator's verdicts)",
         report.steps,
         report.mean_loss,
         report.tokens_per_second,
@@ -1086,7 +1086,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     let end = end.as_ref();
     let st = control.status();
     let summary = format!(
-        "left the swarm after {done} round(s): credit {} tokens, {} accepted, {} rejected; last checkpoint {}",
+        "left the swarm after {done} round(s): {} tokens delivered, {} accepted, {} rejected (credit: the coordinator's ledger); last checkpoint {}",
         st.credit_tokens,
         st.accepted,
         st.rejected,
