@@ -335,14 +335,11 @@ impl Ingest {
                         .push((p.peer, Finding::FreeRide { share }.explain()));
                 }
                 Verdict::Fail(finding) => {
+                    // At the close only misalignment fails; small deltas are unpaid.
                     *f = 0.0;
-                    let reason = match finding {
-                        Finding::FreeRide { .. } => Reject::FreeRide(finding.explain()),
-                        _ => Reject::Screen(finding.explain()),
-                    };
                     out.failed.push(Rejection {
                         peer: Some(p.peer),
-                        reason,
+                        reason: Reject::Screen(finding.explain()),
                     });
                 }
             }

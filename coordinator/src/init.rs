@@ -262,21 +262,11 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf> {
         }
     };
     // Load (and so check) the model before writing the spec: an unsupported family, rope type
-    // or tensor is refused here, by name.
-    let stored_base = stored.as_ref().map(|m| hearth_proto::BaseModel {
-        source: m.source.clone(),
-        blake3: Some(m.blake3),
-        size_bytes: m.size_bytes,
-        files: m.files.clone(),
-        ..Default::default()
-    });
-    let stored_path = match &stored_base {
-        Some(b) => crate::base_model::base_model_path(&store, b, &data_dir)?,
-        None => None,
-    };
-    let source = match (&stored, &stored_path) {
-        (Some(m), Some(p)) => spec::model_source(&m.source, Some(p)),
-        _ => hearth_model::ModelSource::Tiny {
+    // or tensor is refused here, by name. The files just stored are these same bytes.
+    let source = match &model_path {
+        Some(p) if p.is_dir() => hearth_model::ModelSource::HfDir(p.clone()),
+        Some(p) => hearth_model::ModelSource::Gguf(p.clone()),
+        None => hearth_model::ModelSource::Tiny {
             seed: spec::TINY_WEIGHT_SEED,
         },
     };

@@ -54,30 +54,17 @@ fn compact_bases_match_the_f32_model_of_their_expanded_weights() {
         compact.set_adapter(&adapter).unwrap();
         let (want, g_want) = loss_gradient(&dense, &data, 4).unwrap();
         let (got, g_got) = loss_gradient(&compact, &data, 4).unwrap();
-        let diff: f64 = g_got
-            .iter()
-            .zip(&g_want)
-            .map(|(a, b)| f64::from(a - b).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let norm: f64 = g_want
-            .iter()
-            .map(|b| f64::from(*b).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let r = common::rel_l2(&g_got, &g_want);
+
         eprintln!(
             "{kind:?}: loss {got:.6} (expanded f32 {want:.6}, original f32 {f32_loss:.6}), gradient rel diff {:.1e}",
-            diff / norm
+            r
         );
         assert!(
             (got - want).abs() < 1e-3 * want,
             "{kind:?}: {got} vs {want}"
         );
-        assert!(
-            diff / norm < 1e-4,
-            "{kind:?}: gradient differs by {:.1e}",
-            diff / norm
-        );
+        assert!(r < 1e-4, "{kind:?}: gradient differs by {:.1e}", r);
         // Compact but not far from the original model.
         assert!(
             (got - f32_loss).abs() < 0.05 * f32_loss,

@@ -3,39 +3,23 @@
 //! PyTorch is needed here) load from their directories, and our loss, our loss with a PEFT LoRA
 //! adapter and that loss's gradient with respect to every LoRA weight equal transformers'.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use hearth_model::hf::{load_hf_weights, parse_hf_config};
-use hearth_model::peft::{import_peft, lora_config_of};
-use hearth_model::{loss_gradient, Family, Model, ModelError, RopeScaling, Sequence};
+use hearth_model::{loss_gradient, Family, Model, ModelError, RopeScaling};
 
 /// Relative tolerance of the losses (issue 18: 1e-4).
 const LOSS_RTOL: f64 = 1e-4;
 /// Relative tolerance of the gradient, as ‖ours − theirs‖ / ‖theirs‖ over each tensor.
 const GRAD_RTOL: f64 = 1e-4;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families")
-}
+mod common;
 
-fn expected() -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(root().join("expected.json")).unwrap()).unwrap()
-}
+use common::{families_expected as expected, families_root as root, family_model, rel_l2};
 
 fn ids(exp: &serde_json::Value) -> Vec<Vec<u32>> {
-    exp["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect()
+    common::fixture_ids(exp)
 }
 
 /// Mean next-token loss over all sequences, as transformers' `labels = input_ids`.
@@ -166,11 +150,7 @@ fn peft_adapter_loss_and_lora_gradients_equal_transformers_for_every_family() {
     let rows = ids(&exp);
     for (name, fam) in families() {
         let dir = root().join(&name);
-        let (_, cfg, weights) = load_hf_weights(&dir, &Device::Cpu, DType::F32).unwrap();
-        let adapter = import_peft(&dir.join("adapter")).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let lora = lora_config_of(&adapter.config, true, 0).unwrap();
-        let mut model = Model::load(&weights, &cfg, Some(&lora)).unwrap();
-        model.set_adapter(&adapter.tensors).unwrap();
+        let model = family_model(&dir, "adapter", &Device::Cpu).model;
         let ours = mean_loss(&model, &rows);
         let theirs = fam["lora_loss"].as_f64().unwrap();
         assert!(
@@ -178,13 +158,7 @@ fn peft_adapter_loss_and_lora_gradients_equal_transformers_for_every_family() {
             "{name}: loss with the PEFT adapter {ours} vs transformers {theirs}"
         );
 
-        let seqs: Vec<Sequence> = rows
-            .iter()
-            .map(|r| Sequence {
-                tokens: r.clone(),
-                loss_mask: vec![true; r.len()],
-            })
-            .collect();
+        let seqs = common::fixture_sequences(&exp);
         let (loss, flat) = loss_gradient(&model, &seqs, seqs.len()).unwrap();
         assert!(rel(loss, theirs) < LOSS_RTOL, "{name}: {loss} vs {theirs}");
         let grads =
@@ -203,23 +177,12 @@ fn peft_adapter_loss_and_lora_gradients_equal_transformers_for_every_family() {
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
-            let diff: f64 = ours
-                .iter()
-                .zip(&theirs)
-                .map(|(a, b)| f64::from(a - b).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            let norm: f64 = theirs
-                .iter()
-                .map(|b| f64::from(*b).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            worst = worst.max(diff / norm);
+            let r = rel_l2(ours, &theirs);
+            worst = worst.max(r);
             assert!(
-                diff / norm < GRAD_RTOL,
-                "{name} {}: gradient differs by {:.2e} relative",
-                slot.name,
-                diff / norm
+                r < GRAD_RTOL,
+                "{name} {}: gradient differs by {r:.2e} relative",
+                slot.name
             );
         }
         assert_eq!(offset, flat.len());
@@ -236,17 +199,13 @@ fn our_exported_adapter_reads_back_with_the_same_loss() {
     let exp = expected();
     let rows = ids(&exp);
     for (name, _) in families() {
-        let dir = root().join(&name);
-        let (_, cfg, weights) = load_hf_weights(&dir, &Device::Cpu, DType::F32).unwrap();
-        let adapter = import_peft(&dir.join("adapter")).unwrap();
-        let lora = lora_config_of(&adapter.config, true, 0).unwrap();
-        let mut model = Model::load(&weights, &cfg, Some(&lora)).unwrap();
-        model.set_adapter(&adapter.tensors).unwrap();
+        let f = family_model(&root().join(&name), "adapter", &Device::Cpu);
+        let model = &f.model;
         let out = tempfile::tempdir().unwrap();
-        hearth_model::save_adapter(&model, out.path(), &name).unwrap();
-        let mut again = Model::load(&weights, &cfg, Some(&lora)).unwrap();
+        hearth_model::save_adapter(model, out.path(), &name).unwrap();
+        let mut again = Model::load(&f.weights, &f.cfg, Some(&f.lora)).unwrap();
         hearth_model::load_adapter(&mut again, out.path()).unwrap();
-        assert_eq!(mean_loss(&model, &rows), mean_loss(&again, &rows), "{name}");
+        assert_eq!(mean_loss(model, &rows), mean_loss(&again, &rows), "{name}");
     }
 }
 
@@ -341,11 +300,7 @@ fn gguf_loss_equals_transformers_on_the_dequantized_weights_for_every_family() {
 fn write_exported_adapters() {
     for (name, _) in families() {
         let dir = root().join(&name);
-        let (_, cfg, weights) = load_hf_weights(&dir, &Device::Cpu, DType::F32).unwrap();
-        let adapter = import_peft(&dir.join("adapter")).unwrap();
-        let lora = lora_config_of(&adapter.config, true, 0).unwrap();
-        let mut model = Model::load(&weights, &cfg, Some(&lora)).unwrap();
-        model.set_adapter(&adapter.tensors).unwrap();
+        let model = family_model(&dir, "adapter", &Device::Cpu).model;
         hearth_model::save_adapter(&model, &dir.join("exported"), &name).unwrap();
     }
 }
@@ -361,11 +316,7 @@ fn peft_loads_our_exported_adapters_with_our_loss() {
         let peft_loss = fam["exported_loss"].as_f64().unwrap_or_else(|| {
             panic!("{name}: no exported_loss; run make_families.py --check-exports")
         });
-        let (_, cfg, weights) = load_hf_weights(&dir, &Device::Cpu, DType::F32).unwrap();
-        let adapter = import_peft(&dir.join("exported")).unwrap();
-        let lora = lora_config_of(&adapter.config, true, 0).unwrap();
-        let mut model = Model::load(&weights, &cfg, Some(&lora)).unwrap();
-        model.set_adapter(&adapter.tensors).unwrap();
+        let model = family_model(&dir, "exported", &Device::Cpu).model;
         let ours = mean_loss(&model, &rows);
         assert!(
             rel(ours, peft_loss) < LOSS_RTOL,

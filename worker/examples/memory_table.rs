@@ -36,7 +36,7 @@ fn llama(
 
 fn main() {
     let models = [
-        ("Llama 3.2 1B", llama(128_256, 2048, 8192, 16, 32, 64, true)),
+        ("Llama 3.2 1B", hearth_worker::bench::llama_3_2_1b_config()),
         (
             "Llama 3.2 3B",
             llama(128_256, 3072, 8192, 28, 24, 128, true),

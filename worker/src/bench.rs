@@ -164,10 +164,9 @@ fn source(args: &BenchArgs, spec: &RunSpec) -> Result<ModelSource> {
 /// Weight seed of the `llama-1b` bench preset.
 const LLAMA_1B_SEED: u64 = 1;
 
-/// Random weights in Llama 3.2 1B's shape (the tokenizer is the tiny preset's; the bench feeds
-/// token ids).
-fn llama_1b(device: &hearth_model::Device) -> Result<hearth_model::BaseModel> {
-    let config = hearth_model::ModelConfig {
+/// Llama 3.2 1B's shape (for the `llama-1b` preset and the memory table).
+pub fn llama_3_2_1b_config() -> hearth_model::ModelConfig {
+    hearth_model::ModelConfig {
         vocab: 128_256,
         hidden: 2048,
         intermediate: 8192,
@@ -180,7 +179,13 @@ fn llama_1b(device: &hearth_model::Device) -> Result<hearth_model::BaseModel> {
         max_position: 8192,
         tie_embeddings: true,
         features: Default::default(),
-    };
+    }
+}
+
+/// Random weights in Llama 3.2 1B's shape (the tokenizer is the tiny preset's; the bench feeds
+/// token ids).
+fn llama_1b(device: &hearth_model::Device) -> Result<hearth_model::BaseModel> {
+    let config = llama_3_2_1b_config();
     Ok(hearth_model::BaseModel {
         weights: hearth_model::preset::random_weights(&config, LLAMA_1B_SEED, device, DType::F32)?,
         config,

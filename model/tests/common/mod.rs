@@ -54,3 +54,81 @@ pub fn randomize_adapter(model: &mut hearth_model::Model, seed: u64) {
     }
     model.set_adapter(&ts).unwrap();
 }
+
+/// The transformers parity fixtures written by `model/reference/make_families.py`.
+pub fn families_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families")
+}
+
+/// `expected.json` of the family fixtures.
+pub fn families_expected() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(families_root().join("expected.json")).unwrap()).unwrap()
+}
+
+/// The fixtures' token ids, one row per sequence.
+pub fn fixture_ids(exp: &serde_json::Value) -> Vec<Vec<u32>> {
+    exp["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// The fixtures' token ids as sequences with every position scored.
+pub fn fixture_sequences(exp: &serde_json::Value) -> Vec<Sequence> {
+    fixture_ids(exp)
+        .into_iter()
+        .map(|tokens| Sequence {
+            loss_mask: vec![true; tokens.len()],
+            tokens,
+        })
+        .collect()
+}
+
+/// A family fixture loaded on a device, with a PEFT adapter of its directory set (A and B trainable).
+pub struct FamilyModel {
+    /// The fixture's config.
+    pub cfg: hearth_model::ModelConfig,
+    /// Its base weights.
+    pub weights: hearth_model::weights::Weights,
+    /// The adapter's LoRA config.
+    pub lora: LoraConfig,
+    /// The model with the adapter set.
+    pub model: hearth_model::Model,
+}
+
+/// Loads fixture directory `dir` on `dev` with the PEFT adapter in `dir/adapter_dir`.
+pub fn family_model(dir: &std::path::Path, adapter_dir: &str, dev: &Device) -> FamilyModel {
+    let (_, cfg, weights) = hearth_model::hf::load_hf_weights(dir, dev, DType::F32)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let adapter = hearth_model::peft::import_peft(&dir.join(adapter_dir))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let lora = hearth_model::peft::lora_config_of(&adapter.config, true, 0).unwrap();
+    let mut model = hearth_model::Model::load(&weights, &cfg, Some(&lora)).unwrap();
+    model.set_adapter(&adapter.tensors).unwrap();
+    FamilyModel {
+        cfg,
+        weights,
+        lora,
+        model,
+    }
+}
+
+/// ‖a − b‖ / ‖b‖ in f64.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum::<f64>().sqrt();
+    diff / norm
+}
