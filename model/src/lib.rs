@@ -22,6 +22,7 @@ pub mod lora;
 pub mod loss;
 pub mod peft;
 pub mod preset;
+pub mod recompute;
 pub mod schedule;
 pub mod source;
 pub mod spec;

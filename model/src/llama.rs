@@ -456,6 +456,17 @@ impl Model {
 
     /// Final-norm hidden states `[b*t, hidden]` for token ids `[b, t]` (u32).
     pub fn hidden_states(&self, ids: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
+        let (mut x, b, t) = self.embed_ids(ids)?;
+        let mask = causal_mask(t, self.dtype(), self.device())?;
+        for i in 0..self.blocks.len() {
+            x = self.block(i, &x, b, t, &mask, dropout_seed)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Checks token ids `[b, t]` (length, sliding window, vocabulary) and embeds them:
+    /// `([b*t, hidden], b, t)`.
+    pub(crate) fn embed_ids(&self, ids: &Tensor) -> Result<(Tensor, usize, usize)> {
         let (b, t) = ids.dims2()?;
         if t == 0 || t > self.cfg.max_position {
             return Err(ModelError::Input(format!(
@@ -477,14 +488,37 @@ impl Model {
                 self.cfg.vocab
             )));
         }
-        let mut x = self.embed.index_select(&flat, 0)?;
-        let mask = causal_mask(t, self.dtype(), self.device())?;
-        for (i, block) in self.blocks.iter().enumerate() {
-            let seed =
-                dropout_seed.map(|s| s.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64));
-            x = block.forward(&x, b, t, &self.rope, &mask, seed)?;
-        }
-        self.norm.forward(&x)
+        Ok((self.embed.index_select(&flat, 0)?, b, t))
+    }
+
+    /// Decoder block `i` on the residual stream `x` (`[b*t, hidden]`); `dropout_seed` is the
+    /// step's seed, from which each block derives its own.
+    pub(crate) fn block(
+        &self,
+        i: usize,
+        x: &Tensor,
+        b: usize,
+        t: usize,
+        mask: &Tensor,
+        dropout_seed: Option<u64>,
+    ) -> Result<Tensor> {
+        let block = self
+            .blocks
+            .get(i)
+            .ok_or_else(|| ModelError::Input(format!("no decoder block {i}")))?;
+        let seed =
+            dropout_seed.map(|s| s.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(i as u64));
+        block.forward(x, b, t, &self.rope, mask, seed)
+    }
+
+    /// Decoder blocks.
+    pub(crate) fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The final RMSNorm.
+    pub(crate) fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        self.norm.forward(x)
     }
 
     /// Logits for hidden states `[n, hidden]` → `[n, vocab]`.

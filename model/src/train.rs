@@ -44,6 +44,9 @@ pub struct TrainConfig {
     pub accum_steps: usize,
     /// Seed for LoRA dropout masks.
     pub seed: u64,
+    /// Activation checkpointing: keep one block's activations at a time and recompute each
+    /// block in the backward pass ([`crate::recompute`]); same gradients, one more forward.
+    pub checkpoint_activations: bool,
 }
 
 impl Default for TrainConfig {
@@ -63,6 +66,7 @@ impl Default for TrainConfig {
             batch_size: 4,
             accum_steps: 1,
             seed: 0,
+            checkpoint_activations: false,
         }
     }
 }
@@ -303,10 +307,24 @@ impl Trainer {
                     (self.global_step * self.cfg.accum_steps + i) as u64 * 0x9E37_79B9,
                 )
             });
-            let h = model.hidden_states(&batch.ids, seed)?;
-            let part = (model.head_nll_sum(&h, &batch.targets, &batch.weights)? / total as f64)?;
-            loss += part.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-            let grads = part.backward()?;
+            let grads = if self.cfg.checkpoint_activations {
+                let (part, grads) = crate::recompute::loss_and_grads(
+                    model,
+                    &batch.ids,
+                    &batch.targets,
+                    &batch.weights,
+                    total as f64,
+                    seed,
+                )?;
+                loss += part;
+                grads
+            } else {
+                let h = model.hidden_states(&batch.ids, seed)?;
+                let part =
+                    (model.head_nll_sum(&h, &batch.targets, &batch.weights)? / total as f64)?;
+                loss += part.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                part.backward()?
+            };
             acc = Some(match acc {
                 None => grads,
                 Some(mut a) => {

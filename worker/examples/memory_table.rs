@@ -4,7 +4,7 @@
 
 use hearth_model::linear::BaseDType;
 use hearth_model::{LoraConfig, LoraTarget, ModelConfig};
-use hearth_worker::memory::{estimate_with, human_bytes};
+use hearth_worker::memory::{estimate_with, human_bytes, Footprint};
 
 /// What a CUDA context and its kernels take before any tensor (a conservative figure).
 const CUDA_CONTEXT: u64 = 600 << 20;
@@ -59,24 +59,31 @@ fn main() {
     println!(
         "The worker's own estimate (`hearth_worker::memory::estimate_with`, the one `join` checks \
 before training), LoRA r 16 on all seven projections with A and B trained, micro-batch 1 × 512 \
-tokens, no activation checkpointing (not implemented). `--dtype` makes the seven projections \
+tokens, without and with activation checkpointing (`--checkpoint-activations`: one block's \
+activations and each block's input are kept, each block is recomputed in the backward pass; \
+the gradients are the same, `model/tests/checkpointing.rs`). `--dtype` makes the seven projections \
 compact (QLoRA-style for q4: 4.5 bits a value, expanded to f32 one matmul at a time); the \
 embedding, norms and LM head stay f32. A card fits when the estimate plus {} of CUDA context is \
 at most its size. The f32 estimate was checked against measured CPU peaks (1.01–1.10×, \
-`worker/tests/memory.rs`, `hearth-worker bench`); compact dtypes are estimate only. Command: \
+`worker/tests/memory.rs`, `hearth-worker bench`); compact dtypes are estimate only. Checkpointing, measured on the CPU (`hearth-worker bench \
+--batch 4 --seq-len 256` on SmolLM2-135M, f32): peak RSS 2,276 MiB without and 749 MiB with \
+`--checkpoint-activations` (estimates 2,945 and 1,251 MiB), 1.4× the step time. Command: \
 `bash tests/bench/8-memory.sh`.\n",
         human_bytes(CUDA_CONTEXT)
     );
-    println!("| model | parameters | --dtype | weights | activations | adapter + AdamW | total | fits 8 GB | fits 12 GB | fits 24 GB |");
-    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- |");
+    println!("| model | parameters | --dtype | checkpointing | weights | activations | adapter + AdamW | total | fits 8 GB | fits 12 GB | fits 24 GB |");
+    println!("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- |");
     for (name, cfg) in &models {
-        for dtype in [
+        for f in [
             BaseDType::F32,
             BaseDType::Bf16,
             BaseDType::Q8,
             BaseDType::Q4,
-        ] {
-            let e = estimate_with(cfg, &lora, 1, 512, dtype);
+        ]
+        .into_iter()
+        .flat_map(|dtype| [false, true].map(|checkpoint| Footprint { dtype, checkpoint }))
+        {
+            let e = estimate_with(cfg, &lora, 1, 512, f);
             let fits: Vec<&str> = cards
                 .iter()
                 .map(|gb| {
@@ -88,9 +95,10 @@ at most its size. The f32 estimate was checked against measured CPU peaks (1.01�
                 })
                 .collect();
             println!(
-                "| {name} | {:.2} B | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {name} | {:.2} B | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 cfg.parameter_count() as f64 / 1e9,
-                format!("{dtype:?}").to_lowercase(),
+                format!("{:?}", f.dtype).to_lowercase(),
+                if f.checkpoint { "yes" } else { "no" },
                 human_bytes(e.weights),
                 human_bytes(e.activations),
                 human_bytes(e.adapter),

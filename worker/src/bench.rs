@@ -11,7 +11,7 @@ use hearth_proto::RunSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceArg;
-use crate::memory::{cap_batch, estimate_with, human_bytes, peak_rss};
+use crate::memory::{cap_batch, estimate_with, human_bytes, peak_rss, Footprint};
 
 /// Arguments of `hearth-worker bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// 1B's shape, for speed and memory on a GPU).
     #[arg(long)]
     pub preset: Option<String>,
+    /// Activation checkpointing, as `join --checkpoint-activations`.
+    #[arg(long)]
+    pub checkpoint_activations: bool,
     /// How the frozen base weights are held, as `join --dtype`: f32, bf16, f16, q8 or q4.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -266,6 +269,7 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport> {
         max_steps: 1,
         batch_size: micro,
         accum_steps: accum,
+        checkpoint_activations: args.checkpoint_activations,
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(&model, cfg.clone())?;
@@ -307,9 +311,18 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport> {
         tokens_per_second: report.tokens as f64 / seconds,
         seconds_per_step: per_step,
         peak_memory_bytes: if choice.is_cpu() { peak_rss() } else { None },
-        estimated_memory_bytes: estimate_with(&base.config, &lora, micro, seq_len, dtype)
-            .with_model_file(file_bytes)
-            .total(),
+        estimated_memory_bytes: estimate_with(
+            &base.config,
+            &lora,
+            micro,
+            seq_len,
+            Footprint {
+                dtype,
+                checkpoint: args.checkpoint_activations,
+            },
+        )
+        .with_model_file(file_bytes)
+        .total(),
         local_steps: spec.train.local_steps,
         round_seconds: per_step * within as f64,
         time_budget_secs: budget,

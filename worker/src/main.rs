@@ -49,6 +49,11 @@ struct JoinArgs {
     /// each weight is expanded to f32 only for its own matmul.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Activation checkpointing: keep one transformer block's activations at a time and
+    /// recompute each block in the backward pass. The same training in much less memory, one
+    /// more forward pass per step; for models whose activations do not fit otherwise.
+    #[arg(long)]
+    checkpoint_activations: bool,
     /// The most sequences trained at once. Lower it to use less memory: the worker then adds up
     /// several smaller batches per step, so the training result is the same, only slower.
     #[arg(long, value_name = "N")]
@@ -216,7 +221,10 @@ fn join_cmd(a: JoinArgs) -> Result<()> {
         device,
         threads,
         max_batch: a.max_batch,
-        dtype: hearth_model::linear::BaseDType::parse(&a.dtype).context("--dtype")?,
+        footprint: hearth_worker::memory::Footprint {
+            dtype: hearth_model::linear::BaseDType::parse(&a.dtype).context("--dtype")?,
+            checkpoint: a.checkpoint_activations,
+        },
         max_memory,
         control_addr: a.control,
         control: Control::new(window),

@@ -27,6 +27,16 @@ const KEPT_PER_SCORE: f64 = 3.0;
 /// ... per logit (`b·t·vocab`): logits, log-softmax pieces, their gradient.
 const KEPT_PER_LOGIT: f64 = 2.5;
 
+/// The worker's memory choices: how the frozen base weights are held (`--dtype`) and activation
+/// checkpointing (`--checkpoint-activations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Footprint {
+    /// How the seven projections are held.
+    pub dtype: BaseDType,
+    /// Keep one block's activations at a time and recompute in the backward pass.
+    pub checkpoint: bool,
+}
+
 /// The parts of a training estimate, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryEstimate {
@@ -97,7 +107,7 @@ pub fn estimate(
     batch: usize,
     seq_len: usize,
 ) -> MemoryEstimate {
-    estimate_with(cfg, lora, batch, seq_len, BaseDType::F32)
+    estimate_with(cfg, lora, batch, seq_len, Footprint::default())
 }
 
 /// Parameters of the decoder's seven projections (the weights `--dtype` makes compact).
@@ -112,21 +122,29 @@ pub fn projection_parameters(cfg: &ModelConfig) -> u64 {
         * cfg.layers as u64
 }
 
-/// [`estimate`] with the projection weights held in `dtype` (the embedding, norms and LM head
-/// stay f32), plus one projection expanded to f32 at a time.
+/// [`estimate`] with the projection weights held in `footprint.dtype` (the embedding, norms and
+/// LM head stay f32), plus one projection expanded to f32 at a time; with `footprint.checkpoint`
+/// autograd keeps one block's activations and each block's `[b·t, hidden]` input in place of
+/// every block's activations.
 pub fn estimate_with(
     cfg: &ModelConfig,
     lora: &LoraConfig,
     batch: usize,
     seq_len: usize,
-    dtype: BaseDType,
+    footprint: Footprint,
 ) -> MemoryEstimate {
+    let Footprint { dtype, checkpoint } = footprint;
     let (b, t) = (batch as f64, seq_len as f64);
     let tokens = b * t;
     let per_layer = tokens
         * (KEPT_PER_HIDDEN * cfg.hidden as f64 + KEPT_PER_INTERMEDIATE * cfg.intermediate as f64)
         + KEPT_PER_SCORE * b * cfg.heads as f64 * t * t;
-    let floats = cfg.layers as f64 * per_layer + KEPT_PER_LOGIT * tokens * cfg.vocab as f64;
+    let blocks = if checkpoint {
+        cfg.layers as f64 * tokens * cfg.hidden as f64 + per_layer
+    } else {
+        cfg.layers as f64 * per_layer
+    };
+    let floats = blocks + KEPT_PER_LOGIT * tokens * cfg.vocab as f64;
     // Saturating float-to-int conversion: absurd configs give u64::MAX, never a wrap.
     let activations = (F32 as f64 * floats) as u64;
     let r = lora.rank as u64;
@@ -251,26 +269,50 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Why training will not fit, and what to try instead; `None` when it fits in `limit`.
+/// Why training will not fit in `limit` bytes (named by `limit_source`) with `footprint`, and
+/// what to try instead; `None` when it fits.
 pub fn refusal(
     cfg: &ModelConfig,
     lora: &LoraConfig,
-    batch: usize,
-    seq_len: usize,
+    (batch, seq_len): (usize, usize),
     file_bytes: u64,
-    limit: u64,
-    limit_source: &str,
+    (limit, limit_source): (u64, &str),
+    footprint: Footprint,
 ) -> Option<String> {
-    let need = |b| estimate(cfg, lora, b, seq_len).with_model_file(file_bytes);
-    let need_now = need(batch);
+    let need = |b, f| estimate_with(cfg, lora, b, seq_len, f).with_model_file(file_bytes);
+    let need_now = need(batch, footprint);
     if need_now.total() <= limit {
         return None;
     }
+    let checkpointed = Footprint {
+        checkpoint: true,
+        ..footprint
+    };
+    let fits = |f| (1..=batch).rev().find(|&b| need(b, f).total() <= limit);
     let hint = if let Some(b) = (1..batch)
         .rev()
-        .find(|&b| estimate(cfg, lora, b, seq_len).total() <= limit)
+        .find(|&b| need(b, footprint).total() <= limit)
     {
         format!("; try --max-batch {b} (the effective batch is kept by accumulating gradients)")
+    } else if let Some(b) = fits(checkpointed).filter(|_| !footprint.checkpoint) {
+        let cap = if b < batch {
+            format!(" --max-batch {b}")
+        } else {
+            String::new()
+        };
+        format!("; try --checkpoint-activations{cap} (the same training, one more forward pass per step)")
+    } else if footprint.dtype == BaseDType::F32
+        && need(
+            batch,
+            Footprint {
+                dtype: BaseDType::Q4,
+                ..checkpointed
+            },
+        )
+        .total()
+            <= limit
+    {
+        "; try --dtype q4 --checkpoint-activations (4-bit frozen weights, QLoRA-style)".to_string()
     } else {
         format!("; even one sequence at a time does not fit: the run's sequence length {seq_len} is too long for this machine (ask the organiser for a shorter seq_len), or use a machine with more memory")
     };
@@ -328,16 +370,58 @@ mod tests {
     }
 
     #[test]
+    fn checkpointing_keeps_one_block_of_activations() {
+        let cfg = ModelConfig::smollm2_135m();
+        let l = lora(LoraTarget::ALL.to_vec(), false);
+        let ckpt = Footprint {
+            checkpoint: true,
+            ..Footprint::default()
+        };
+        let full = estimate(&cfg, &l, 4, 256);
+        let lean = estimate_with(&cfg, &l, 4, 256, ckpt);
+        assert_eq!(full.weights, lean.weights);
+        // 30 blocks: from 30 blocks' activations to one block's plus 30 inputs and the head.
+        assert!(
+            lean.activations * 3 < full.activations,
+            "{} vs {}",
+            human_bytes(lean.activations),
+            human_bytes(full.activations)
+        );
+    }
+
+    #[test]
     fn refusal_names_a_batch_that_fits() {
         let cfg = ModelConfig::smollm2_135m();
         let l = lora(vec![LoraTarget::Q, LoraTarget::V], false);
         let need4 = estimate(&cfg, &l, 4, 256).total();
         let need2 = estimate(&cfg, &l, 2, 256).total();
-        assert!(refusal(&cfg, &l, 4, 256, 0, need4, "test").is_none());
-        let msg = refusal(&cfg, &l, 4, 256, 0, need2, "--max-memory").unwrap();
+        let f32 = Footprint::default();
+        let ckpt = Footprint {
+            checkpoint: true,
+            ..f32
+        };
+        assert!(refusal(&cfg, &l, (4, 256), 0, (need4, "test"), f32).is_none());
+        let msg = refusal(&cfg, &l, (4, 256), 0, (need2, "--max-memory"), f32).unwrap();
         assert!(msg.contains("--max-batch 2"), "{msg}");
         assert!(msg.contains("--max-memory"), "{msg}");
-        let msg = refusal(&cfg, &l, 4, 256, 0, 1 << 20, "test").unwrap();
+        // When no smaller batch fits, checkpointing is what to try.
+        let with_ckpt = estimate_with(&cfg, &l, 1, 256, ckpt).total();
+        assert!(with_ckpt < estimate(&cfg, &l, 1, 256).total());
+        let msg = refusal(&cfg, &l, (4, 256), 0, (with_ckpt, "test"), f32).unwrap();
+        assert!(
+            msg.contains("--checkpoint-activations --max-batch 1"),
+            "{msg}"
+        );
+        assert!(refusal(&cfg, &l, (1, 256), 0, (with_ckpt, "test"), ckpt).is_none());
+        // The compact base counts: what q4 needs is not refused for q4.
+        let q4 = Footprint {
+            dtype: BaseDType::Q4,
+            checkpoint: false,
+        };
+        let need_q4 = estimate_with(&cfg, &l, 4, 256, q4).total();
+        assert!(need_q4 < need4);
+        assert!(refusal(&cfg, &l, (4, 256), 0, (need_q4, "test"), q4).is_none());
+        let msg = refusal(&cfg, &l, (4, 256), 0, (1 << 20, "test"), f32).unwrap();
         assert!(msg.contains("sequence length"), "{msg}");
     }
 

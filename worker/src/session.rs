@@ -54,8 +54,8 @@ pub struct JoinOptions {
     pub threads: usize,
     /// Cap on sequences per micro-batch (`--max-batch`).
     pub max_batch: Option<usize>,
-    /// How the frozen base weights are held (`--dtype`).
-    pub dtype: hearth_model::linear::BaseDType,
+    /// How the frozen base weights are held (`--dtype`) and activation checkpointing.
+    pub footprint: crate::memory::Footprint,
     /// Memory the worker may use (`--max-memory`); default: what the system has available.
     pub max_memory: Option<u64>,
     /// Serve the control endpoint (POST /pause, POST /resume, GET /status) on this address.
@@ -532,7 +532,7 @@ pub fn run_model_config(spec: &RunSpec) -> hearth_model::ModelConfig {
 pub fn run_memory(
     spec: &RunSpec,
     max_batch: Option<usize>,
-    dtype: hearth_model::linear::BaseDType,
+    footprint: crate::memory::Footprint,
 ) -> Result<(MemoryEstimate, usize)> {
     let lora = hearth_model::spec::lora_config(&spec.lora)?;
     let batch = spec.train.batch_size.max(1);
@@ -541,7 +541,7 @@ pub fn run_memory(
     });
     let cfg = run_model_config(spec);
     Ok((
-        crate::memory::estimate_with(&cfg, &lora, micro, spec.data.seq_len, dtype)
+        crate::memory::estimate_with(&cfg, &lora, micro, spec.data.seq_len, footprint)
             .with_model_file(spec.base.size_bytes),
         micro,
     ))
@@ -549,7 +549,7 @@ pub fn run_memory(
 
 /// Refuse (with what to change) when training `spec` does not fit in the memory we may use.
 fn check_memory(opts: &JoinOptions, spec: &RunSpec) -> Result<()> {
-    let (need, micro) = run_memory(spec, opts.max_batch, opts.dtype)?;
+    let (need, micro) = run_memory(spec, opts.max_batch, opts.footprint)?;
     let (limit, source) = match (opts.max_memory, opts.device.is_cpu()) {
         (Some(m), _) => (m, "--max-memory"),
         (None, true) => match crate::memory::available_memory() {
@@ -568,11 +568,10 @@ fn check_memory(opts: &JoinOptions, spec: &RunSpec) -> Result<()> {
     if let Some(why) = crate::memory::refusal(
         &run_model_config(spec),
         &lora,
-        micro,
-        spec.data.seq_len,
+        (micro, spec.data.seq_len),
         spec.base.size_bytes,
-        limit,
-        source,
+        (limit, source),
+        opts.footprint,
     ) {
         return Err(anyhow!("not joining: {why}"));
     }
@@ -760,7 +759,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             TrainerSetup {
                 device: opts.device,
                 max_batch: opts.max_batch,
-                dtype: opts.dtype,
+                footprint: opts.footprint,
                 control: control.clone(),
             },
         )

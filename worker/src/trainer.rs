@@ -35,8 +35,8 @@ pub struct TrainerSetup {
     /// Cap on sequences per micro-batch (`--max-batch`); the effective batch is kept by
     /// accumulating gradients.
     pub max_batch: Option<usize>,
-    /// How the frozen base weights are held (`--dtype`).
-    pub dtype: hearth_model::linear::BaseDType,
+    /// How the frozen base weights are held (`--dtype`) and activation checkpointing.
+    pub footprint: crate::memory::Footprint,
     /// Pause, hours and stop.
     pub control: Control,
 }
@@ -110,6 +110,7 @@ impl TrainerHandle {
             (cfg.batch_size, cfg.accum_steps) =
                 crate::memory::cap_batch(cfg.batch_size, cfg.accum_steps, cap);
         }
+        cfg.checkpoint_activations = setup.footprint.checkpoint;
         let micro_batch = (cfg.batch_size, cfg.accum_steps);
         // The time budget counts training time only: enforced below, with pauses left out.
         let budget = cfg.max_seconds.take();
@@ -129,7 +130,7 @@ impl TrainerHandle {
                         &base.weights,
                         &base.config,
                         Some(&lora),
-                        setup.dtype,
+                        setup.footprint.dtype,
                     )?;
                     drop(base);
                     let trainer = Trainer::new(&model, cfg)?;
