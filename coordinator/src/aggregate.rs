@@ -13,6 +13,27 @@ pub fn staleness_weight(staleness: u64) -> f32 {
 ///
 /// Returns `None` when there is nothing to aggregate or the weights sum to zero.
 pub fn aggregate(agg: Aggregator, deltas: &[&[f32]], weights: &[f32]) -> Option<Vec<f32>> {
+    combine(agg, deltas, weights, false)
+}
+
+/// [`aggregate`] for sparse deltas: a coordinate's mean, median, trimmed mean or clipped center
+/// is taken over the deltas that sent it (a non-zero value there), and a coordinate no delta
+/// sent stays 0. With top-k codecs the workers' index sets differ, so the plain mean would
+/// divide a value one worker sent by every worker (SparseLoCo's aggregation, arXiv:2508.15706).
+pub fn aggregate_over_senders(
+    agg: Aggregator,
+    deltas: &[&[f32]],
+    weights: &[f32],
+) -> Option<Vec<f32>> {
+    combine(agg, deltas, weights, true)
+}
+
+fn combine(
+    agg: Aggregator,
+    deltas: &[&[f32]],
+    weights: &[f32],
+    over_senders: bool,
+) -> Option<Vec<f32>> {
     let n = deltas.len();
     if n == 0 || weights.len() != n {
         return None;
@@ -25,21 +46,26 @@ pub fn aggregate(agg: Aggregator, deltas: &[&[f32]], weights: &[f32]) -> Option<
     if total.is_nan() || total <= 0.0 {
         return None;
     }
+    // Whether value `x` counts for its coordinate.
+    let sent = |x: f32| !over_senders || x != 0.0;
     Some(match agg {
-        Aggregator::WeightedMean => weighted_mean(deltas, weights, total),
+        Aggregator::WeightedMean => weighted_mean(deltas, weights, total, over_senders),
         Aggregator::TrimmedMean { trim_fraction } => {
-            coordinate_wise(deltas, |col| trimmed_mean(col, trim_fraction))
+            coordinate_wise(deltas, sent, |col| trimmed_mean(col, trim_fraction))
         }
-        Aggregator::CoordinateMedian => coordinate_wise(deltas, median),
+        Aggregator::CoordinateMedian => coordinate_wise(deltas, sent, median),
         Aggregator::CenteredClip { tau, iters } => {
-            let mut v = coordinate_wise(deltas, median);
+            let mut v = coordinate_wise(deltas, sent, median);
             for _ in 0..iters {
                 let mut step = vec![0.0f32; dim];
+                // Weight share of the deltas that sent each coordinate (1 when all count).
+                let mut share = vec![0.0f32; dim];
                 for (d, w) in deltas.iter().zip(weights) {
                     let w = w.max(0.0) / total;
                     let norm = d
                         .iter()
                         .zip(&v)
+                        .filter(|(x, _)| sent(**x))
                         .map(|(x, c)| (x - c) * (x - c))
                         .sum::<f32>()
                         .sqrt();
@@ -48,12 +74,17 @@ pub fn aggregate(agg: Aggregator, deltas: &[&[f32]], weights: &[f32]) -> Option<
                     } else {
                         1.0
                     };
-                    for ((s, x), c) in step.iter_mut().zip(d.iter()).zip(&v) {
-                        *s += w * scale * (x - c);
+                    for (((s, h), x), c) in step.iter_mut().zip(&mut share).zip(d.iter()).zip(&v) {
+                        if sent(*x) {
+                            *s += w * scale * (x - c);
+                            *h += w;
+                        }
                     }
                 }
-                for (c, s) in v.iter_mut().zip(step) {
-                    *c += s;
+                for ((c, s), h) in v.iter_mut().zip(step).zip(share) {
+                    if h > 0.0 {
+                        *c += s / if over_senders { h } else { 1.0 };
+                    }
                 }
             }
             v
@@ -61,12 +92,25 @@ pub fn aggregate(agg: Aggregator, deltas: &[&[f32]], weights: &[f32]) -> Option<
     })
 }
 
-fn weighted_mean(deltas: &[&[f32]], weights: &[f32], total: f32) -> Vec<f32> {
-    let mut out = vec![0.0f32; deltas[0].len()];
+fn weighted_mean(deltas: &[&[f32]], weights: &[f32], total: f32, over_senders: bool) -> Vec<f32> {
+    let dim = deltas[0].len();
+    let mut out = vec![0.0f32; dim];
+    // Weight share of the deltas that sent each coordinate.
+    let mut share = vec![0.0f32; if over_senders { dim } else { 0 }];
     for (d, w) in deltas.iter().zip(weights) {
         let w = w.max(0.0) / total;
         for (o, x) in out.iter_mut().zip(d.iter()) {
             *o += w * x;
+        }
+        for (h, x) in share.iter_mut().zip(d.iter()) {
+            if *x != 0.0 {
+                *h += w;
+            }
+        }
+    }
+    for (o, h) in out.iter_mut().zip(share) {
+        if h > 0.0 {
+            *o /= h;
         }
     }
     out
@@ -76,8 +120,13 @@ fn weighted_mean(deltas: &[&[f32]], weights: &[f32], total: f32) -> Vec<f32> {
 /// are reduced (gathering one column at a time across a thousand deltas misses cache on every value).
 const BLOCK: usize = 256;
 
-/// Apply `f` to each coordinate's column of values (in delta order; `f` may reorder it).
-fn coordinate_wise(deltas: &[&[f32]], f: impl Fn(&mut [f32]) -> f32) -> Vec<f32> {
+/// Apply `f` to each coordinate's column of the values that count (`sent`; in delta order, `f`
+/// may reorder it); a column with none is 0.
+fn coordinate_wise(
+    deltas: &[&[f32]],
+    sent: impl Fn(f32) -> bool,
+    f: impl Fn(&mut [f32]) -> f32,
+) -> Vec<f32> {
     let n = deltas.len();
     let dim = deltas[0].len();
     let mut out = Vec::with_capacity(dim);
@@ -91,7 +140,21 @@ fn coordinate_wise(deltas: &[&[f32]], f: impl Fn(&mut [f32]) -> f32) -> Vec<f32>
                 block[j * n + i] = x;
             }
         }
-        out.extend(block[..width * n].chunks_exact_mut(n).map(&f));
+        out.extend(block[..width * n].chunks_exact_mut(n).map(|col| {
+            // Move the values that count to the front (all of them for dense deltas).
+            let mut kept = 0;
+            for i in 0..col.len() {
+                if sent(col[i]) {
+                    col.swap(kept, i);
+                    kept += 1;
+                }
+            }
+            if kept == 0 {
+                0.0
+            } else {
+                f(&mut col[..kept])
+            }
+        }));
         start += width;
     }
     out
@@ -206,6 +269,46 @@ mod tests {
                 let mean = kept.iter().sum::<f32>() / kept.len() as f32;
                 assert_eq!(trimmed[j], mean, "trimmed n {n} coordinate {j}");
             }
+        }
+    }
+
+    #[test]
+    fn sparse_aggregation_takes_the_mean_over_senders() {
+        // Two top-k deltas with different index sets: coordinate 0 sent by both, 1 only by
+        // the first, 2 only by the second, 3 by neither.
+        let a = [2.0f32, 4.0, 0.0, 0.0];
+        let b = [4.0f32, 0.0, -6.0, 0.0];
+        let w = [1.0f32, 1.0];
+        let over = aggregate_over_senders(Aggregator::WeightedMean, &[&a, &b], &w).unwrap();
+        assert_eq!(over, vec![3.0, 4.0, -6.0, 0.0]);
+        // The plain mean halves what only one worker sent.
+        let plain = aggregate(Aggregator::WeightedMean, &[&a, &b], &w).unwrap();
+        assert_eq!(plain, vec![3.0, 2.0, -3.0, 0.0]);
+        // Weights count among the senders only.
+        let over =
+            aggregate_over_senders(Aggregator::WeightedMean, &[&a, &b], &[3.0, 1.0]).unwrap();
+        assert_eq!(over, vec![2.5, 4.0, -6.0, 0.0]);
+        // The robust aggregators too: a median over the senders, not over zeros.
+        let c = [3.0f32, 0.0, 0.0, 5.0];
+        let rows: [&[f32]; 3] = [&a, &b, &c];
+        let med = aggregate_over_senders(Aggregator::CoordinateMedian, &rows, &[1.0; 3]).unwrap();
+        assert_eq!(med, vec![3.0, 4.0, -6.0, 5.0]);
+        let clip = Aggregator::CenteredClip {
+            tau: 100.0,
+            iters: 3,
+        };
+        let cc = aggregate_over_senders(clip, &rows, &[1.0; 3]).unwrap();
+        for (x, want) in cc.iter().zip([3.0f32, 4.0, -6.0, 5.0]) {
+            assert!((x - want).abs() < 1e-5, "{cc:?}");
+        }
+        // Dense deltas: the same as the plain aggregate.
+        let d1 = [1.0f32, -2.0, 3.0];
+        let d2 = [3.0f32, 2.0, 1.0];
+        for agg in [Aggregator::WeightedMean, clip, Aggregator::CoordinateMedian] {
+            assert_eq!(
+                aggregate_over_senders(agg, &[&d1, &d2], &[1.0, 2.0]),
+                aggregate(agg, &[&d1, &d2], &[1.0, 2.0])
+            );
         }
     }
 

@@ -138,6 +138,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ("run.aggregate.aggregator.tau", "centered_clip: L2 radius, in the adapter's own units, above which a delta's difference from the current center is scaled down to it."),
     ("run.aggregate.outer.kind", "Outer optimizer: nesterov (DiLoCo) or average."),
     ("run.aggregate.codec.kind", "Delta codec: f32, f16, int8 or top_k (density, bits)."),
+    ("run.aggregate.mean_over_senders", "Sparse codecs: average each coordinate over the deltas that sent it, not over all (SparseLoCo)."),
     ("run.aggregate.local_error_feedback", "Workers train from the checkpoint plus their unsent residual (helps lossy codecs; see docs/BENCHMARKS.md table 2)."),
     ("run.verify.norm_kappa", "Reject a delta whose norm exceeds kappa x the median of recently accepted norms."),
     ("run.verify.norm_abs_cap", "Absolute cap on a delta's L2 norm."),

@@ -6,7 +6,7 @@
 use hearth_proto::{NamedTensor, TensorLayout};
 use libp2p_identity::PeerId;
 
-use crate::aggregate::{aggregate, staleness_weight, Aggregator};
+use crate::aggregate::{aggregate, aggregate_over_senders, staleness_weight, Aggregator};
 use crate::outer::{Outer, OuterState, OuterStep};
 use crate::screen::Score;
 use crate::verify::VerifiedDelta;
@@ -53,6 +53,8 @@ pub struct Engine {
     outer_state: OuterState,
     outer: Outer,
     aggregator: Aggregator,
+    /// Sparse deltas: each coordinate's mean is over the deltas that sent it.
+    over_senders: bool,
     pending: Vec<Pending>,
 }
 
@@ -100,8 +102,15 @@ impl Engine {
             outer_state,
             outer,
             aggregator,
+            over_senders: false,
             pending: Vec::new(),
         }
+    }
+
+    /// Average each coordinate over the deltas that sent it (sparse codecs, see
+    /// [`aggregate_over_senders`]).
+    pub fn set_mean_over_senders(&mut self, on: bool) {
+        self.over_senders = on;
     }
 
     /// Current (committed) parameters.
@@ -163,7 +172,11 @@ impl Engine {
         let pending = std::mem::take(&mut self.pending);
         let rows: Vec<&[f32]> = pending.iter().map(|p| p.flat.as_slice()).collect();
         let weights: Vec<f32> = pending.iter().map(|p| p.weight).collect();
-        let delta = aggregate(self.aggregator, &rows, &weights)?;
+        let delta = if self.over_senders {
+            aggregate_over_senders(self.aggregator, &rows, &weights)?
+        } else {
+            aggregate(self.aggregator, &rows, &weights)?
+        };
         let update_norm = delta.iter().map(|x| x * x).sum::<f32>().sqrt();
         let mut flat = flatten(&self.params);
         let mut outer_state = self.outer_state.clone();

@@ -305,12 +305,15 @@ impl Service {
         for rec in &state.checkpoints {
             ingest.checkpoint_committed(rec.manifest.round, rec.id);
         }
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             layout,
             params,
             outer_state,
             spec.aggregate.outer,
             spec.aggregate.aggregator,
+        );
+        engine.set_mean_over_senders(
+            spec.aggregate.mean_over_senders && spec.aggregate.codec.is_sparse(),
         );
 
         let keypair = hearth_net::load_or_create_identity(&data_dir.join("identity.key"))?;

@@ -75,6 +75,11 @@ impl CodecSpec {
         bits: 4,
     };
 
+    /// A top-k codec below density 1: a delta leaves most coordinates out.
+    pub fn is_sparse(&self) -> bool {
+        matches!(*self, CodecSpec::TopK { density, .. } if density < 1.0)
+    }
+
     /// Values per chunk this codec uses when encoding.
     pub fn chunk_size(&self) -> usize {
         DEFAULT_CHUNK_SIZE

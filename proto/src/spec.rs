@@ -635,6 +635,10 @@ pub struct AggregateSpec {
     /// Workers train from the checkpoint plus their own unsent error-feedback residual, so local
     /// training does not re-learn what is still waiting to be sent (off: train from the checkpoint).
     pub local_error_feedback: bool,
+    /// With a sparse codec (top-k below density 1), each coordinate is averaged over the deltas
+    /// that sent it, not over all of them (SparseLoCo, arXiv:2508.15706): a value one worker
+    /// sent is not divided by the workers that did not. Dense codecs are unaffected.
+    pub mean_over_senders: bool,
 }
 
 impl Default for AggregateSpec {
@@ -649,6 +653,7 @@ impl Default for AggregateSpec {
             max_staleness: 2,
             codec: CodecSpec::default(),
             local_error_feedback: false,
+            mean_over_senders: true,
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct Args {
     /// Markdown file to write.
     #[arg(long, default_value = "docs/bench/2-communication.md")]
     pub out: PathBuf,
+    /// Heading of the markdown file.
+    #[arg(long, default_value = "2. Communication")]
+    pub heading: String,
     /// Scratch directory for the swarms.
     #[arg(long)]
     pub work: Option<PathBuf>,
@@ -42,6 +45,10 @@ pub struct Args {
         default_value = "topk:1/4:2,topk:1/16:2,topk:1/64:2"
     )]
     pub local_ef: Vec<String>,
+    /// Sparse codecs also run with the plain mean over all deltas instead of the mean over the
+    /// deltas that sent each coordinate (`run.aggregate.mean_over_senders = false`; comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "topk:1/16:2,topk:1/64:2")]
+    pub plain_mean: Vec<String>,
     /// Rounds of a longer f32-vs-default pair of runs that shows how the default's gap evolves (0 = skip).
     #[arg(long, default_value_t = 30)]
     pub long_rounds: u64,
@@ -63,7 +70,8 @@ pub struct Args {
     /// Rounds of the f32-vs-default pair on SmolLM2-135M (the real model; 0 = skip).
     #[arg(long, default_value_t = 10)]
     pub smollm2_rounds: u64,
-    /// Codecs run on SmolLM2-135M against f32 (comma-separated `--codec` values).
+    /// Codecs run on SmolLM2-135M against f32 (comma-separated `--codec` values; a " +local-ef"
+    /// suffix runs one with local error feedback, and `f32` again shows the run-to-run noise).
     #[arg(long, value_delimiter = ',', default_value = "topk:1/64:2,topk:1:2")]
     pub smollm2_codecs: Vec<String>,
     /// Workers of the SmolLM2 pair.
@@ -89,9 +97,18 @@ const MIN_RATIO: f64 = 32.0;
 
 /// Suffix of a run key that ran with local error feedback.
 const LOCAL_EF: &str = " +local-ef";
+/// Suffix of a run key that averaged sparse coordinates over all deltas, not over their senders.
+const PLAIN_MEAN: &str = " +plain-mean";
 
 fn spec_for(a: &Args, tag: &str, codec: &str) -> DemoSpec {
     let mut set = vec!["run.aggregate.deadline_secs=300".to_string()];
+    let codec = match codec.strip_suffix(PLAIN_MEAN) {
+        Some(c) => {
+            set.push("run.aggregate.mean_over_senders=false".into());
+            c
+        }
+        None => codec,
+    };
     let codec = match codec.strip_suffix(LOCAL_EF) {
         Some(c) => {
             set.push("run.aggregate.local_error_feedback=true".into());
@@ -127,7 +144,18 @@ pub fn main(a: &Args) -> Result<()> {
     let parse = |s: &String| hearth_coordinator_codec(s);
     let swarm_codecs: Vec<CodecSpec> = a.codecs.iter().map(parse).collect::<Result<_>>()?;
     let mut all = swarm_codecs.clone();
-    for c in a.size_only.iter().map(parse) {
+    let smollm2_codecs = a
+        .smollm2_codecs
+        .iter()
+        .map(|k| k.strip_suffix(LOCAL_EF).unwrap_or(k).to_string());
+    for c in a
+        .size_only
+        .iter()
+        .cloned()
+        .chain(smollm2_codecs)
+        .filter(|c| !c.is_empty())
+        .map(|c| parse(&c))
+    {
         let c = c?;
         if !all.contains(&c) {
             all.push(c);
@@ -155,8 +183,20 @@ pub fn main(a: &Args) -> Result<()> {
     let keys: Vec<String> = a
         .codecs
         .iter()
+        .filter(|c| !c.is_empty())
         .cloned()
-        .chain(a.local_ef.iter().map(|c| format!("{c}{LOCAL_EF}")))
+        .chain(
+            a.local_ef
+                .iter()
+                .filter(|c| !c.is_empty())
+                .map(|c| format!("{c}{LOCAL_EF}")),
+        )
+        .chain(
+            a.plain_mean
+                .iter()
+                .filter(|c| !c.is_empty())
+                .map(|c| format!("{c}{PLAIN_MEAN}")),
+        )
         .collect();
     for (i, c) in keys.iter().enumerate() {
         let r = run(&spec_for(a, &format!("codec-{i}"), c), &work, timeout)?;
@@ -202,14 +242,23 @@ pub fn main(a: &Args) -> Result<()> {
         };
         let f = run(&pair_spec("smollm2-f32", "f32"), &work, timeout)?;
         let mut others = Vec::new();
-        for (i, c) in a.smollm2_codecs.iter().enumerate() {
+        for (i, key) in a.smollm2_codecs.iter().enumerate() {
+            let (c, local_ef) = match key.strip_suffix(LOCAL_EF) {
+                Some(c) => (c, true),
+                None => (key.as_str(), false),
+            };
             let codec = hearth_coordinator_codec(c)?;
-            let tag = if codec == CodecSpec::default() {
+            let tag = if codec == CodecSpec::default() && !local_ef {
                 "smollm2-default".to_string()
             } else {
                 format!("smollm2-{i}")
             };
-            others.push((codec, run(&pair_spec(&tag, &cli(&codec)), &work, timeout)?));
+            let mut spec = pair_spec(&tag, &cli(&codec));
+            if local_ef {
+                spec.set
+                    .push("run.aggregate.local_error_feedback=true".into());
+            }
+            others.push((codec, local_ef, run(&spec, &work, timeout)?));
         }
         Some((f, others))
     } else {
@@ -231,7 +280,7 @@ pub fn main(a: &Args) -> Result<()> {
     };
 
     let mut md = String::new();
-    let _ = writeln!(md, "# 2. Communication\n");
+    let _ = writeln!(md, "# {}\n", a.heading);
     let _ = writeln!(
         md,
         "Bytes per adapter delta and per round for each codec, against the raw f32 delta and against \
@@ -326,10 +375,16 @@ each worker also downloads the {}-byte checkpoint per round. Held-out loss of th
     let mut verdicts = Vec::new();
     for (c, r) in &runs {
         let local_ef = c.ends_with(LOCAL_EF);
-        let codec =
-            hearth_coordinator_codec(c.trim_end_matches(" (repeat)").trim_end_matches(LOCAL_EF))?;
+        let plain_mean = c.ends_with(PLAIN_MEAN);
+        let codec = hearth_coordinator_codec(
+            c.trim_end_matches(" (repeat)")
+                .trim_end_matches(PLAIN_MEAN)
+                .trim_end_matches(LOCAL_EF),
+        )?;
         let name = if local_ef {
             format!("{} + local EF", label(&codec))
+        } else if plain_mean {
+            format!("{} (plain mean, not over senders)", label(&codec))
         } else {
             label(&codec)
         };
@@ -339,7 +394,7 @@ each worker also downloads the {}-byte checkpoint per round. Held-out loss of th
         let gap = (r.final_loss() - f32_loss) / f32_loss;
         let ratio_smol = smol_ratio(&codec);
         let passes = ratio_smol >= MIN_RATIO && gap <= MAX_GAP;
-        if !c.ends_with("(repeat)") {
+        if !c.ends_with("(repeat)") && !plain_mean {
             verdicts.push((codec, name.clone(), local_ef, ratio_smol, gap, passes));
         }
         t.row(vec![
@@ -382,10 +437,10 @@ Held-out loss after each round:\n",
             SMOLLM2_LR,
             others
                 .iter()
-                .map(|(c, _)| if *c == CodecSpec::default() {
+                .map(|(c, l, _)| if *c == CodecSpec::default() && !l {
                     format!("the default codec {}", label(c))
                 } else {
-                    label(c)
+                    variant_label(c, *l)
                 })
                 .collect::<Vec<_>>()
                 .join(" and "),
@@ -397,8 +452,12 @@ Held-out loss after each round:\n",
             "vs f32",
             "run time",
         ]);
-        let rows = std::iter::once(("f32".to_string(), f))
-            .chain(others.iter().map(|(c, r)| (label(c), r)));
+        let rows = std::iter::once(("f32".to_string(), f)).chain(others.iter().map(|(c, l, r)| {
+            (
+                format!("{} ({})", variant_label(c, *l), ratio(smol_ratio(c))),
+                r,
+            )
+        }));
         for (name, r) in rows {
             t.row(vec![
                 name,
@@ -471,14 +530,14 @@ the gap on this task: f32 keeps improving while the sparse default levels off.",
         );
     }
     if let Some((f, others)) = &smol_runs {
-        for (c, d) in others {
+        for (c, l, d) in others {
             let _ = writeln!(
                 md,
                 "- On SmolLM2-135M {} ends {} from f32 after {} rounds ({:.3} vs {:.3}; tiny preset: {}).",
-                if *c == CodecSpec::default() {
+                if *c == CodecSpec::default() && !l {
                     format!("the default, {},", label(c))
                 } else {
-                    format!("{} ({})", label(c), ratio(smol_ratio(c)))
+                    format!("{} ({})", variant_label(c, *l), ratio(smol_ratio(c)))
                 },
                 pct((d.final_loss() - f.final_loss()) / f.final_loss()),
                 a.smollm2_rounds,
@@ -486,7 +545,7 @@ the gap on this task: f32 keeps improving while the sparse default levels off.",
                 f.final_loss(),
                 verdicts
                     .iter()
-                    .find(|v| v.0 == *c && !v.2)
+                    .find(|v| v.0 == *c && v.2 == *l)
                     .map(|v| pct(v.4))
                     .unwrap_or_else(|| "not run".into())
             );
@@ -607,6 +666,15 @@ f32 each round ({} bytes at SmolLM2 size), {} the default delta.",
     crate::write_output(&a.out, &md)?;
     eprintln!("table 2 written to {} in {wall:.0} s", a.out.display());
     Ok(())
+}
+
+/// `label`, with " + local EF" when the run used local error feedback.
+fn variant_label(c: &CodecSpec, local_ef: bool) -> String {
+    if local_ef {
+        format!("{} + local EF", label(c))
+    } else {
+        label(c)
+    }
 }
 
 /// `f32`, `topk 1/64 2-bit`, …

@@ -164,6 +164,13 @@ impl DemoResult {
         self.bytes_per_round.iter().sum::<u64>() as f64 / deltas.max(1) as f64
     }
 
+    /// The summary a finished run left in `work` (`<tag>.json`), if there is one.
+    pub fn saved(work: &Path, tag: &str) -> Option<Self> {
+        let text = std::fs::read_to_string(work.join(format!("{tag}.json"))).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        Self::from_json(&v, f64::NAN).ok()
+    }
+
     fn from_json(v: &Value, wall_seconds: f64) -> Result<Self> {
         let nums = |key: &str| -> Vec<f64> {
             v[key]

@@ -8,6 +8,7 @@ mod demo_run;
 mod md;
 mod scrape;
 mod sizes;
+mod speedup;
 mod svg;
 mod utilisation;
 
@@ -31,6 +32,8 @@ enum Command {
     Communication(communication::Args),
     /// Table 3: N workers vs one worker doing the same total steps; outer optimizer and H.
     Convergence(convergence::Args),
+    /// Table 3b: time to a target loss with N workers, each N with its best learning rates.
+    Speedup(speedup::Args),
     /// Table 6: share of worker wall time spent training, and where the rest goes.
     Utilisation(utilisation::Args),
 }
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Communication(a) => communication::main(a),
         Command::Convergence(a) => convergence::main(a),
+        Command::Speedup(a) => speedup::main(a),
         Command::Utilisation(a) => utilisation::main(a),
     };
     match r {
