@@ -97,7 +97,7 @@ impl Client {
     }
 
     /// This node's peer id.
-    pub async fn local_peer_id(&self) -> PeerId {
+    pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
     }
 
