@@ -859,6 +859,7 @@ impl Service {
             serde_json::to_string_pretty(&manifest_json)?.as_bytes(),
         )?;
         let _ = std::fs::remove_dir_all(dir);
+        // A directory moved into place, not a file write (files go through hearth_proto::fsutil).
         std::fs::rename(tmp, dir).with_context(|| format!("moving {} into place", dir.display()))
     }
 

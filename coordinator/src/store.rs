@@ -6,6 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use hearth_proto::fsutil::{self, AtomicWrite};
 use hearth_proto::ContentId;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -50,30 +51,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    // A bare file name has an empty parent: that is the current directory.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let written = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .map_err(io(&tmp))
-        .and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
-    if let Err(e) = written {
-        // A failed write (ENOSPC, EIO, ...) leaves the old file untouched and no partial one behind.
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    sync_dir(dir)
+    fsutil::write_atomic(path, bytes).map_err(io(path))
 }
 
 /// Whether an I/O error means the file system is full (ENOSPC) or over quota (EDQUOT).
@@ -96,10 +74,6 @@ pub fn storage_fault(e: &anyhow::Error) -> &'static str {
     } else {
         "storage error"
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 /// Write `value` as pretty JSON to `path` atomically.
@@ -187,16 +161,11 @@ impl BlobStore {
         let cid = ContentId::of(bytes);
         let path = self.path(&cid);
         if !path.is_file() {
-            let tmp = self
-                .dir
-                .join(format!(".{}.tmp{}", cid.to_hex(), std::process::id()));
-            let written = fs::write(&tmp, bytes)
-                .map_err(io(&tmp))
-                .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)));
-            if let Err(e) = written {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
+            let how = AtomicWrite {
+                durable: false,
+                ..AtomicWrite::default()
+            };
+            fsutil::write_atomic_with(&path, how, |f| f.write_all(bytes)).map_err(io(&path))?;
         }
         self.mark_verified(cid);
         Ok(cid)
@@ -210,18 +179,11 @@ impl BlobStore {
         let cid = ContentId::from_hasher(&hasher);
         let path = self.path(&cid);
         if !path.is_file() {
-            let tmp = self
-                .dir
-                .join(format!(".{}.tmp{}", cid.to_hex(), std::process::id()));
-            let copied = fs::copy(src, &tmp)
-                .and_then(|_| File::open(&tmp)?.sync_all())
-                .map_err(io(&tmp))
-                .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)));
-            if let Err(e) = copied {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-            sync_dir(&self.dir)?;
+            let mut from = File::open(src).map_err(io(src))?;
+            fsutil::write_atomic_with(&path, AtomicWrite::default(), |f| {
+                std::io::copy(&mut from, f).map(|_| ())
+            })
+            .map_err(io(&path))?;
         }
         self.mark_verified(cid);
         Ok(cid)
@@ -351,19 +313,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
         write_json(&p, &vec![1u32, 2, 3]).unwrap();
-        // Injected write error: the temp file's name is taken by a directory, so creating it fails.
-        let blocker = dir
-            .path()
-            .join(format!(".state.json.tmp{}", std::process::id()));
-        fs::create_dir(&blocker).unwrap();
-        fs::write(blocker.join("x"), b"keep the directory non-empty").unwrap();
-        let err = write_json(&p, &vec![9u32; 100]).unwrap_err();
+        // Injected write error: the directory is a file, so no temp file can be created beside
+        // it. (The helper's own tests inject a failure half-way through the write.)
+        let err = write_json(&p.join("inner"), &vec![9u32; 100]).unwrap_err();
         assert!(matches!(err, StoreError::Io { .. }), "{err}");
         assert_eq!(
             read_json::<Vec<u32>>(&p, 1024).unwrap(),
             Some(vec![1, 2, 3])
         );
-        fs::remove_dir_all(&blocker).unwrap();
         // Injected rename error: the destination is a non-empty directory. The temp file goes away.
         let q = dir.path().join("blob");
         fs::create_dir(&q).unwrap();

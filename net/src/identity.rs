@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use hearth_proto::fsutil::{write_atomic_with, AtomicWrite};
 use libp2p::identity::Keypair;
 
 use crate::error::NetError;
@@ -25,19 +26,12 @@ pub fn load_or_create_identity(path: &Path) -> Result<Keypair, NetError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
             let bytes = key.to_protobuf_encoding().map_err(|e| cfg(e.to_string()))?;
-            let dir = path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir).map_err(|e| cfg(e.to_string()))?;
-            let tmp = dir.join(format!(".identity.tmp{}", std::process::id()));
-            {
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create(true).truncate(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(&tmp).map_err(|e| cfg(e.to_string()))?;
-                f.write_all(&bytes).map_err(|e| cfg(e.to_string()))?;
-                f.sync_all().map_err(|e| cfg(e.to_string()))?;
-            }
-            std::fs::rename(&tmp, path).map_err(|e| cfg(e.to_string()))?;
+            let how = AtomicWrite {
+                private: true,
+                ..AtomicWrite::default()
+            };
+            write_atomic_with(path, how, |f| f.write_all(&bytes))
+                .map_err(|e| cfg(e.to_string()))?;
             Ok(key)
         }
         Err(e) => Err(cfg(e.to_string())),
