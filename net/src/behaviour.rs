@@ -154,7 +154,7 @@ pub fn build(
             .subscribe(&ident)
             .map_err(|e| NetError::Subscribe {
                 topic: ident.to_string(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
     }
     let is_coordinator = config.role == Role::Coordinator;

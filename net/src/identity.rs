@@ -13,28 +13,30 @@ const MAX_KEY_FILE: u64 = 4096;
 
 /// Load the keypair at `path`, or create one there (mode 0600, written atomically) if absent.
 pub fn load_or_create_identity(path: &Path) -> Result<Keypair, NetError> {
-    let cfg = |what: String| NetError::Config(format!("identity {}: {what}", path.display()));
+    let fail = |source: crate::error::BoxError| NetError::Identity {
+        path: path.to_path_buf(),
+        source,
+    };
     match std::fs::metadata(path) {
         Ok(meta) => {
             if meta.len() > MAX_KEY_FILE {
-                return Err(cfg(format!("{} bytes, not a key file", meta.len())));
+                return Err(fail(format!("{} bytes, not a key file", meta.len()).into()));
             }
-            let bytes = std::fs::read(path).map_err(|e| cfg(e.to_string()))?;
+            let bytes = std::fs::read(path).map_err(|e| fail(e.into()))?;
             Keypair::from_protobuf_encoding(&bytes)
-                .map_err(|e| cfg(format!("not a libp2p key: {e}")))
+                .map_err(|e| fail(format!("not a libp2p key: {e}").into()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| cfg(e.to_string()))?;
+            let bytes = key.to_protobuf_encoding().map_err(|e| fail(e.into()))?;
             let how = AtomicWrite {
                 private: true,
                 ..AtomicWrite::default()
             };
-            write_atomic_with(path, how, |f| f.write_all(&bytes))
-                .map_err(|e| cfg(e.to_string()))?;
+            write_atomic_with(path, how, |f| f.write_all(&bytes)).map_err(|e| fail(e.into()))?;
             Ok(key)
         }
-        Err(e) => Err(cfg(e.to_string())),
+        Err(e) => Err(fail(e.into())),
     }
 }
 
@@ -58,6 +60,11 @@ mod tests {
         }
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load_or_create_identity(&path).is_err());
+        // An I/O failure keeps its io::Error as the source (a directory is not a key file).
+        let err = load_or_create_identity(&dir).unwrap_err();
+        let source =
+            std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert!(source.is_some(), "{err:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

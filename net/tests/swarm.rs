@@ -198,6 +198,10 @@ async fn dial_to_a_closed_port_fails_cleanly() {
     .await
     .unwrap_err();
     assert!(matches!(err, NetError::Dial { .. }), "{err}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the dial error keeps libp2p's as its source: {err:?}"
+    );
     assert!(node.client.connected_peers().await.is_empty());
 }
 
