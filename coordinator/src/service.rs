@@ -27,7 +27,7 @@ use crate::round::{Decision, Round, RoundPolicy};
 use crate::screen::Reference;
 use crate::state::{CheckpointRecord, RoundRecord, State};
 use crate::status::{Snapshot, WorkerView};
-use crate::store::{storage_fault, write_atomic, BlobStore};
+use crate::store::{write_atomic, BlobStore, CommitError};
 use crate::verify::Reject;
 
 /// Largest validation shard read from the store.
@@ -711,7 +711,7 @@ impl Service {
         if let Err(e) = self.commit_checkpoint(&pending).await {
             self.metrics.storage_errors.inc();
             self.metrics.halted.set(1);
-            let fault = storage_fault(&e);
+            let fault = e.fault();
             if self.halted.is_none() && pending.record.is_some() {
                 error!(
                     round = number,
@@ -768,7 +768,7 @@ impl Service {
     /// Store the checkpoint blobs and PEFT directory, then commit the state file. On error
     /// nothing is committed: in-memory state is unchanged and no uncommitted PEFT directory stays
     /// behind for HTTP or `export` to serve.
-    async fn commit_checkpoint(&mut self, c: &PendingCommit) -> Result<()> {
+    async fn commit_checkpoint(&mut self, c: &PendingCommit) -> Result<(), CommitError> {
         let round = c.round;
         let adapter_bytes = hearth_proto::encode_checkpoint(&c.params)?;
         let adapter = self.store.put(&adapter_bytes)?;
@@ -833,16 +833,17 @@ impl Service {
         id: ContentId,
         tmp: &Path,
         dir: &Path,
-    ) -> Result<()> {
+    ) -> Result<(), CommitError> {
         let ev = self.evaluator.clone();
         let (p, t) = (c.params.clone(), tmp.to_path_buf());
         tokio::task::spawn_blocking(move || {
             ev.lock()
-                .map_err(|_| anyhow!("evaluator poisoned"))?
+                .map_err(|_| CommitError::Task("evaluator poisoned".into()))?
                 .export(&p, &t)
-                .map_err(anyhow::Error::from)
+                .map_err(CommitError::from)
         })
-        .await??;
+        .await
+        .map_err(|e| CommitError::Task(e.to_string()))??;
         let manifest_json = serde_json::json!({
             "round": c.round,
             "id": id.to_hex(),
@@ -860,7 +861,10 @@ impl Service {
         )?;
         let _ = std::fs::remove_dir_all(dir);
         // A directory moved into place, not a file write (files go through hearth_proto::fsutil).
-        std::fs::rename(tmp, dir).with_context(|| format!("moving {} into place", dir.display()))
+        std::fs::rename(tmp, dir).map_err(|source| CommitError::Move {
+            path: dir.to_path_buf(),
+            source,
+        })
     }
 
     async fn on_event(&mut self, ev: Event) {
@@ -1098,7 +1102,7 @@ impl Service {
                       z = a.score.map(|s| s.z), nearest = a.score.map(|s| s.nearest), "delta accepted");
                 if let Err(e) = self.journal_accepted(bytes) {
                     self.metrics.storage_errors.inc();
-                    error!("{}: delta accepted but not journaled (lost if the coordinator dies this round): {e:#}", storage_fault(&e));
+                    error!("{}: delta accepted but not journaled (lost if the coordinator dies this round): {e:#}", e.fault());
                 }
                 self.engine.accept_scored(a.delta, a.flat, a.score);
                 Ok(())
@@ -1267,7 +1271,7 @@ impl Service {
     }
 
     /// Record an accepted delta's bytes so a restarted coordinator can restore the round.
-    fn journal_accepted(&self, bytes: &[u8]) -> Result<()> {
+    fn journal_accepted(&self, bytes: &[u8]) -> Result<(), CommitError> {
         crate::journal::append(&self.store, &self.data_dir, self.round.number, bytes)?;
         Ok(())
     }

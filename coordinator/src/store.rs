@@ -62,17 +62,50 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
     )
 }
 
-/// Short description of a failed write for the round state: `disk full` when any error in the
-/// chain is ENOSPC/EDQUOT, else `storage error`.
-pub fn storage_fault(e: &anyhow::Error) -> &'static str {
-    let full = e
-        .chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(is_disk_full);
-    if full {
-        "disk full"
-    } else {
-        "storage error"
+/// Why a round's checkpoint could not be committed (or an accepted delta journaled), typed so
+/// that a full disk is told apart without walking an error chain.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The blob store, the state file or the journal.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Exporting the round's PEFT adapter.
+    #[error(transparent)]
+    Export(#[from] hearth_model::ModelError),
+    /// Encoding the checkpoint.
+    #[error(transparent)]
+    Encode(#[from] hearth_proto::CheckpointError),
+    /// Encoding the checkpoint's manifest.json.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Moving the round's PEFT directory into place.
+    #[error("moving {path} into place: {source}")]
+    Move {
+        /// The directory's final path.
+        path: PathBuf,
+        /// The rename's error.
+        source: std::io::Error,
+    },
+    /// The export task failed (a poisoned evaluator, a panic).
+    #[error("{0}")]
+    Task(String),
+}
+
+impl CommitError {
+    /// Short description for the round state: `disk full` when the file system is full (ENOSPC)
+    /// or over quota (EDQUOT), else `storage error`.
+    pub fn fault(&self) -> &'static str {
+        let io = match self {
+            Self::Store(StoreError::Io { source, .. })
+            | Self::Export(hearth_model::ModelError::Io { source, .. })
+            | Self::Move { source, .. } => Some(source),
+            _ => None,
+        };
+        if io.is_some_and(is_disk_full) {
+            "disk full"
+        } else {
+            "storage error"
+        }
     }
 }
 
@@ -332,23 +365,27 @@ mod tests {
 
     #[test]
     fn disk_full_is_told_apart_from_other_write_errors() {
-        let enospc = std::io::Error::from_raw_os_error(28);
-        assert!(is_disk_full(&enospc));
-        let wrapped = anyhow::Error::new(StoreError::Io {
+        let enospc = || std::io::Error::from_raw_os_error(28);
+        assert!(is_disk_full(&enospc()));
+        let state = CommitError::from(StoreError::Io {
             path: PathBuf::from("data/state.json"),
-            source: enospc,
-        })
-        .context("committing round 3");
-        assert_eq!(storage_fault(&wrapped), "disk full");
-        let eio = anyhow::Error::new(StoreError::Io {
+            source: enospc(),
+        });
+        assert_eq!(state.fault(), "disk full");
+        let export = CommitError::from(hearth_model::ModelError::io("ckpt/adapter", enospc()));
+        assert_eq!(export.fault(), "disk full");
+        let moved = CommitError::Move {
+            path: PathBuf::from("checkpoints/3"),
+            source: enospc(),
+        };
+        assert_eq!(moved.fault(), "disk full");
+        let eio = CommitError::from(StoreError::Io {
             path: PathBuf::from("data/state.json"),
             source: std::io::Error::from_raw_os_error(5),
         });
-        assert_eq!(storage_fault(&eio), "storage error");
-        assert_eq!(
-            storage_fault(&anyhow::anyhow!("evaluator poisoned")),
-            "storage error"
-        );
+        assert_eq!(eio.fault(), "storage error");
+        let poisoned = CommitError::Task("evaluator poisoned".into());
+        assert_eq!(poisoned.fault(), "storage error");
     }
 
     #[test]
