@@ -12,8 +12,8 @@ use hearth_model::data::Shard;
 use hearth_net::{Client, Event, Multiaddr, NetConfig, PeerId, Protocol, Role, Topic, Validation};
 use hearth_proto::{
     decode_bounded, encode, Admission, Announcement, BlobRequest, BlobResponse, CheckpointManifest,
-    ContentId, DeltaAck, JoinRequest, JoinResponse, NamedTensor, RoundInfo, RunSpec, ShardLease,
-    Wire, PROTOCOL_VERSION,
+    ContentId, DeltaAck, JoinRequest, JoinResponse, NamedTensor, PollRequest, PollResponse,
+    RoundInfo, RunSpec, ShardLease, Wire, PROTOCOL_VERSION,
 };
 use tracing::{debug, error, info, warn};
 
@@ -932,6 +932,7 @@ impl Service {
                 self.metrics.bytes_received.inc_by(data.len() as u64);
                 let reply = match protocol {
                     Protocol::Join => self.on_join(peer, &data),
+                    Protocol::Poll => self.on_poll(peer, &data),
                     Protocol::Blob => self.on_blob(peer, &data),
                     Protocol::Delta => {
                         let ack = match self.process_delta(&data, Some(peer)).await {
@@ -954,7 +955,7 @@ impl Service {
                 }
                 // A banned peer has been told why: the network refuses it once the answer is out.
                 if let Some(i) = self.ban_notices.iter().position(|(p, _)| *p == peer) {
-                    if matches!(protocol, Protocol::Join | Protocol::Delta) {
+                    if matches!(protocol, Protocol::Join | Protocol::Delta | Protocol::Poll) {
                         self.ban_notices.swap_remove(i);
                         let net = self.net.clone();
                         tokio::spawn(async move {
@@ -1020,6 +1021,31 @@ impl Service {
             lease: ShardLease {
                 shard_indices: lease,
             },
+            latest: self.state.latest().map(|c| c.manifest.clone()),
+            round: self.round_info(),
+            last_verdict: self.verdicts.get(&peer).cloned(),
+        })
+    }
+
+    /// A joined worker's poll: the newest checkpoint and round, as a join answers them, with none
+    /// of a join's effects (no ledger update, no "worker joined" line).
+    fn on_poll(&self, peer: PeerId, data: &[u8]) -> Vec<u8> {
+        match PollRequest::from_bytes(data) {
+            Ok(req) if req.protocol_version == PROTOCOL_VERSION => {}
+            // The join request that follows gets the reason in words.
+            Ok(_) => return encode(&PollResponse::NotJoined),
+            Err(e) => {
+                debug!(%peer, "malformed poll request: {e}");
+                return encode(&PollResponse::NotJoined);
+            }
+        }
+        if let Some(reason) = self.ban_reason(&peer) {
+            return encode(&PollResponse::Banned { reason });
+        }
+        if !self.joined.contains_key(&peer) {
+            return encode(&PollResponse::NotJoined);
+        }
+        encode(&PollResponse::State {
             latest: self.state.latest().map(|c| c.manifest.clone()),
             round: self.round_info(),
             last_verdict: self.verdicts.get(&peer).cloned(),

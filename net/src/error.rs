@@ -107,3 +107,17 @@ pub enum NetError {
     #[error("the network event loop has stopped")]
     Stopped,
 }
+
+impl NetError {
+    /// Whether a request failed because the peer does not speak its protocol (an older version).
+    pub fn is_unsupported_protocol(&self) -> bool {
+        use libp2p::request_response::OutboundFailure;
+        match self {
+            NetError::Request { source, .. } => matches!(
+                source.downcast_ref::<OutboundFailure>(),
+                Some(OutboundFailure::UnsupportedProtocols)
+            ),
+            _ => false,
+        }
+    }
+}

@@ -518,6 +518,7 @@ impl EventLoop {
             BehaviourEvent::Join(e) => self.on_rr(Protocol::Join, e),
             BehaviourEvent::Blob(e) => self.on_rr(Protocol::Blob, e),
             BehaviourEvent::Delta(e) => self.on_rr(Protocol::Delta, e),
+            BehaviourEvent::Poll(e) => self.on_rr(Protocol::Poll, e),
             BehaviourEvent::Identify(e) => self.on_identify(e),
             BehaviourEvent::Ping(ping::Event { peer, result, .. }) => match result {
                 Ok(rtt) => tracing::trace!(%peer, ?rtt, "ping"),

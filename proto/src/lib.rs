@@ -32,7 +32,8 @@ pub use envelope::{signing_digest, Domain, EnvelopeError, SignedEnvelope};
 pub use layout::{layout_id, total_numel, TensorLayout};
 pub use messages::{
     Announcement, BlobError, BlobRequest, BlobResponse, CheckpointManifest, DeltaAck, DeltaMessage,
-    DeltaRef, DeltaVerdict, JoinRequest, JoinResponse, RoundInfo, ShardLease, Wire, MAX_BLOB_CHUNK,
+    DeltaRef, DeltaVerdict, JoinRequest, JoinResponse, PollRequest, PollResponse, RoundInfo,
+    ShardLease, Wire, MAX_BLOB_CHUNK,
 };
 pub use spec::{
     lora_tensor_name, Admission, AggregateSpec, Aggregator, BaseModel, DatasetManifest, LoraSpec,

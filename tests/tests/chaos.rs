@@ -406,6 +406,17 @@ fn six_workers_ten_rounds_under_kills_restarts_hangs_and_cut_links() {
         );
     }
 
+    // Polling is not joining: the workers that were never killed joined the first coordinator only,
+    // and only polled the restarted one (which knew them from its ledger).
+    let log2 = log_of(&clog(2));
+    for i in (0..WORKERS).filter(|i| !killed.contains(i)) {
+        let joins = log2
+            .lines()
+            .filter(|l| l.contains("worker joined") && l.contains(&format!("name=w{i} ")))
+            .count();
+        assert_eq!(joins, 0, "w{i} joined the restarted coordinator:\n{log2}");
+    }
+
     let chaos_loss = final_loss(&s);
     let gap = (chaos_loss - base_loss).abs() / base_loss;
     println!(

@@ -9,8 +9,8 @@ use hearth_model::data::Shard;
 use hearth_net::{Client, Event, Multiaddr, NetConfig, PeerId, Protocol, Role, Topic, Validation};
 use hearth_proto::{
     encode, encode_delta, Announcement, CheckpointManifest, ContentId, DeltaAck, DeltaMessage,
-    Domain, JoinRequest, JoinResponse, ModelSource, NamedTensor, Residual, RoundInfo, RunSpec,
-    SignedEnvelope, TensorLayout, Wire, PROTOCOL_VERSION,
+    Domain, JoinRequest, JoinResponse, ModelSource, NamedTensor, PollRequest, PollResponse,
+    Residual, RoundInfo, RunSpec, SignedEnvelope, TensorLayout, Wire, PROTOCOL_VERSION,
 };
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -195,7 +195,7 @@ impl Session {
         Ok(())
     }
 
-    /// Send a join request (also used to poll the latest state).
+    /// Send a join request.
     async fn join(&mut self) -> Result<(RunSpec, Vec<u32>, Option<CheckpointManifest>, RoundInfo)> {
         let mut backoff = Backoff::default();
         loop {
@@ -240,6 +240,57 @@ impl Session {
                     let delay = backoff.next_delay();
                     info!(
                         "join request failed ({e}); retrying in {:.1} s",
+                        delay.as_secs_f64()
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Ask for the newest checkpoint and round without joining again; join when the coordinator
+    /// no longer counts us as joined (it restarted) or does not know the poll request (older).
+    async fn poll(&mut self) -> Result<(Option<CheckpointManifest>, RoundInfo)> {
+        let mut backoff = Backoff::default();
+        loop {
+            self.ensure_connected().await?;
+            let req = PollRequest {
+                protocol_version: PROTOCOL_VERSION,
+            };
+            match self
+                .net
+                .request(self.coordinator, Protocol::Poll, encode(&req))
+                .await
+            {
+                Ok(bytes) => {
+                    return match PollResponse::from_bytes(&bytes)
+                        .context("malformed poll response")?
+                    {
+                        PollResponse::State {
+                            latest,
+                            round,
+                            last_verdict,
+                        } => {
+                            self.report_verdict(last_verdict);
+                            Ok((latest, round))
+                        }
+                        PollResponse::NotJoined => {
+                            let (_, _, latest, round) = self.join().await?;
+                            Ok((latest, round))
+                        }
+                        PollResponse::Banned { reason } => {
+                            Err(banned(&reason, &self.key.public().to_peer_id()))
+                        }
+                    };
+                }
+                Err(e) if e.is_unsupported_protocol() => {
+                    let (_, _, latest, round) = self.join().await?;
+                    return Ok((latest, round));
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    info!(
+                        "poll request failed ({e}); retrying in {:.1} s",
                         delay.as_secs_f64()
                     );
                     tokio::time::sleep(delay).await;
@@ -764,7 +815,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             let m = match checkpoint.clone() {
                 Some(m) => m,
                 None => {
-                    let (_, _, latest, _) = s.join().await?;
+                    let (latest, _) = s.poll().await?;
                     checkpoint = latest;
                     if checkpoint.is_none() {
                         tokio::time::sleep(POLL_INTERVAL).await;
@@ -796,8 +847,8 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 Ok(p) => p,
                 Err(e) => {
                     // A banned peer's blob requests are refused: ask the coordinator why, so that
-                    // a ban is reported as one (the join answer says so) and not as a missing blob.
-                    s.join().await?;
+                    // a ban is reported as one (the poll answer says so) and not as a missing blob.
+                    s.poll().await?;
                     return Err(e);
                 }
             };
@@ -1022,14 +1073,14 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                     Some(Err(_)) => return Err(anyhow!("the network task stopped")),
                     None => {
                         let polled = if last {
-                            match tokio::time::timeout(POLL_INTERVAL, s.join()).await {
+                            match tokio::time::timeout(POLL_INTERVAL, s.poll()).await {
                                 Ok(r) => r,
                                 Err(_) => continue,
                             }
                         } else {
-                            s.join().await
+                            s.poll().await
                         };
-                        let (_, _, latest, round) = polled?;
+                        let (latest, round) = polled?;
                         latest_tx.send_modify(|l| {
                             if l.round.as_ref().is_none_or(|r| r.round <= round.round) {
                                 l.round = Some(round);
