@@ -47,7 +47,7 @@ read -r -a TARGETS <<<"${FUZZ_TARGETS:-$("${FUZZ[@]}" list | tr '\n' ' ')}"
 # Largest input per target: small wire messages get a tight bound, files and deltas a looser one.
 max_len() {
     case "$1" in
-        msg_join_request | msg_round_info | msg_delta_ref | msg_delta_ack | msg_blob_request | msg_checkpoint_manifest | msg_announcement) echo 4096 ;;
+        msg_join_request | msg_poll_request | msg_poll_response | msg_round_info | msg_delta_ref | msg_delta_ack | msg_blob_request | msg_checkpoint_manifest | msg_announcement) echo 4096 ;;
         *) echo 65536 ;;
     esac
 }

@@ -35,8 +35,6 @@ pub struct Closed {
     pub params: Vec<NamedTensor>,
     /// Proposed new outer state.
     pub outer_state: OuterState,
-    /// Deltas aggregated.
-    pub contributors: Vec<PeerId>,
     /// Tokens behind the update.
     pub tokens: u64,
     /// Token-weighted mean training loss the workers reported.
@@ -192,7 +190,6 @@ impl Engine {
         Some(Closed {
             params: unflatten(&self.layout, &flat),
             outer_state,
-            contributors: pending.iter().map(|p| p.peer).collect(),
             tokens,
             train_loss,
             update_norm,
@@ -203,11 +200,6 @@ impl Engine {
     pub fn commit(&mut self, closed: &Closed) {
         self.params = closed.params.clone();
         self.outer_state = closed.outer_state.clone();
-    }
-
-    /// Put deltas back (a round that carried over without a checkpoint).
-    pub fn restore_pending(&mut self, pending: Vec<Pending>) {
-        self.pending.extend(pending);
     }
 }
 
@@ -275,7 +267,6 @@ mod tests {
         assert!((flat[0] - expect0).abs() < 1e-6);
         assert!((flat[2] - 2.0).abs() < 1e-6);
         assert_eq!(closed.tokens, 200);
-        assert_eq!(closed.contributors, vec![p1, p2]);
         assert!(e.pending().is_empty());
         assert!(
             flatten(e.params()).iter().all(|x| *x == 0.0),

@@ -62,11 +62,6 @@ impl Round {
         }
     }
 
-    /// The policy this round runs under.
-    pub fn policy(&self) -> RoundPolicy {
-        self.policy
-    }
-
     /// The number of deltas that closes the round: the target, but never more than the number of
     /// live workers that can still send one (a dead peer is never waited on), and at least one.
     pub fn effective_target(&self, live_contributors: usize) -> usize {

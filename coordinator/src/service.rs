@@ -12,8 +12,8 @@ use hearth_model::data::Shard;
 use hearth_net::{Client, Event, Multiaddr, NetConfig, PeerId, Protocol, Role, Topic, Validation};
 use hearth_proto::{
     decode_bounded, encode, Admission, Announcement, BlobRequest, BlobResponse, CheckpointManifest,
-    ContentId, DeltaAck, JoinRequest, JoinResponse, NamedTensor, RoundInfo, RunSpec, ShardLease,
-    Wire, PROTOCOL_VERSION,
+    ContentId, DeltaAck, JoinRequest, JoinResponse, NamedTensor, PollRequest, PollResponse,
+    RoundInfo, RunSpec, ShardLease, Wire, PROTOCOL_VERSION,
 };
 use tracing::{debug, error, info, warn};
 
@@ -27,7 +27,7 @@ use crate::round::{Decision, Round, RoundPolicy};
 use crate::screen::Reference;
 use crate::state::{CheckpointRecord, RoundRecord, State};
 use crate::status::{Snapshot, WorkerView};
-use crate::store::{storage_fault, write_atomic, BlobStore};
+use crate::store::{write_atomic, BlobStore, CommitError};
 use crate::verify::Reject;
 
 /// Largest validation shard read from the store.
@@ -714,7 +714,7 @@ impl Service {
         if let Err(e) = self.commit_checkpoint(&pending).await {
             self.metrics.storage_errors.inc();
             self.metrics.halted.set(1);
-            let fault = storage_fault(&e);
+            let fault = e.fault();
             if self.halted.is_none() && pending.record.is_some() {
                 error!(
                     round = number,
@@ -771,7 +771,7 @@ impl Service {
     /// Store the checkpoint blobs and PEFT directory, then commit the state file. On error
     /// nothing is committed: in-memory state is unchanged and no uncommitted PEFT directory stays
     /// behind for HTTP or `export` to serve.
-    async fn commit_checkpoint(&mut self, c: &PendingCommit) -> Result<()> {
+    async fn commit_checkpoint(&mut self, c: &PendingCommit) -> Result<(), CommitError> {
         let round = c.round;
         let adapter_bytes = hearth_proto::encode_checkpoint(&c.params)?;
         let adapter = self.store.put(&adapter_bytes)?;
@@ -836,16 +836,17 @@ impl Service {
         id: ContentId,
         tmp: &Path,
         dir: &Path,
-    ) -> Result<()> {
+    ) -> Result<(), CommitError> {
         let ev = self.evaluator.clone();
         let (p, t) = (c.params.clone(), tmp.to_path_buf());
         tokio::task::spawn_blocking(move || {
             ev.lock()
-                .map_err(|_| anyhow!("evaluator poisoned"))?
+                .map_err(|_| CommitError::Task("evaluator poisoned".into()))?
                 .export(&p, &t)
-                .map_err(anyhow::Error::from)
+                .map_err(CommitError::from)
         })
-        .await??;
+        .await
+        .map_err(|e| CommitError::Task(e.to_string()))??;
         let manifest_json = serde_json::json!({
             "round": c.round,
             "id": id.to_hex(),
@@ -862,7 +863,11 @@ impl Service {
             serde_json::to_string_pretty(&manifest_json)?.as_bytes(),
         )?;
         let _ = std::fs::remove_dir_all(dir);
-        std::fs::rename(tmp, dir).with_context(|| format!("moving {} into place", dir.display()))
+        // A directory moved into place, not a file write (files go through hearth_proto::fsutil).
+        std::fs::rename(tmp, dir).map_err(|source| CommitError::Move {
+            path: dir.to_path_buf(),
+            source,
+        })
     }
 
     async fn on_event(&mut self, ev: Event) {
@@ -930,6 +935,7 @@ impl Service {
                 self.metrics.bytes_received.inc_by(data.len() as u64);
                 let reply = match protocol {
                     Protocol::Join => self.on_join(peer, &data),
+                    Protocol::Poll => self.on_poll(peer, &data),
                     Protocol::Blob => self.on_blob(peer, &data),
                     Protocol::Delta => {
                         let ack = match self.process_delta(&data, Some(peer)).await {
@@ -952,7 +958,7 @@ impl Service {
                 }
                 // A banned peer has been told why: the network refuses it once the answer is out.
                 if let Some(i) = self.ban_notices.iter().position(|(p, _)| *p == peer) {
-                    if matches!(protocol, Protocol::Join | Protocol::Delta) {
+                    if matches!(protocol, Protocol::Join | Protocol::Delta | Protocol::Poll) {
                         self.ban_notices.swap_remove(i);
                         let net = self.net.clone();
                         tokio::spawn(async move {
@@ -1018,6 +1024,31 @@ impl Service {
             lease: ShardLease {
                 shard_indices: lease,
             },
+            latest: self.state.latest().map(|c| c.manifest.clone()),
+            round: self.round_info(),
+            last_verdict: self.verdicts.get(&peer).cloned(),
+        })
+    }
+
+    /// A joined worker's poll: the newest checkpoint and round, as a join answers them, with none
+    /// of a join's effects (no ledger update, no "worker joined" line).
+    fn on_poll(&self, peer: PeerId, data: &[u8]) -> Vec<u8> {
+        match PollRequest::from_bytes(data) {
+            Ok(req) if req.protocol_version == PROTOCOL_VERSION => {}
+            // The join request that follows gets the reason in words.
+            Ok(_) => return encode(&PollResponse::NotJoined),
+            Err(e) => {
+                debug!(%peer, "malformed poll request: {e}");
+                return encode(&PollResponse::NotJoined);
+            }
+        }
+        if let Some(reason) = self.ban_reason(&peer) {
+            return encode(&PollResponse::Banned { reason });
+        }
+        if !self.joined.contains_key(&peer) {
+            return encode(&PollResponse::NotJoined);
+        }
+        encode(&PollResponse::State {
             latest: self.state.latest().map(|c| c.manifest.clone()),
             round: self.round_info(),
             last_verdict: self.verdicts.get(&peer).cloned(),
@@ -1100,7 +1131,7 @@ impl Service {
                       z = a.score.map(|s| s.z), nearest = a.score.map(|s| s.nearest), "delta accepted");
                 if let Err(e) = self.journal_accepted(bytes) {
                     self.metrics.storage_errors.inc();
-                    error!("{}: delta accepted but not journaled (lost if the coordinator dies this round): {e:#}", storage_fault(&e));
+                    error!("{}: delta accepted but not journaled (lost if the coordinator dies this round): {e:#}", e.fault());
                 }
                 self.engine.accept_scored(a.delta, a.flat, a.score);
                 Ok(())
@@ -1269,7 +1300,7 @@ impl Service {
     }
 
     /// Record an accepted delta's bytes so a restarted coordinator can restore the round.
-    fn journal_accepted(&self, bytes: &[u8]) -> Result<()> {
+    fn journal_accepted(&self, bytes: &[u8]) -> Result<(), CommitError> {
         crate::journal::append(&self.store, &self.data_dir, self.round.number, bytes)?;
         Ok(())
     }

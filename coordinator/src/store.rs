@@ -6,6 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use hearth_proto::fsutil::{self, AtomicWrite};
 use hearth_proto::ContentId;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -50,30 +51,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    // A bare file name has an empty parent: that is the current directory.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let written = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .map_err(io(&tmp))
-        .and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
-    if let Err(e) = written {
-        // A failed write (ENOSPC, EIO, ...) leaves the old file untouched and no partial one behind.
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    sync_dir(dir)
+    fsutil::write_atomic(path, bytes).map_err(io(path))
 }
 
 /// Whether an I/O error means the file system is full (ENOSPC) or over quota (EDQUOT).
@@ -84,22 +62,51 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
     )
 }
 
-/// Short description of a failed write for the round state: `disk full` when any error in the
-/// chain is ENOSPC/EDQUOT, else `storage error`.
-pub fn storage_fault(e: &anyhow::Error) -> &'static str {
-    let full = e
-        .chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(is_disk_full);
-    if full {
-        "disk full"
-    } else {
-        "storage error"
-    }
+/// Why a round's checkpoint could not be committed (or an accepted delta journaled), typed so
+/// that a full disk is told apart without walking an error chain.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The blob store, the state file or the journal.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Exporting the round's PEFT adapter.
+    #[error(transparent)]
+    Export(#[from] hearth_model::ModelError),
+    /// Encoding the checkpoint.
+    #[error(transparent)]
+    Encode(#[from] hearth_proto::CheckpointError),
+    /// Encoding the checkpoint's manifest.json.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Moving the round's PEFT directory into place.
+    #[error("moving {path} into place: {source}")]
+    Move {
+        /// The directory's final path.
+        path: PathBuf,
+        /// The rename's error.
+        source: std::io::Error,
+    },
+    /// The export task failed (a poisoned evaluator, a panic).
+    #[error("{0}")]
+    Task(String),
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+impl CommitError {
+    /// Short description for the round state: `disk full` when the file system is full (ENOSPC)
+    /// or over quota (EDQUOT), else `storage error`.
+    pub fn fault(&self) -> &'static str {
+        let io = match self {
+            Self::Store(StoreError::Io { source, .. })
+            | Self::Export(hearth_model::ModelError::Io { source, .. })
+            | Self::Move { source, .. } => Some(source),
+            _ => None,
+        };
+        if io.is_some_and(is_disk_full) {
+            "disk full"
+        } else {
+            "storage error"
+        }
+    }
 }
 
 /// Write `value` as pretty JSON to `path` atomically.
@@ -187,16 +194,11 @@ impl BlobStore {
         let cid = ContentId::of(bytes);
         let path = self.path(&cid);
         if !path.is_file() {
-            let tmp = self
-                .dir
-                .join(format!(".{}.tmp{}", cid.to_hex(), std::process::id()));
-            let written = fs::write(&tmp, bytes)
-                .map_err(io(&tmp))
-                .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)));
-            if let Err(e) = written {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
+            let how = AtomicWrite {
+                durable: false,
+                ..AtomicWrite::default()
+            };
+            fsutil::write_atomic_with(&path, how, |f| f.write_all(bytes)).map_err(io(&path))?;
         }
         self.mark_verified(cid);
         Ok(cid)
@@ -210,18 +212,11 @@ impl BlobStore {
         let cid = ContentId::from_hasher(&hasher);
         let path = self.path(&cid);
         if !path.is_file() {
-            let tmp = self
-                .dir
-                .join(format!(".{}.tmp{}", cid.to_hex(), std::process::id()));
-            let copied = fs::copy(src, &tmp)
-                .and_then(|_| File::open(&tmp)?.sync_all())
-                .map_err(io(&tmp))
-                .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)));
-            if let Err(e) = copied {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-            sync_dir(&self.dir)?;
+            let mut from = File::open(src).map_err(io(src))?;
+            fsutil::write_atomic_with(&path, AtomicWrite::default(), |f| {
+                std::io::copy(&mut from, f).map(|_| ())
+            })
+            .map_err(io(&path))?;
         }
         self.mark_verified(cid);
         Ok(cid)
@@ -351,19 +346,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
         write_json(&p, &vec![1u32, 2, 3]).unwrap();
-        // Injected write error: the temp file's name is taken by a directory, so creating it fails.
-        let blocker = dir
-            .path()
-            .join(format!(".state.json.tmp{}", std::process::id()));
-        fs::create_dir(&blocker).unwrap();
-        fs::write(blocker.join("x"), b"keep the directory non-empty").unwrap();
-        let err = write_json(&p, &vec![9u32; 100]).unwrap_err();
+        // Injected write error: the directory is a file, so no temp file can be created beside
+        // it. (The helper's own tests inject a failure half-way through the write.)
+        let err = write_json(&p.join("inner"), &vec![9u32; 100]).unwrap_err();
         assert!(matches!(err, StoreError::Io { .. }), "{err}");
         assert_eq!(
             read_json::<Vec<u32>>(&p, 1024).unwrap(),
             Some(vec![1, 2, 3])
         );
-        fs::remove_dir_all(&blocker).unwrap();
         // Injected rename error: the destination is a non-empty directory. The temp file goes away.
         let q = dir.path().join("blob");
         fs::create_dir(&q).unwrap();
@@ -375,23 +365,27 @@ mod tests {
 
     #[test]
     fn disk_full_is_told_apart_from_other_write_errors() {
-        let enospc = std::io::Error::from_raw_os_error(28);
-        assert!(is_disk_full(&enospc));
-        let wrapped = anyhow::Error::new(StoreError::Io {
+        let enospc = || std::io::Error::from_raw_os_error(28);
+        assert!(is_disk_full(&enospc()));
+        let state = CommitError::from(StoreError::Io {
             path: PathBuf::from("data/state.json"),
-            source: enospc,
-        })
-        .context("committing round 3");
-        assert_eq!(storage_fault(&wrapped), "disk full");
-        let eio = anyhow::Error::new(StoreError::Io {
+            source: enospc(),
+        });
+        assert_eq!(state.fault(), "disk full");
+        let export = CommitError::from(hearth_model::ModelError::io("ckpt/adapter", enospc()));
+        assert_eq!(export.fault(), "disk full");
+        let moved = CommitError::Move {
+            path: PathBuf::from("checkpoints/3"),
+            source: enospc(),
+        };
+        assert_eq!(moved.fault(), "disk full");
+        let eio = CommitError::from(StoreError::Io {
             path: PathBuf::from("data/state.json"),
             source: std::io::Error::from_raw_os_error(5),
         });
-        assert_eq!(storage_fault(&eio), "storage error");
-        assert_eq!(
-            storage_fault(&anyhow::anyhow!("evaluator poisoned")),
-            "storage error"
-        );
+        assert_eq!(eio.fault(), "storage error");
+        let poisoned = CommitError::Task("evaluator poisoned".into());
+        assert_eq!(poisoned.fault(), "storage error");
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Behaviour {
     pub blob: request_response::Behaviour<BytesCodec>,
     /// `/hearth/delta/1`.
     pub delta: request_response::Behaviour<BytesCodec>,
+    /// `/hearth/poll/1`.
+    pub poll: request_response::Behaviour<BytesCodec>,
     /// Exchanges listen and observed addresses.
     pub identify: identify::Behaviour,
     /// Liveness and round-trip times.
@@ -73,6 +75,7 @@ impl Behaviour {
             Protocol::Join => &mut self.join,
             Protocol::Blob => &mut self.blob,
             Protocol::Delta => &mut self.delta,
+            Protocol::Poll => &mut self.poll,
         }
     }
 }
@@ -154,7 +157,7 @@ pub fn build(
             .subscribe(&ident)
             .map_err(|e| NetError::Subscribe {
                 topic: ident.to_string(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
     }
     let is_coordinator = config.role == Role::Coordinator;
@@ -174,6 +177,7 @@ pub fn build(
         join: rr_behaviour(config, Protocol::Join, rejected),
         blob: rr_behaviour(config, Protocol::Blob, rejected),
         delta: rr_behaviour(config, Protocol::Delta, rejected),
+        poll: rr_behaviour(config, Protocol::Poll, rejected),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_string(), keypair.public())
                 .with_agent_version(format!("hearth/{}", env!("CARGO_PKG_VERSION"))),

@@ -97,7 +97,7 @@ impl Client {
     }
 
     /// This node's peer id.
-    pub async fn local_peer_id(&self) -> PeerId {
+    pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
     }
 
@@ -120,7 +120,7 @@ impl Client {
         let Some(relay) = crate::config::peer_id_of(&relay_addr) else {
             return Err(NetError::Listen {
                 addr: relay_addr,
-                reason: "a relay address must end in /p2p/<relay peer id>".into(),
+                source: "a relay address must end in /p2p/<relay peer id>".into(),
             });
         };
         self.listen_on(crate::config::relay_listen_addr(&relay_addr, relay))

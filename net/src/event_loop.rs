@@ -111,7 +111,7 @@ impl EventLoop {
         if self.psk && is_quic(&addr) {
             return Err(NetError::Listen {
                 addr,
-                reason: "QUIC is disabled in a private network (psk set)".into(),
+                source: "QUIC is disabled in a private network (psk set)".into(),
             });
         }
         let relay = relay_of_listen_addr(&addr);
@@ -124,7 +124,7 @@ impl EventLoop {
             .listen_on(addr.clone())
             .map_err(|e| NetError::Listen {
                 addr,
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         self.listeners.insert(id);
         if let Some(relay) = relay {
@@ -327,7 +327,7 @@ impl EventLoop {
         if self.psk && is_quic(&addr) {
             let _ = reply.send(Err(NetError::Dial {
                 addr,
-                reason: "QUIC is disabled in a private network (psk set)".into(),
+                source: "QUIC is disabled in a private network (psk set)".into(),
             }));
             return;
         }
@@ -350,7 +350,7 @@ impl EventLoop {
             Err(e) => {
                 let _ = reply.send(Err(NetError::Dial {
                     addr,
-                    reason: e.to_string(),
+                    source: e.into(),
                 }));
             }
         }
@@ -369,7 +369,7 @@ impl EventLoop {
             return Err(PublishFailure::Fatal(NetError::Publish {
                 topic,
                 len,
-                reason: "unknown topic".into(),
+                source: "unknown topic".into(),
             }));
         };
         match self.swarm.behaviour_mut().gossipsub.publish(hash, data) {
@@ -383,7 +383,7 @@ impl EventLoop {
                 let err = NetError::Publish {
                     topic,
                     len,
-                    reason: e.to_string(),
+                    source: e.into(),
                 };
                 Err(if retry {
                     PublishFailure::NoPeers(err)
@@ -492,7 +492,7 @@ impl EventLoop {
                 if let Some((addr, reply)) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(NetError::Dial {
                         addr,
-                        reason: error.to_string(),
+                        source: error.into(),
                     }));
                 }
             }
@@ -518,6 +518,7 @@ impl EventLoop {
             BehaviourEvent::Join(e) => self.on_rr(Protocol::Join, e),
             BehaviourEvent::Blob(e) => self.on_rr(Protocol::Blob, e),
             BehaviourEvent::Delta(e) => self.on_rr(Protocol::Delta, e),
+            BehaviourEvent::Poll(e) => self.on_rr(Protocol::Poll, e),
             BehaviourEvent::Identify(e) => self.on_identify(e),
             BehaviourEvent::Ping(ping::Event { peer, result, .. }) => match result {
                 Ok(rtt) => tracing::trace!(%peer, ?rtt, "ping"),
@@ -634,7 +635,7 @@ impl EventLoop {
                     let _ = reply.send(Err(NetError::Request {
                         peer,
                         protocol,
-                        reason: error.to_string(),
+                        source: error.into(),
                     }));
                 }
             }

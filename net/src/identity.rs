@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use hearth_proto::fsutil::{write_atomic_with, AtomicWrite};
 use libp2p::identity::Keypair;
 
 use crate::error::NetError;
@@ -12,35 +13,30 @@ const MAX_KEY_FILE: u64 = 4096;
 
 /// Load the keypair at `path`, or create one there (mode 0600, written atomically) if absent.
 pub fn load_or_create_identity(path: &Path) -> Result<Keypair, NetError> {
-    let cfg = |what: String| NetError::Config(format!("identity {}: {what}", path.display()));
+    let fail = |source: crate::error::BoxError| NetError::Identity {
+        path: path.to_path_buf(),
+        source,
+    };
     match std::fs::metadata(path) {
         Ok(meta) => {
             if meta.len() > MAX_KEY_FILE {
-                return Err(cfg(format!("{} bytes, not a key file", meta.len())));
+                return Err(fail(format!("{} bytes, not a key file", meta.len()).into()));
             }
-            let bytes = std::fs::read(path).map_err(|e| cfg(e.to_string()))?;
+            let bytes = std::fs::read(path).map_err(|e| fail(e.into()))?;
             Keypair::from_protobuf_encoding(&bytes)
-                .map_err(|e| cfg(format!("not a libp2p key: {e}")))
+                .map_err(|e| fail(format!("not a libp2p key: {e}").into()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| cfg(e.to_string()))?;
-            let dir = path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir).map_err(|e| cfg(e.to_string()))?;
-            let tmp = dir.join(format!(".identity.tmp{}", std::process::id()));
-            {
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create(true).truncate(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(&tmp).map_err(|e| cfg(e.to_string()))?;
-                f.write_all(&bytes).map_err(|e| cfg(e.to_string()))?;
-                f.sync_all().map_err(|e| cfg(e.to_string()))?;
-            }
-            std::fs::rename(&tmp, path).map_err(|e| cfg(e.to_string()))?;
+            let bytes = key.to_protobuf_encoding().map_err(|e| fail(e.into()))?;
+            let how = AtomicWrite {
+                private: true,
+                ..AtomicWrite::default()
+            };
+            write_atomic_with(path, how, |f| f.write_all(&bytes)).map_err(|e| fail(e.into()))?;
             Ok(key)
         }
-        Err(e) => Err(cfg(e.to_string())),
+        Err(e) => Err(fail(e.into())),
     }
 }
 
@@ -64,6 +60,11 @@ mod tests {
         }
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load_or_create_identity(&path).is_err());
+        // An I/O failure keeps its io::Error as the source (a directory is not a key file).
+        let err = load_or_create_identity(&dir).unwrap_err();
+        let source =
+            std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert!(source.is_some(), "{err:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

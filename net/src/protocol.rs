@@ -13,11 +13,18 @@ pub enum Protocol {
     Blob,
     /// `/hearth/delta/1`: direct delta submission when gossip has no route.
     Delta,
+    /// `/hearth/poll/1`: a joined worker asks for the newest checkpoint and round.
+    Poll,
 }
 
 impl Protocol {
     /// Every protocol, in a fixed order.
-    pub const ALL: [Protocol; 3] = [Protocol::Join, Protocol::Blob, Protocol::Delta];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Join,
+        Protocol::Blob,
+        Protocol::Delta,
+        Protocol::Poll,
+    ];
 
     /// The protocol name negotiated by multistream-select.
     pub fn name(self) -> &'static str {
@@ -25,6 +32,7 @@ impl Protocol {
             Protocol::Join => "/hearth/join/1",
             Protocol::Blob => "/hearth/blob/1",
             Protocol::Delta => "/hearth/delta/1",
+            Protocol::Poll => "/hearth/poll/1",
         }
     }
 
@@ -76,6 +84,7 @@ mod tests {
         assert_eq!(Protocol::Join.name(), "/hearth/join/1");
         assert_eq!(Protocol::Blob.stream_protocol().as_ref(), "/hearth/blob/1");
         assert_eq!(Protocol::Delta.to_string(), "/hearth/delta/1");
+        assert_eq!(Protocol::Poll.name(), "/hearth/poll/1");
         assert_eq!(Topic::Announce.name("r1"), "hearth/r1/announce");
         assert_eq!(Topic::Deltas.name("r1"), "hearth/r1/deltas");
         assert_ne!(

@@ -14,6 +14,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use hearth_proto::fsutil::{write_atomic_with, AtomicWrite};
 use rand::TryRngCore;
 
 /// Largest swarm key file read (the IPFS format is 95 bytes).
@@ -224,8 +225,8 @@ impl SwarmKey {
         format!("{SWARM_KEY_HEADER}\n{SWARM_KEY_ENCODING}\n{hex}\n")
     }
 
-    /// Writes the key to a new file at `path` in the IPFS format, mode 0600, atomically (a
-    /// temporary file renamed into place). Refuses to replace an existing file.
+    /// Writes the key to a new file at `path` in the IPFS format, mode 0600, atomically (see
+    /// [`hearth_proto::fsutil`]). Refuses to replace an existing file.
     pub fn write_new(&self, path: &Path) -> Result<(), SwarmKeyError> {
         let io = |source| SwarmKeyError::Io {
             path: path.to_path_buf(),
@@ -236,32 +237,12 @@ impl SwarmKey {
                 path: path.to_path_buf(),
             });
         }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
+        let how = AtomicWrite {
+            private: true,
+            no_clobber: true,
+            ..AtomicWrite::default()
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(".swarm-key.tmp{}-{n}", std::process::id()));
-        let written = (|| {
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&tmp)?;
-            f.write_all(self.to_file_text().as_bytes())?;
-            f.sync_all()?;
-            // A hard link fails when `path` appeared meanwhile, unlike a rename; file systems
-            // without hard links get the rename after the existence check above.
-            match std::fs::hard_link(&tmp, path) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    std::fs::rename(&tmp, path)
-                }
-                other => other,
-            }
-        })();
-        let _ = std::fs::remove_file(&tmp);
+        let written = write_atomic_with(path, how, |f| f.write_all(self.to_file_text().as_bytes()));
         match written {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(SwarmKeyError::Exists {

@@ -23,7 +23,7 @@ pub type BoxedTransport = Boxed<(PeerId, StreamMuxerBox)>;
 fn noise_config(keypair: &Keypair) -> Result<noise::Config, NetError> {
     noise::Config::new(keypair).map_err(|e| NetError::Transport {
         transport: "noise",
-        reason: e.to_string(),
+        source: e.into(),
     })
 }
 

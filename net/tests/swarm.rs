@@ -108,7 +108,7 @@ async fn start(cfg: NetConfig) -> Node {
         .filter(|a| cfg.psk.is_none() || !is_quic(a))
         .count();
     let (client, events) = spawn(cfg).expect("spawn node");
-    let peer = client.local_peer_id().await;
+    let peer = client.local_peer_id();
     let addrs = within("listen addresses", async {
         loop {
             let addrs = client.listen_addrs().await;
@@ -198,6 +198,10 @@ async fn dial_to_a_closed_port_fails_cleanly() {
     .await
     .unwrap_err();
     assert!(matches!(err, NetError::Dial { .. }), "{err}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the dial error keeps libp2p's as its source: {err:?}"
+    );
     assert!(node.client.connected_peers().await.is_empty());
 }
 
@@ -674,7 +678,7 @@ async fn a_worker_holds_a_reservation_on_the_relay_it_dials_without_asking() {
     cfg.listen = Vec::new();
     let (client, events) = spawn(cfg).expect("spawn node");
     let mut hidden = Node {
-        peer: client.local_peer_id().await,
+        peer: client.local_peer_id(),
         client,
         events,
         addrs: Vec::new(),

@@ -1,6 +1,7 @@
 //! hearth-proto: wire messages, signed envelopes, content ids, run spec and the adapter-delta codec.
 //!
-//! No I/O lives here. Every decoder of untrusted bytes is bounded and returns errors instead of panicking.
+//! No network I/O lives here, and the only file I/O is [`fsutil`]'s atomic writer, which every
+//! crate shares. Every decoder of untrusted bytes is bounded and returns errors instead of panicking.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -11,6 +12,7 @@ pub mod cid;
 pub mod codec;
 pub mod decode;
 pub mod envelope;
+pub mod fsutil;
 pub mod layout;
 pub mod messages;
 pub mod spec;
@@ -30,7 +32,8 @@ pub use envelope::{signing_digest, Domain, EnvelopeError, SignedEnvelope};
 pub use layout::{layout_id, total_numel, TensorLayout};
 pub use messages::{
     Announcement, BlobError, BlobRequest, BlobResponse, CheckpointManifest, DeltaAck, DeltaMessage,
-    DeltaRef, DeltaVerdict, JoinRequest, JoinResponse, RoundInfo, ShardLease, Wire, MAX_BLOB_CHUNK,
+    DeltaRef, DeltaVerdict, JoinRequest, JoinResponse, PollRequest, PollResponse, RoundInfo,
+    ShardLease, Wire, MAX_BLOB_CHUNK,
 };
 pub use spec::{
     lora_tensor_name, Admission, AggregateSpec, Aggregator, BaseModel, DatasetManifest, LoraSpec,

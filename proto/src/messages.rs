@@ -1,4 +1,4 @@
-//! Wire messages of the join, announce, delta and blob protocols, with their decode limits.
+//! Wire messages of the join, poll, announce, delta and blob protocols, with their decode limits.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -116,6 +116,45 @@ impl DeltaVerdict {
 
 impl Wire for JoinResponse {
     const MAX_BYTES: usize = 4 << 20;
+}
+
+/// A joined worker asks for the newest checkpoint and round (`/hearth/poll/1`); unlike a join,
+/// it changes nothing on the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollRequest {
+    /// [`crate::PROTOCOL_VERSION`] of the worker.
+    pub protocol_version: u32,
+}
+
+impl Wire for PollRequest {
+    const MAX_BYTES: usize = 64;
+}
+
+/// The coordinator's answer to a poll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum PollResponse {
+    /// The run's current state, as a join would answer it.
+    State {
+        /// Latest checkpoint, if any.
+        latest: Option<CheckpointManifest>,
+        /// The open round.
+        round: RoundInfo,
+        /// What became of this peer's last judged delta (see [`JoinResponse::Accepted`]).
+        last_verdict: Option<DeltaVerdict>,
+    },
+    /// The coordinator does not count this peer as joined (it restarted, or the peer never
+    /// joined, or speaks another protocol version): send a join request.
+    NotJoined,
+    /// This peer id is banned from the run: the worker should stop, not retry.
+    Banned {
+        /// Why, with the evidence.
+        reason: String,
+    },
+}
+
+impl Wire for PollResponse {
+    const MAX_BYTES: usize = 16 << 10;
 }
 
 /// A merged adapter checkpoint.

@@ -96,6 +96,26 @@ fn join_messages_round_trip() {
 }
 
 #[test]
+fn poll_messages_round_trip() {
+    round_trip(&PollRequest {
+        protocol_version: PROTOCOL_VERSION,
+    });
+    let state = PollResponse::State {
+        latest: Some(manifest()),
+        round: round_info(),
+        last_verdict: Some(DeltaVerdict {
+            round: 4,
+            text: "x".repeat(DeltaVerdict::MAX_TEXT),
+        }),
+    };
+    round_trip(&state);
+    round_trip(&PollResponse::NotJoined);
+    round_trip(&PollResponse::Banned {
+        reason: "three strikes".into(),
+    });
+}
+
+#[test]
 fn announcements_round_trip() {
     round_trip(&Announcement::RoundOpened(round_info()));
     round_trip(&Announcement::RoundClosed {

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hearth_proto::{decode_checkpoint, CheckpointManifest, ContentId, Wire};
 use hearth_tests::{
@@ -58,6 +58,34 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Unix time of a log line that starts with an RFC 3339 UTC timestamp (`2026-12-06T12:50:01.123Z`).
+fn log_time(line: &str) -> Option<f64> {
+    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let (h, min) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
+    let sec = t.next()?.parse::<f64>().ok()?;
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn final_loss(s: &Value) -> f64 {
@@ -234,6 +262,7 @@ fn six_workers_ten_rounds_under_kills_restarts_hangs_and_cut_links() {
     wait(4);
     std::thread::sleep(Duration::from_millis(rng.range(300, 1500)));
     coord.kill9();
+    let unix_kill = unix_now();
     let killed_at = state(&config).unwrap()["committed_round"].as_u64().unwrap();
     let t_kill = Instant::now();
     std::thread::sleep(Duration::from_millis(rng.range(500, 2000)));
@@ -241,6 +270,7 @@ fn six_workers_ten_rounds_under_kills_restarts_hangs_and_cut_links() {
     let mut coord = coord2;
     assert_eq!(addr, addr2, "same identity and address after a restart");
     let t_restart = Instant::now();
+    let unix_restart = unix_now();
     note(format!(
         "round 5: SIGKILL coordinator at committed round {killed_at}, restarted after {:.1} s",
         t_kill.elapsed().as_secs_f64()
@@ -352,6 +382,39 @@ fn six_workers_ten_rounds_under_kills_restarts_hangs_and_cut_links() {
                 log_of(&clog(2))
             );
         }
+    }
+
+    // The workers that stayed connected through the coordinator's restart (w5 excepted: it may be
+    // stopped mid-upload) redialed it within about a second of its coming back: each logs when it
+    // is connected again after its first failed redial.
+    for i in (0..5).filter(|i| !killed.contains(i)) {
+        let name = format!("w{i}");
+        let log = log_of(&wlog(&name, lives[i]));
+        let back = log
+            .lines()
+            .filter(|l| l.contains("connected to the coordinator again"))
+            .filter_map(log_time)
+            .find(|&t| t >= unix_kill)
+            .unwrap_or_else(|| panic!("{name} never logged its reconnection; log:\n{log}"));
+        let lag = back - unix_restart;
+        note(format!(
+            "{name} reconnected {lag:.2} s after the coordinator was back"
+        ));
+        assert!(
+            lag <= 5.0,
+            "{name} reconnected {lag:.1} s after the restart; log:\n{log}"
+        );
+    }
+
+    // Polling is not joining: the workers that were never killed joined the first coordinator only,
+    // and only polled the restarted one (which knew them from its ledger).
+    let log2 = log_of(&clog(2));
+    for i in (0..WORKERS).filter(|i| !killed.contains(i)) {
+        let joins = log2
+            .lines()
+            .filter(|l| l.contains("worker joined") && l.contains(&format!("name=w{i} ")))
+            .count();
+        assert_eq!(joins, 0, "w{i} joined the restarted coordinator:\n{log2}");
     }
 
     let chaos_loss = final_loss(&s);

@@ -27,7 +27,7 @@ fn coordinator_killed_mid_round_and_mid_checkpoint_resumes_with_workers_attached
     })
     .unwrap();
     let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-    // Enough rounds after the last restart for every worker's reconnection backoff (≤ 10 s) to end.
+    // Enough rounds after the last restart for every worker's reconnection backoff (≤ 1 s) to end.
     let rounds = 8;
     let log = |n: u32| dir.path().join(format!("coordinator-{n}.log"));
 

@@ -192,6 +192,7 @@ pub async fn fetch_blob(
             })
         }
     }
+    // A finished, verified download moved into place (resumable, so not hearth_proto::fsutil).
     std::fs::rename(&partial, dest).map_err(io(dest))?;
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod memory;
 pub mod metrics;
 pub mod paths;
 pub mod progress;
+pub mod redial;
 pub mod schedule;
 pub mod session;
 pub mod train_cmd;

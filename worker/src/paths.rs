@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use hearth_proto::fsutil::{write_atomic_with, AtomicWrite};
 
 /// Platform data directory for Hearth (`~/.local/share/hearth` on Linux), `./.hearth` without one.
 pub fn data_dir() -> PathBuf {
@@ -43,17 +44,12 @@ pub fn identity_path(identity: Option<PathBuf>, cache_dir: Option<&Path>) -> Res
 
 /// Copy `from` to `to` atomically with mode 0600.
 fn adopt_legacy(from: &Path, to: &Path) -> Result<()> {
-    let dir = to.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".identity.tmp{}", std::process::id()));
-    std::fs::copy(from, &tmp)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    }
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, to)?;
+    let mut src = std::fs::File::open(from)?;
+    let how = AtomicWrite {
+        private: true,
+        ..AtomicWrite::default()
+    };
+    write_atomic_with(to, how, |f| std::io::copy(&mut src, f).map(|_| ()))?;
     tracing::info!("identity moved to {}", to.display());
     Ok(())
 }

@@ -9,8 +9,8 @@ use hearth_model::data::Shard;
 use hearth_net::{Client, Event, Multiaddr, NetConfig, PeerId, Protocol, Role, Topic, Validation};
 use hearth_proto::{
     encode, encode_delta, Announcement, CheckpointManifest, ContentId, DeltaAck, DeltaMessage,
-    Domain, JoinRequest, JoinResponse, ModelSource, NamedTensor, Residual, RoundInfo, RunSpec,
-    SignedEnvelope, TensorLayout, Wire, PROTOCOL_VERSION,
+    Domain, JoinRequest, JoinResponse, ModelSource, NamedTensor, PollRequest, PollResponse,
+    Residual, RoundInfo, RunSpec, SignedEnvelope, TensorLayout, Wire, PROTOCOL_VERSION,
 };
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -22,14 +22,11 @@ use crate::fetch::{fetch_blob, hash_file};
 use crate::memory::{human_bytes, MemoryEstimate};
 use crate::metrics::{SubmitOutcome, WorkerMetrics, WorkerState};
 use crate::progress::{training_message, Progress};
+use crate::redial::{spawn_redialer, Backoff};
 use crate::trainer::{TrainerHandle, TrainerSetup};
 
 /// Largest data shard accepted.
 const MAX_SHARD_BYTES: usize = 1 << 30;
-/// Longest wait between reconnection attempts (a restarted coordinator is found within this).
-// Kept short so a worker is back within about a second of a restarted coordinator: a 10 s cap left one
-// behind for the rest of tests/chaos.rs's run (issue 19, item 7).
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How often a worker waiting for a checkpoint asks the coordinator directly.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a worker keeps trying to hand in one delta.
@@ -174,8 +171,6 @@ struct Session {
     coordinator: PeerId,
     key: hearth_net::Keypair,
     connected: watch::Receiver<bool>,
-    /// A failed dial was reported (once per outage).
-    unreachable_reported: bool,
     /// The round of the last close-time verdict printed.
     last_verdict: u64,
 }
@@ -191,51 +186,18 @@ impl Session {
         }
     }
 
-    /// Dial (with backoff) until connected.
+    /// Waits until connected (the redialer dials; see [`crate::redial`]).
     async fn ensure_connected(&mut self) -> Result<()> {
-        let mut delay = Duration::from_millis(250);
-        loop {
-            if *self.connected.borrow() {
-                if std::mem::take(&mut self.unreachable_reported) {
-                    info!("connected to the coordinator again");
-                }
-                return Ok(());
-            }
-            match self.net.dial(self.opts.coordinator.clone()).await {
-                Ok(_) => {
-                    // Wait briefly for the connection event (the dial may have raced it).
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        self.connected.wait_for(|c| *c),
-                    )
-                    .await;
-                    if *self.connected.borrow() {
-                        return Ok(());
-                    }
-                }
-                Err(e) if !self.unreachable_reported => {
-                    self.unreachable_reported = true;
-                    // In a private swarm a wrong or missing key looks like a plain connection failure.
-                    let hint = if self.opts.swarm_key.is_some() {
-                        "; this is a private swarm: check that --swarm-key is the organiser's key"
-                    } else {
-                        ""
-                    };
-                    warn!("cannot reach the coordinator ({e}){hint}; retrying in the background (up to every {} s)", MAX_BACKOFF.as_secs());
-                }
-                Err(e) => debug!(
-                    "cannot reach the coordinator ({e}); retrying in {:.1} s",
-                    delay.as_secs_f64()
-                ),
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(MAX_BACKOFF);
-        }
+        self.connected
+            .wait_for(|c| *c)
+            .await
+            .map_err(|_| anyhow!("the network task stopped"))?;
+        Ok(())
     }
 
-    /// Send a join request (also used to poll the latest state).
+    /// Send a join request.
     async fn join(&mut self) -> Result<(RunSpec, Vec<u32>, Option<CheckpointManifest>, RoundInfo)> {
-        let mut delay = Duration::from_millis(250);
+        let mut backoff = Backoff::default();
         loop {
             self.ensure_connected().await?;
             let req = JoinRequest {
@@ -275,12 +237,63 @@ impl Session {
                     };
                 }
                 Err(e) => {
+                    let delay = backoff.next_delay();
                     info!(
                         "join request failed ({e}); retrying in {:.1} s",
                         delay.as_secs_f64()
                     );
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Ask for the newest checkpoint and round without joining again; join when the coordinator
+    /// no longer counts us as joined (it restarted) or does not know the poll request (older).
+    async fn poll(&mut self) -> Result<(Option<CheckpointManifest>, RoundInfo)> {
+        let mut backoff = Backoff::default();
+        loop {
+            self.ensure_connected().await?;
+            let req = PollRequest {
+                protocol_version: PROTOCOL_VERSION,
+            };
+            match self
+                .net
+                .request(self.coordinator, Protocol::Poll, encode(&req))
+                .await
+            {
+                Ok(bytes) => {
+                    return match PollResponse::from_bytes(&bytes)
+                        .context("malformed poll response")?
+                    {
+                        PollResponse::State {
+                            latest,
+                            round,
+                            last_verdict,
+                        } => {
+                            self.report_verdict(last_verdict);
+                            Ok((latest, round))
+                        }
+                        PollResponse::NotJoined => {
+                            let (_, _, latest, round) = self.join().await?;
+                            Ok((latest, round))
+                        }
+                        PollResponse::Banned { reason } => {
+                            Err(banned(&reason, &self.key.public().to_peer_id()))
+                        }
+                    };
+                }
+                Err(e) if e.is_unsupported_protocol() => {
+                    let (_, _, latest, round) = self.join().await?;
+                    return Ok((latest, round));
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    info!(
+                        "poll request failed ({e}); retrying in {:.1} s",
+                        delay.as_secs_f64()
+                    );
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
@@ -480,6 +493,13 @@ async fn copycat_submit(
             let (latest_tx, _) = watch::channel(Latest::default());
             let (conn_tx, conn_rx) = watch::channel(false);
             spawn_event_pump(net.clone(), events, coordinator, latest_tx, conn_tx);
+            let private = opts.swarm_key.is_some();
+            spawn_redialer(
+                net.clone(),
+                opts.coordinator.clone(),
+                conn_rx.clone(),
+                private,
+            );
             let mut sopts = opts.clone();
             sopts.name = format!("{}-sybil", opts.name);
             let mut s = Session {
@@ -488,7 +508,6 @@ async fn copycat_submit(
                 coordinator,
                 key,
                 connected: conn_rx,
-                unreachable_reported: false,
                 last_verdict: 0,
             };
             s.join().await?;
@@ -678,13 +697,19 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         let (_latest_tx, _) = watch::channel(Latest::default());
         let (conn_tx, conn_rx) = watch::channel(false);
         spawn_event_pump(net.clone(), events, coordinator, _latest_tx, conn_tx);
+        let private = opts.swarm_key.is_some();
+        spawn_redialer(
+            net.clone(),
+            opts.coordinator.clone(),
+            conn_rx.clone(),
+            private,
+        );
         let mut s = Session {
             opts: opts.clone(),
             net: net.clone(),
             coordinator,
             key: key.clone(),
             connected: conn_rx,
-            unreachable_reported: false,
             last_verdict: 0,
         };
         let spec = tokio::select! {
@@ -707,13 +732,19 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     let (latest_tx, mut latest_rx) = watch::channel(Latest::default());
     let (conn_tx, conn_rx) = watch::channel(false);
     spawn_event_pump(net.clone(), events, coordinator, latest_tx.clone(), conn_tx);
+    let private = opts.swarm_key.is_some();
+    spawn_redialer(
+        net.clone(),
+        opts.coordinator.clone(),
+        conn_rx.clone(),
+        private,
+    );
     let mut s = Session {
         opts: opts.clone(),
         net: net.clone(),
         coordinator,
         key,
         connected: conn_rx,
-        unreachable_reported: false,
         last_verdict: 0,
     };
 
@@ -783,7 +814,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
             let m = match checkpoint.clone() {
                 Some(m) => m,
                 None => {
-                    let (_, _, latest, _) = s.join().await?;
+                    let (latest, _) = s.poll().await?;
                     checkpoint = latest;
                     if checkpoint.is_none() {
                         tokio::time::sleep(POLL_INTERVAL).await;
@@ -815,8 +846,8 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                 Ok(p) => p,
                 Err(e) => {
                     // A banned peer's blob requests are refused: ask the coordinator why, so that
-                    // a ban is reported as one (the join answer says so) and not as a missing blob.
-                    s.join().await?;
+                    // a ban is reported as one (the poll answer says so) and not as a missing blob.
+                    s.poll().await?;
                     return Err(e);
                 }
             };
@@ -1041,14 +1072,14 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
                     Some(Err(_)) => return Err(anyhow!("the network task stopped")),
                     None => {
                         let polled = if last {
-                            match tokio::time::timeout(POLL_INTERVAL, s.join()).await {
+                            match tokio::time::timeout(POLL_INTERVAL, s.poll()).await {
                                 Ok(r) => r,
                                 Err(_) => continue,
                             }
                         } else {
-                            s.join().await
+                            s.poll().await
                         };
-                        let (_, _, latest, round) = polled?;
+                        let (latest, round) = polled?;
                         latest_tx.send_modify(|l| {
                             if l.round.as_ref().is_none_or(|r| r.round <= round.round) {
                                 l.round = Some(round);

@@ -295,7 +295,7 @@ async fn flood_rr(o: &Opts) -> Result<Value> {
                     offset: (i as u64 * 97) % 30_000,
                     max_len: spec.net.blob_chunk_size,
                 }),
-                Protocol::Delta => garbage(i, 500),
+                Protocol::Delta | Protocol::Poll => garbage(i, 500),
             };
             let permit = sem.clone().acquire_owned().await?;
             let (net, ok, err, banned, bytes_in, peer) = (
