@@ -506,9 +506,7 @@ held-out loss after the last round in brackets):\n",
             let _ = writeln!(
                 md,
                 "- With {}'s best setting ({}), one worker ends at {l1:.4} and {} workers at {ln:.4} \
-after {} rounds; one worker's own best ({}) ends at {:.4}. Averaging N deltas from the same \
-checkpoint lowers their noise; it does not add their progress up (table 3), so more workers \
-help through a lower noise floor and a higher usable learning rate, not N× the steps.",
+after {} rounds; one worker's own best ({}) ends at {:.4}.",
                 top.n,
                 top.setting.label(),
                 top.n,
