@@ -46,20 +46,20 @@ fn combine(
     if total.is_nan() || total <= 0.0 {
         return None;
     }
-    // Whether value `x` counts for its coordinate.
-    let sent = |x: f32| !over_senders || x != 0.0;
     Some(match agg {
         Aggregator::WeightedMean => weighted_mean(deltas, weights, total, over_senders),
         Aggregator::TrimmedMean { trim_fraction } => {
-            coordinate_wise(deltas, sent, |col| trimmed_mean(col, trim_fraction))
+            coordinate_wise(deltas, over_senders, |col| trimmed_mean(col, trim_fraction))
         }
-        Aggregator::CoordinateMedian => coordinate_wise(deltas, sent, median),
+        Aggregator::CoordinateMedian => coordinate_wise(deltas, over_senders, median),
         Aggregator::CenteredClip { tau, iters } => {
-            let mut v = coordinate_wise(deltas, sent, median);
+            let mut v = coordinate_wise(deltas, over_senders, median);
+            // Whether value `x` counts for its coordinate.
+            let sent = |x: f32| !over_senders || x != 0.0;
             for _ in 0..iters {
                 let mut step = vec![0.0f32; dim];
-                // Weight share of the deltas that sent each coordinate (1 when all count).
-                let mut share = vec![0.0f32; dim];
+                // Weight share of the deltas that sent each coordinate (sparse deltas only).
+                let mut share = vec![0.0f32; if over_senders { dim } else { 0 }];
                 for (d, w) in deltas.iter().zip(weights) {
                     let w = w.max(0.0) / total;
                     let norm = d
@@ -74,16 +74,26 @@ fn combine(
                     } else {
                         1.0
                     };
-                    for (((s, h), x), c) in step.iter_mut().zip(&mut share).zip(d.iter()).zip(&v) {
+                    for ((s, x), c) in step.iter_mut().zip(d.iter()).zip(&v) {
                         if sent(*x) {
                             *s += w * scale * (x - c);
+                        }
+                    }
+                    for (h, x) in share.iter_mut().zip(d.iter()) {
+                        if *x != 0.0 {
                             *h += w;
                         }
                     }
                 }
-                for ((c, s), h) in v.iter_mut().zip(step).zip(share) {
-                    if h > 0.0 {
-                        *c += s / if over_senders { h } else { 1.0 };
+                if over_senders {
+                    for ((c, s), h) in v.iter_mut().zip(step).zip(share) {
+                        if h > 0.0 {
+                            *c += s / h;
+                        }
+                    }
+                } else {
+                    for (c, s) in v.iter_mut().zip(step) {
+                        *c += s;
                     }
                 }
             }
@@ -120,11 +130,11 @@ fn weighted_mean(deltas: &[&[f32]], weights: &[f32], total: f32, over_senders: b
 /// are reduced (gathering one column at a time across a thousand deltas misses cache on every value).
 const BLOCK: usize = 256;
 
-/// Apply `f` to each coordinate's column of the values that count (`sent`; in delta order, `f`
-/// may reorder it); a column with none is 0.
+/// Apply `f` to each coordinate's column of values (in delta order; `f` may reorder it); with
+/// `over_senders`, to its non-zero values only, and a column with none is 0.
 fn coordinate_wise(
     deltas: &[&[f32]],
-    sent: impl Fn(f32) -> bool,
+    over_senders: bool,
     f: impl Fn(&mut [f32]) -> f32,
 ) -> Vec<f32> {
     let n = deltas.len();
@@ -141,10 +151,13 @@ fn coordinate_wise(
             }
         }
         out.extend(block[..width * n].chunks_exact_mut(n).map(|col| {
-            // Move the values that count to the front (all of them for dense deltas).
+            if !over_senders {
+                return f(col);
+            }
+            // Move the values that were sent to the front.
             let mut kept = 0;
             for i in 0..col.len() {
-                if sent(col[i]) {
+                if col[i] != 0.0 {
                     col.swap(kept, i);
                     kept += 1;
                 }

@@ -195,51 +195,29 @@ impl Session {
         Ok(())
     }
 
-    /// Send a join request.
-    async fn join(&mut self) -> Result<(RunSpec, Vec<u32>, Option<CheckpointManifest>, RoundInfo)> {
+    /// Send `body` on `protocol` until the coordinator answers, redialing and backing off on
+    /// failures; an error for which `give_up` holds is returned instead of retried.
+    async fn request_answered(
+        &mut self,
+        protocol: Protocol,
+        body: Vec<u8>,
+        give_up: impl Fn(&hearth_net::NetError) -> bool,
+    ) -> Result<std::result::Result<Vec<u8>, hearth_net::NetError>> {
         let mut backoff = Backoff::default();
         loop {
             self.ensure_connected().await?;
-            let req = JoinRequest {
-                protocol_version: PROTOCOL_VERSION,
-                run_id: String::new(),
-                name: self.opts.name.clone(),
-                device: self.opts.device.to_string(),
-                threads: self.opts.threads as u32,
-                memory_bytes: self.opts.max_memory.unwrap_or(0),
-                token: self.opts.token.clone(),
-            };
             match self
                 .net
-                .request(self.coordinator, Protocol::Join, encode(&req))
+                .request(self.coordinator, protocol, body.clone())
                 .await
             {
-                Ok(bytes) => {
-                    return match JoinResponse::from_bytes(&bytes)
-                        .context("malformed join response")?
-                    {
-                        JoinResponse::Accepted {
-                            spec,
-                            lease,
-                            latest,
-                            round,
-                            last_verdict,
-                        } => {
-                            self.report_verdict(last_verdict);
-                            Ok((spec, lease.shard_indices, latest, round))
-                        }
-                        JoinResponse::Rejected { reason } => {
-                            Err(anyhow!("the coordinator refused to admit us: {reason}"))
-                        }
-                        JoinResponse::Banned { reason } => {
-                            Err(banned(&reason, &self.key.public().to_peer_id()))
-                        }
-                    };
-                }
+                Ok(bytes) => return Ok(Ok(bytes)),
+                Err(e) if give_up(&e) => return Ok(Err(e)),
                 Err(e) => {
                     let delay = backoff.next_delay();
                     info!(
-                        "join request failed ({e}); retrying in {:.1} s",
+                        "{} request failed ({e}); retrying in {:.1} s",
+                        format!("{protocol:?}").to_lowercase(),
                         delay.as_secs_f64()
                     );
                     tokio::time::sleep(delay).await;
@@ -248,53 +226,70 @@ impl Session {
         }
     }
 
+    /// Send a join request.
+    async fn join(&mut self) -> Result<(RunSpec, Vec<u32>, Option<CheckpointManifest>, RoundInfo)> {
+        let req = JoinRequest {
+            protocol_version: PROTOCOL_VERSION,
+            run_id: String::new(),
+            name: self.opts.name.clone(),
+            device: self.opts.device.to_string(),
+            threads: self.opts.threads as u32,
+            memory_bytes: self.opts.max_memory.unwrap_or(0),
+            token: self.opts.token.clone(),
+        };
+        let bytes = self
+            .request_answered(Protocol::Join, encode(&req), |_| false)
+            .await??;
+        match JoinResponse::from_bytes(&bytes).context("malformed join response")? {
+            JoinResponse::Accepted {
+                spec,
+                lease,
+                latest,
+                round,
+                last_verdict,
+            } => {
+                self.report_verdict(last_verdict);
+                Ok((spec, lease.shard_indices, latest, round))
+            }
+            JoinResponse::Rejected { reason } => {
+                Err(anyhow!("the coordinator refused to admit us: {reason}"))
+            }
+            JoinResponse::Banned { reason } => {
+                Err(banned(&reason, &self.key.public().to_peer_id()))
+            }
+        }
+    }
+
     /// Ask for the newest checkpoint and round without joining again; join when the coordinator
     /// no longer counts us as joined (it restarted) or does not know the poll request (older).
     async fn poll(&mut self) -> Result<(Option<CheckpointManifest>, RoundInfo)> {
-        let mut backoff = Backoff::default();
-        loop {
-            self.ensure_connected().await?;
-            let req = PollRequest {
-                protocol_version: PROTOCOL_VERSION,
-            };
-            match self
-                .net
-                .request(self.coordinator, Protocol::Poll, encode(&req))
-                .await
-            {
-                Ok(bytes) => {
-                    return match PollResponse::from_bytes(&bytes)
-                        .context("malformed poll response")?
-                    {
-                        PollResponse::State {
-                            latest,
-                            round,
-                            last_verdict,
-                        } => {
-                            self.report_verdict(last_verdict);
-                            Ok((latest, round))
-                        }
-                        PollResponse::NotJoined => {
-                            let (_, _, latest, round) = self.join().await?;
-                            Ok((latest, round))
-                        }
-                        PollResponse::Banned { reason } => {
-                            Err(banned(&reason, &self.key.public().to_peer_id()))
-                        }
-                    };
-                }
-                Err(e) if e.is_unsupported_protocol() => {
-                    let (_, _, latest, round) = self.join().await?;
-                    return Ok((latest, round));
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    info!(
-                        "poll request failed ({e}); retrying in {:.1} s",
-                        delay.as_secs_f64()
-                    );
-                    tokio::time::sleep(delay).await;
-                }
+        let req = PollRequest {
+            protocol_version: PROTOCOL_VERSION,
+        };
+        let answer = self
+            .request_answered(Protocol::Poll, encode(&req), |e| {
+                e.is_unsupported_protocol()
+            })
+            .await?;
+        let response = match answer {
+            Ok(bytes) => PollResponse::from_bytes(&bytes).context("malformed poll response")?,
+            Err(_) => PollResponse::NotJoined,
+        };
+        match response {
+            PollResponse::State {
+                latest,
+                round,
+                last_verdict,
+            } => {
+                self.report_verdict(last_verdict);
+                Ok((latest, round))
+            }
+            PollResponse::NotJoined => {
+                let (_, _, latest, round) = self.join().await?;
+                Ok((latest, round))
+            }
+            PollResponse::Banned { reason } => {
+                Err(banned(&reason, &self.key.public().to_peer_id()))
             }
         }
     }

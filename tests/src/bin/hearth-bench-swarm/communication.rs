@@ -100,22 +100,27 @@ const LOCAL_EF: &str = " +local-ef";
 /// Suffix of a run key that averaged sparse coordinates over all deltas, not over their senders.
 const PLAIN_MEAN: &str = " +plain-mean";
 
+/// A run key's codec and its variants: `(codec, local error feedback, plain mean)`.
+fn split_key(key: &str) -> (&str, bool, bool) {
+    let (key, plain_mean) = match key.strip_suffix(PLAIN_MEAN) {
+        Some(k) => (k, true),
+        None => (key, false),
+    };
+    match key.strip_suffix(LOCAL_EF) {
+        Some(k) => (k, true, plain_mean),
+        None => (key, false, plain_mean),
+    }
+}
+
 fn spec_for(a: &Args, tag: &str, codec: &str) -> DemoSpec {
     let mut set = vec!["run.aggregate.deadline_secs=300".to_string()];
-    let codec = match codec.strip_suffix(PLAIN_MEAN) {
-        Some(c) => {
-            set.push("run.aggregate.mean_over_senders=false".into());
-            c
-        }
-        None => codec,
-    };
-    let codec = match codec.strip_suffix(LOCAL_EF) {
-        Some(c) => {
-            set.push("run.aggregate.local_error_feedback=true".into());
-            c
-        }
-        None => codec,
-    };
+    let (codec, local_ef, plain_mean) = split_key(codec);
+    if plain_mean {
+        set.push("run.aggregate.mean_over_senders=false".into());
+    }
+    if local_ef {
+        set.push("run.aggregate.local_error_feedback=true".into());
+    }
     DemoSpec {
         tag: tag.to_string(),
         workers: a.workers,
@@ -144,10 +149,7 @@ pub fn main(a: &Args) -> Result<()> {
     let parse = |s: &String| hearth_coordinator_codec(s);
     let swarm_codecs: Vec<CodecSpec> = a.codecs.iter().map(parse).collect::<Result<_>>()?;
     let mut all = swarm_codecs.clone();
-    let smollm2_codecs = a
-        .smollm2_codecs
-        .iter()
-        .map(|k| k.strip_suffix(LOCAL_EF).unwrap_or(k).to_string());
+    let smollm2_codecs = a.smollm2_codecs.iter().map(|k| split_key(k).0.to_string());
     for c in a
         .size_only
         .iter()
@@ -243,10 +245,7 @@ pub fn main(a: &Args) -> Result<()> {
         let f = run(&pair_spec("smollm2-f32", "f32"), &work, timeout)?;
         let mut others = Vec::new();
         for (i, key) in a.smollm2_codecs.iter().enumerate() {
-            let (c, local_ef) = match key.strip_suffix(LOCAL_EF) {
-                Some(c) => (c, true),
-                None => (key.as_str(), false),
-            };
+            let (c, local_ef, _) = split_key(key);
             let codec = hearth_coordinator_codec(c)?;
             let tag = if codec == CodecSpec::default() && !local_ef {
                 "smollm2-default".to_string()
@@ -374,13 +373,8 @@ each worker also downloads the {}-byte checkpoint per round. Held-out loss of th
     ]);
     let mut verdicts = Vec::new();
     for (c, r) in &runs {
-        let local_ef = c.ends_with(LOCAL_EF);
-        let plain_mean = c.ends_with(PLAIN_MEAN);
-        let codec = hearth_coordinator_codec(
-            c.trim_end_matches(" (repeat)")
-                .trim_end_matches(PLAIN_MEAN)
-                .trim_end_matches(LOCAL_EF),
-        )?;
+        let (name, local_ef, plain_mean) = split_key(c.trim_end_matches(" (repeat)"));
+        let codec = hearth_coordinator_codec(name)?;
         let name = if local_ef {
             format!("{} + local EF", label(&codec))
         } else if plain_mean {
