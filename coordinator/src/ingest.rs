@@ -95,6 +95,8 @@ pub struct Ingest {
     verifier: Verifier,
     screen: Screen,
     verify: VerifySpec,
+    /// The absolute norm cap of this run ([`VerifySpec::norm_cap`]).
+    norm_cap: Option<f32>,
     norms: VecDeque<f32>,
     /// The open round.
     pub round: RoundState,
@@ -109,6 +111,7 @@ impl Ingest {
             .sum();
         Self {
             verify: spec.verify.clone(),
+            norm_cap: spec.verify.norm_cap(&spec.train, &spec.aggregate, dims),
             verifier: Verifier::new(spec, layout),
             screen: Screen::new(dims, seed),
             norms: VecDeque::new(),
@@ -244,18 +247,18 @@ impl Ingest {
             .map(|t| t.l2_norm().powi(2))
             .sum::<f64>()
             .sqrt() as f32;
-        let cap = self.verify.norm_abs_cap;
+        let cap = self.norm_cap;
         let mut sorted: Vec<f32> = self.norms.iter().copied().collect();
         sorted.sort_by(f32::total_cmp);
         let median = sorted.get(sorted.len() / 2).copied();
         let kappa = self.verify.norm_kappa;
-        let too_big = (cap > 0.0 && norm > cap)
+        let too_big = cap.is_some_and(|c| norm > c)
             || (sorted.len() >= 3
                 && kappa > 0.0
                 && median.is_some_and(|m| m > 0.0 && norm > kappa * m));
         if too_big {
             return Err(Reject::Norm(format!(
-                "{norm:.4} exceeds the bound (cap {cap}, κ {kappa} × median {median:?})"
+                "{norm:.4} exceeds the bound (cap {cap:?}, κ {kappa} × median {median:?})"
             )));
         }
         self.norms.push_back(norm);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor};
 
 use crate::error::{ModelError, Result};
 
@@ -109,6 +109,49 @@ impl FrozenWeight {
             BaseDType::Q8 => block(GgmlDType::Q8_0),
             BaseDType::Q4 => block(GgmlDType::Q4_0),
         }
+    }
+
+    /// [`FrozenWeight::compact`] onto `device`: `w` (on the host or already there) is made
+    /// compact first and only the compact form moves, so the device never holds `w` in full
+    /// precision when `kind` is compact.
+    pub fn compact_onto(w: &Tensor, kind: BaseDType, device: &Device) -> Result<Self> {
+        let block = |g: GgmlDType| -> Result<Option<Self>> {
+            if !w.device().is_cpu() || w.dim(1)? % g.block_size() != 0 {
+                return Ok(None);
+            }
+            let q = QTensor::quantize_onto(&w.to_dtype(DType::F32)?, g, device)?;
+            Ok(Some(Self {
+                store: Store::Quant(Arc::new(q)),
+                compute: w.dtype(),
+            }))
+        };
+        let on_host = match kind {
+            BaseDType::Q8 => block(GgmlDType::Q8_0)?,
+            BaseDType::Q4 => block(GgmlDType::Q4_0)?,
+            _ => None,
+        };
+        match on_host {
+            Some(q) => Ok(q),
+            None => Self::compact(w, kind)?.to_device(device),
+        }
+    }
+
+    /// The same weight on `device` (a no-op where it already is).
+    pub fn to_device(self, device: &Device) -> Result<Self> {
+        if self.device().same_device(device) {
+            return Ok(self);
+        }
+        let store = match self.store {
+            Store::Dense(t) => Store::Dense(t.to_device(device)?),
+            Store::Quant(q) => {
+                let host = q.dequantize(&Device::Cpu)?;
+                Store::Quant(Arc::new(QTensor::quantize_onto(&host, q.dtype(), device)?))
+            }
+        };
+        Ok(Self {
+            store,
+            compute: self.compute,
+        })
     }
 
     /// `(out, in)`.

@@ -92,66 +92,53 @@ pub struct Attention {
     head_dim: usize,
 }
 
-fn proj(
-    w: &Weights,
-    name: &str,
-    layer: usize,
-    target: LoraTarget,
-    lora: Option<&LoraConfig>,
+/// Where and how a model is built from its weights: each tensor is moved to `device` as it is
+/// used, and the projections are made compact (`dtype`) before they move, so a base loaded on
+/// the host reaches a GPU one tensor at a time and only in its compact form.
+struct Loader<'a> {
+    w: &'a Weights,
     dtype: BaseDType,
-) -> Result<LoraLinear> {
-    let base = FrozenWeight::compact(w.get(name)?, dtype)?;
-    match lora {
-        Some(c) if c.targets.contains(&target) => LoraLinear::with_lora(base, layer, target, c),
-        _ => Ok(LoraLinear::frozen(base)),
+    device: &'a Device,
+}
+
+impl Loader<'_> {
+    /// The tensor `name`, on the model's device.
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        Ok(self.w.get(name)?.to_device(self.device)?)
+    }
+
+    /// The projection weight `name` with its LoRA adapter when `target` is one of `lora`'s.
+    fn proj(
+        &self,
+        name: &str,
+        layer: usize,
+        target: LoraTarget,
+        lora: Option<&LoraConfig>,
+    ) -> Result<LoraLinear> {
+        let base = FrozenWeight::compact_onto(self.w.get(name)?, self.dtype, self.device)?;
+        match lora {
+            Some(c) if c.targets.contains(&target) => LoraLinear::with_lora(base, layer, target, c),
+            _ => Ok(LoraLinear::frozen(base)),
+        }
     }
 }
 
 impl Attention {
     /// Loads block `layer`'s attention.
-    pub fn load(
-        w: &Weights,
+    fn load(
+        ld: &Loader,
         cfg: &ModelConfig,
         layer: usize,
         lora: Option<&LoraConfig>,
-        dtype: BaseDType,
     ) -> Result<Self> {
         let p = format!("model.layers.{layer}.self_attn");
         let f = &cfg.features;
-        let get = |n: &str| -> Result<Tensor> { Ok(w.get(&format!("{p}.{n}"))?.clone()) };
+        let get = |n: &str| ld.tensor(&format!("{p}.{n}"));
         Ok(Self {
-            q: proj(
-                w,
-                &format!("{p}.q_proj.weight"),
-                layer,
-                LoraTarget::Q,
-                lora,
-                dtype,
-            )?,
-            k: proj(
-                w,
-                &format!("{p}.k_proj.weight"),
-                layer,
-                LoraTarget::K,
-                lora,
-                dtype,
-            )?,
-            v: proj(
-                w,
-                &format!("{p}.v_proj.weight"),
-                layer,
-                LoraTarget::V,
-                lora,
-                dtype,
-            )?,
-            o: proj(
-                w,
-                &format!("{p}.o_proj.weight"),
-                layer,
-                LoraTarget::O,
-                lora,
-                dtype,
-            )?,
+            q: ld.proj(&format!("{p}.q_proj.weight"), layer, LoraTarget::Q, lora)?,
+            k: ld.proj(&format!("{p}.k_proj.weight"), layer, LoraTarget::K, lora)?,
+            v: ld.proj(&format!("{p}.v_proj.weight"), layer, LoraTarget::V, lora)?,
+            o: ld.proj(&format!("{p}.o_proj.weight"), layer, LoraTarget::O, lora)?,
             qkv_bias: if f.qkv_bias {
                 Some([
                     get("q_proj.bias")?,
@@ -266,37 +253,21 @@ pub struct Mlp {
 
 impl Mlp {
     /// Loads block `layer`'s MLP.
-    pub fn load(
-        w: &Weights,
-        layer: usize,
-        lora: Option<&LoraConfig>,
-        dtype: BaseDType,
-    ) -> Result<Self> {
+    fn load(ld: &Loader, layer: usize, lora: Option<&LoraConfig>) -> Result<Self> {
         let p = format!("model.layers.{layer}.mlp");
         Ok(Self {
-            gate: proj(
-                w,
+            gate: ld.proj(
                 &format!("{p}.gate_proj.weight"),
                 layer,
                 LoraTarget::Gate,
                 lora,
-                dtype,
             )?,
-            up: proj(
-                w,
-                &format!("{p}.up_proj.weight"),
-                layer,
-                LoraTarget::Up,
-                lora,
-                dtype,
-            )?,
-            down: proj(
-                w,
+            up: ld.proj(&format!("{p}.up_proj.weight"), layer, LoraTarget::Up, lora)?,
+            down: ld.proj(
                 &format!("{p}.down_proj.weight"),
                 layer,
                 LoraTarget::Down,
                 lora,
-                dtype,
             )?,
         })
     }
@@ -325,26 +296,24 @@ pub struct Block {
 
 impl Block {
     /// Loads block `layer`.
-    pub fn load(
-        w: &Weights,
+    fn load(
+        ld: &Loader,
         cfg: &ModelConfig,
         layer: usize,
         lora: Option<&LoraConfig>,
-        dtype: BaseDType,
     ) -> Result<Self> {
         let p = format!("model.layers.{layer}");
         Ok(Self {
             attn_norm: RmsNorm::new(
-                w.get(&format!("{p}.input_layernorm.weight"))?.clone(),
+                ld.tensor(&format!("{p}.input_layernorm.weight"))?,
                 cfg.rms_eps,
             ),
-            attn: Attention::load(w, cfg, layer, lora, dtype)?,
+            attn: Attention::load(ld, cfg, layer, lora)?,
             mlp_norm: RmsNorm::new(
-                w.get(&format!("{p}.post_attention_layernorm.weight"))?
-                    .clone(),
+                ld.tensor(&format!("{p}.post_attention_layernorm.weight"))?,
                 cfg.rms_eps,
             ),
-            mlp: Mlp::load(w, layer, lora, dtype)?,
+            mlp: Mlp::load(ld, layer, lora)?,
         })
     }
 
@@ -409,23 +378,38 @@ impl Model {
         lora: Option<&LoraConfig>,
         dtype: BaseDType,
     ) -> Result<Self> {
+        let device = w.get("model.embed_tokens.weight")?.device().clone();
+        Self::load_onto(w, cfg, lora, dtype, &device)
+    }
+
+    /// [`Model::load_with`] onto `device`, from weights that may live elsewhere (the host): each
+    /// tensor moves as it is used and each projection only once compact, so a GPU never holds
+    /// the full-precision projections that a compact `dtype` leaves out.
+    pub fn load_onto(
+        w: &Weights,
+        cfg: &ModelConfig,
+        lora: Option<&LoraConfig>,
+        dtype: BaseDType,
+        device: &Device,
+    ) -> Result<Self> {
         cfg.validate()?;
         if let Some(l) = lora {
             l.validate()?;
         }
         w.validate(cfg)?;
-        let embed = w.get("model.embed_tokens.weight")?.clone();
+        let ld = Loader { w, dtype, device };
+        let embed = ld.tensor("model.embed_tokens.weight")?;
         let lm_head = if cfg.tie_embeddings {
             embed.clone()
         } else {
-            w.get("lm_head.weight")?.clone()
+            ld.tensor("lm_head.weight")?
         };
         let blocks = (0..cfg.layers)
-            .map(|l| Block::load(w, cfg, l, lora, dtype))
+            .map(|l| Block::load(&ld, cfg, l, lora))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            rope: Rope::new(cfg, embed.dtype(), embed.device())?,
-            norm: RmsNorm::new(w.get("model.norm.weight")?.clone(), cfg.rms_eps),
+            rope: Rope::new(cfg, embed.dtype(), device)?,
+            norm: RmsNorm::new(ld.tensor("model.norm.weight")?, cfg.rms_eps),
             cfg: cfg.clone(),
             lora: lora.cloned(),
             embed,

@@ -74,6 +74,40 @@ fn compact_bases_match_the_f32_model_of_their_expanded_weights() {
 }
 
 #[test]
+fn a_model_built_onto_a_device_from_host_weights_equals_one_built_in_place() {
+    // `load_onto` makes each projection compact before it moves (what a GPU worker does from
+    // the host): the same blocks, so the same loss and gradients as compacting in place.
+    let base = common::tiny(DType::F32);
+    let lora = common::lora_all(true);
+    let data = common::text_sequences(&base, &"A warm hearth. ".repeat(20), 64);
+    for kind in [
+        BaseDType::F32,
+        BaseDType::Bf16,
+        BaseDType::Q8,
+        BaseDType::Q4,
+    ] {
+        let in_place = Model::load_with(&base.weights, &base.config, Some(&lora), kind).unwrap();
+        let onto =
+            Model::load_onto(&base.weights, &base.config, Some(&lora), kind, &Device::Cpu).unwrap();
+        let (want, g_want) = loss_gradient(&in_place, &data, 4).unwrap();
+        let (got, g_got) = loss_gradient(&onto, &data, 4).unwrap();
+        assert_eq!(got, want, "{kind:?}");
+        assert_eq!(common::rel_l2(&g_got, &g_want), 0.0, "{kind:?}");
+    }
+    // Compacting on the host and moving gives the blocks compacting in place gives.
+    let w = Tensor::randn(0f32, 1.0, (16, 64), &Device::Cpu).unwrap();
+    for kind in [BaseDType::Q8, BaseDType::Q4, BaseDType::Bf16] {
+        let a = FrozenWeight::compact(&w, kind).unwrap().expand().unwrap();
+        let b = FrozenWeight::compact_onto(&w, kind, &Device::Cpu)
+            .unwrap()
+            .expand()
+            .unwrap();
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{kind:?}");
+    }
+}
+
+#[test]
 fn compact_weights_take_their_stated_bytes() {
     let w = Tensor::randn(0f32, 1.0, (64, 256), &Device::Cpu).unwrap();
     let f32_bytes = 64 * 256 * 4;

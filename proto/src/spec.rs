@@ -665,13 +665,47 @@ impl AggregateSpec {
     }
 }
 
+/// How many times its learning rate AdamW moves one value in one step, at most, for the derived
+/// norm cap ([`VerifySpec::norm_abs_cap`]). The update `m̂/(√v̂+ε)` is about 1 in size while a
+/// gradient's sign holds and at most `(1−β1)/√(1−β2)` ≈ 3.2 after a sudden spike (Kingma & Ba
+/// 2015, §2.1); 4 leaves room for the decoupled weight decay and the codec's rounding.
+pub const ADAM_REACH: f32 = 4.0;
+
+impl VerifySpec {
+    /// The absolute norm cap for a delta of `dims` trained values under `spec`'s training
+    /// settings (`None`: no cap). With local error feedback a sparse codec's delta also carries
+    /// what earlier rounds left unsent, up to about `1/density` rounds of it.
+    pub fn norm_cap(
+        &self,
+        train: &TrainSpec,
+        aggregate: &AggregateSpec,
+        dims: usize,
+    ) -> Option<f32> {
+        if self.norm_abs_cap > 0.0 {
+            return Some(self.norm_abs_cap);
+        }
+        if self.norm_abs_cap < 0.0 {
+            return None;
+        }
+        let mut cap = ADAM_REACH * train.lr * train.local_steps as f32 * (dims as f32).sqrt();
+        if aggregate.local_error_feedback {
+            if let CodecSpec::TopK { density, .. } = aggregate.codec {
+                cap /= density.max(f32::MIN_POSITIVE);
+            }
+        }
+        Some(cap)
+    }
+}
+
 /// Delta verification settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VerifySpec {
     /// Reject a delta whose norm exceeds this multiple of the median recent norm.
     pub norm_kappa: f32,
-    /// Absolute cap on a delta's norm.
+    /// Absolute cap on a delta's L2 norm: a positive value is the cap itself; 0 (the default)
+    /// derives it from the run's training settings, [`ADAM_REACH`] × lr × local steps × √(trained
+    /// values), the farthest AdamW can move the adapter in a round; a negative value turns it off.
     pub norm_abs_cap: f32,
     /// Rejections after which a peer is banned.
     pub ban_after_rejects: u32,
@@ -683,7 +717,7 @@ impl Default for VerifySpec {
     fn default() -> Self {
         Self {
             norm_kappa: 5.0,
-            norm_abs_cap: 100.0,
+            norm_abs_cap: 0.0,
             ban_after_rejects: 3,
             eval_tolerance: 0.02,
         }

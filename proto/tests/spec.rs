@@ -369,3 +369,47 @@ fn a_directory_model_must_list_plain_unique_files_matching_its_id() {
         file_name: "m.gguf".into()
     }));
 }
+
+#[test]
+fn the_absolute_norm_cap_follows_how_far_adamw_can_move_the_adapter() {
+    use hearth_proto::CodecSpec;
+    let mut spec = RunSpec::default();
+    spec.train.lr = 0.01;
+    spec.train.local_steps = 25;
+    let dims = 10_000;
+    // Derived by default: 4 × lr × steps × √d = 4 × 0.01 × 25 × 100.
+    let derived = spec
+        .verify
+        .norm_cap(&spec.train, &spec.aggregate, dims)
+        .unwrap();
+    assert!((derived - 100.0).abs() < 1e-3, "{derived}");
+    // Ten times the learning rate or the steps: ten times the reach.
+    spec.train.lr = 0.1;
+    let higher = spec
+        .verify
+        .norm_cap(&spec.train, &spec.aggregate, dims)
+        .unwrap();
+    assert!((higher - 1_000.0).abs() < 1e-2, "{higher}");
+    // A sparse codec with local error feedback carries up to 1/density rounds of residual.
+    spec.aggregate.codec = CodecSpec::TopK {
+        density: 0.25,
+        bits: 2,
+    };
+    spec.aggregate.local_error_feedback = true;
+    let sparse = spec
+        .verify
+        .norm_cap(&spec.train, &spec.aggregate, dims)
+        .unwrap();
+    assert!((sparse - 4_000.0).abs() < 0.1, "{sparse}");
+    // A positive setting is the cap itself, a negative one turns it off.
+    spec.verify.norm_abs_cap = 7.5;
+    assert_eq!(
+        spec.verify.norm_cap(&spec.train, &spec.aggregate, dims),
+        Some(7.5)
+    );
+    spec.verify.norm_abs_cap = -1.0;
+    assert_eq!(
+        spec.verify.norm_cap(&spec.train, &spec.aggregate, dims),
+        None
+    );
+}

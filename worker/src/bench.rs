@@ -11,7 +11,7 @@ use hearth_proto::RunSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceArg;
-use crate::memory::{cap_batch, estimate_with, human_bytes, peak_rss, Footprint};
+use crate::memory::{cap_batch, estimate_with, human_bytes, peak_rss, reset_peak_rss, Footprint};
 
 /// Arguments of `hearth-worker bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -83,8 +83,11 @@ pub struct BenchReport {
     pub tokens_per_second: f64,
     /// Seconds per optimizer step.
     pub seconds_per_step: f64,
-    /// Peak resident memory of this process (bytes).
+    /// Peak resident memory of this process while training (bytes): the peak is reset once the
+    /// model is built and the host's full-precision copy of the base is dropped, as in `join`.
     pub peak_memory_bytes: Option<u64>,
+    /// Peak resident memory while loading the base and building the model (bytes).
+    pub load_peak_memory_bytes: Option<u64>,
     /// The worker's estimate for this configuration (bytes), which `join` checks.
     pub estimated_memory_bytes: u64,
     /// Steps per round.
@@ -245,24 +248,31 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport> {
         ModelSource::Gguf(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
         _ => 0,
     };
+    // As the worker loads: read on the host, build onto the device, drop the host copy.
+    let host = hearth_model::Device::Cpu;
     let base = if args.preset.as_deref() == Some("llama-1b") {
-        llama_1b(&device)?
+        llama_1b(&host)?
     } else {
-        load_base(&src, &device, DType::F32).with_context(|| format!("loading {src:?}"))?
+        load_base(&src, &host, DType::F32).with_context(|| format!("loading {src:?}"))?
     };
     let dtype = hearth_model::linear::BaseDType::parse(&args.dtype).context("--dtype")?;
     let lora = lora_config(&spec.lora)?;
-    let model = hearth_model::Model::load_with(&base.weights, &base.config, Some(&lora), dtype)?;
+    let model =
+        hearth_model::Model::load_onto(&base.weights, &base.config, Some(&lora), dtype, &device)?;
+    let base_config = base.config.clone();
+    drop(base);
+    let load_peak = choice.is_cpu().then(peak_rss).flatten();
+    reset_peak_rss();
     let batch = spec.train.batch_size.max(1) * spec.train.grad_accum.max(1);
     let (micro, accum) = cap_batch(batch, 1, args.max_batch.unwrap_or(batch));
     let seq_len = spec.data.seq_len;
-    if seq_len > base.config.max_position {
+    if seq_len > base_config.max_position {
         bail!(
             "sequence length {seq_len} exceeds the model's {}",
-            base.config.max_position
+            base_config.max_position
         );
     }
-    let data = sequences(batch * (args.steps + 1), seq_len, base.config.vocab);
+    let data = sequences(batch * (args.steps + 1), seq_len, base_config.vocab);
     let cfg = TrainConfig {
         lr: 1e-4,
         warmup_steps: 0,
@@ -311,8 +321,9 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport> {
         tokens_per_second: report.tokens as f64 / seconds,
         seconds_per_step: per_step,
         peak_memory_bytes: if choice.is_cpu() { peak_rss() } else { None },
+        load_peak_memory_bytes: load_peak,
         estimated_memory_bytes: estimate_with(
-            &base.config,
+            &base_config,
             &lora,
             micro,
             seq_len,
@@ -353,6 +364,9 @@ pub fn table(r: &BenchReport) -> String {
         r.peak_memory_bytes
             .map_or("not measured on this device".into(), human_bytes),
     );
+    if let Some(p) = r.load_peak_memory_bytes {
+        row("peak while loading", human_bytes(p));
+    }
     row("estimated memory", human_bytes(r.estimated_memory_bytes));
     let budget = if r.time_budget_secs > 0 {
         format!(", budget {} s", r.time_budget_secs)

@@ -218,6 +218,13 @@ pub fn peak_rss() -> Option<u64> {
     )
 }
 
+/// Resets this process's peak resident memory (`VmHWM`) to what it holds now, so a later
+/// [`peak_rss`] measures only what comes after (Linux ≥ 4.0: `/proc/self/clear_refs`, value 5;
+/// elsewhere nothing happens and the peak stays the process's own).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// This process's resident memory now (`VmRSS`), in bytes (Linux).
 pub fn current_rss() -> Option<u64> {
     meminfo_field(

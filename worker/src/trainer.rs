@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use hearth_model::candle_core::DType;
+use hearth_model::candle_core::{DType, Device};
 use hearth_model::{spec, Model, Sequence, StepInfo, TrainReport, Trainer};
 use hearth_proto::{NamedTensor, RunSpec, TensorLayout};
 use tokio::sync::oneshot;
@@ -121,16 +121,19 @@ impl TrainerHandle {
                 let setup = (|| -> Result<(Model, Trainer, Vec<TensorLayout>)> {
                     let source = spec::model_source(&spec.base.source, model_file.as_deref());
                     let device = setup.device.open()?;
-                    let base = hearth_model::load_base(&source, &device, DType::F32)
+                    // Read on the host; the model takes each tensor to the device as it is
+                    // built, the projections only once compact (`--dtype`).
+                    let base = hearth_model::load_base(&source, &Device::Cpu, DType::F32)
                         .context("loading the base model")?;
                     spec::check_model(&spec.base, &spec.arch, &base.config)
                         .map_err(|e| anyhow::anyhow!("refusing the base model: {e}"))?;
                     let lora = spec::lora_config(&spec.lora)?;
-                    let model = hearth_model::Model::load_with(
+                    let model = hearth_model::Model::load_onto(
                         &base.weights,
                         &base.config,
                         Some(&lora),
                         setup.footprint.dtype,
+                        &device,
                     )?;
                     drop(base);
                     let trainer = Trainer::new(&model, cfg)?;
