@@ -21,7 +21,7 @@ CPU is enough):
 It also writes each family as a GGUF file the way llama.cpp's converter lays it out (tensor names,
 metadata keys, the llama architecture's Q/K row permutation, Llama 3 scaling as `rope_freqs.weight`,
 norms and biases in f32), with the 2-D weights in one quantization per family (F32, F16, BF16,
-Q8_0, Q4_0, Q4_1: the ones gguf-py can write; K-quants it cannot), and records transformers' loss
+Q8_0, Q4_0, Q4_1: the ones gguf-py can write; K-quants come from make_kquants.py), and records transformers' loss
 on the dequantized weights (`gguf_loss`).
 
 Writes model/tests/fixtures/families/<name>/ and model/tests/fixtures/families/expected.json.

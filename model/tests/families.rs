@@ -293,6 +293,43 @@ fn gguf_loss_equals_transformers_on_the_dequantized_weights_for_every_family() {
     assert_eq!(types, ["BF16", "F16", "F32", "Q4_0", "Q4_1", "Q8_0"]);
 }
 
+#[test]
+fn k_quant_gguf_losses_equal_transformers_on_weights_gguf_py_decodes() {
+    // make_kquants.py: files quantized by candle, the expected loss from gguf-py's own decoder.
+    let dir = root().join("..").join("kquants");
+    let text = std::fs::read_to_string(dir.join("expected.json")).unwrap();
+    let exp: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows = ids(&exp);
+    let mut mixes = Vec::new();
+    for (file, want) in exp["files"].as_object().unwrap() {
+        let g = hearth_model::gguf::load_gguf(&dir.join(file), &Device::Cpu, DType::F32)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(
+            g.config.features.family.name(),
+            want["architecture"].as_str().unwrap(),
+            "{file}"
+        );
+        let model = Model::load(&g.weights, &g.config, None).unwrap();
+        let ours = mean_loss(&model, &rows);
+        let theirs = want["loss"].as_f64().unwrap();
+        let f32_loss = want["f32_loss"].as_f64().unwrap();
+        eprintln!("{file:20} ours {ours:.6} transformers {theirs:.6} (f32 {f32_loss:.6})");
+        assert!(
+            rel(ours, theirs) < LOSS_RTOL,
+            "{file}: loss {ours} vs transformers {theirs}"
+        );
+        // The quantization itself shows: the weights are not the f32 ones.
+        assert!(
+            rel(ours, f32_loss) > 1e-5,
+            "{file}: {ours} equals the f32 loss"
+        );
+        mixes.push(want["mix"].as_str().unwrap().to_string());
+    }
+    mixes.sort();
+    mixes.dedup();
+    assert_eq!(mixes, ["Q4_K_M", "Q5_K_M", "Q6_K"]);
+}
+
 /// Writes our PEFT export of each family's adapter to `<family>/exported/`, for
 /// `make_families.py --check-exports` to load with PEFT (run after regenerating the fixtures).
 #[test]
