@@ -74,7 +74,7 @@ pub fn export_merged(data_dir: &Path, round: Option<u64>, out: &Path) -> Result<
         let b = find(&format!("{prefix}.lora_B.weight"))
             .ok_or_else(|| anyhow!("{prefix} has A but no B"))?;
         let target = format!("{}.weight", prefix.trim_start_matches("base_model.model."));
-        let w = weights.get(&target)?.clone();
+        let w = weights.get(&target)?;
         let a_t = Tensor::from_slice(&a.data, a.shape.as_slice(), &Device::Cpu)?;
         let b_t = Tensor::from_slice(&b.data, b.shape.as_slice(), &Device::Cpu)?;
         let merged = (w + (b_t.matmul(&a_t)? * scale)?)?;

@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{Family, Features, ModelConfig, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::tokenizer::Tokenizer;
-use crate::weights::Weights;
+use crate::weights::{Blocks, Weights};
 
 /// Everything a GGUF file provides.
 #[derive(Debug)]
@@ -241,6 +241,23 @@ pub fn unpermute_qk(w: &Tensor, heads: usize) -> Result<Tensor> {
         .reshape((out, inp))?)
 }
 
+/// The row order [`unpermute_qk`] produces: row `r` of the Hugging Face weight is row
+/// `qk_rows(out, heads)[r]` of the GGUF one.
+pub fn qk_rows(out: usize, heads: usize) -> Result<Vec<usize>> {
+    if heads == 0 || out % (2 * heads) != 0 {
+        return Err(ModelError::Config(format!(
+            "cannot unpermute {out} rows into {heads} heads"
+        )));
+    }
+    let half = out / heads / 2;
+    Ok((0..out)
+        .map(|r| {
+            let (h, rem) = (r / (2 * half), r % (2 * half));
+            h * 2 * half + (rem % half) * 2 + rem / half
+        })
+        .collect())
+}
+
 fn hf_name(gguf: &str) -> Option<String> {
     let fixed = match gguf {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
@@ -412,15 +429,34 @@ pub fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<GgufModel
         let q = content
             .tensor(&mut reader, name, &Device::Cpu)
             .map_err(|e| m.err(format!("tensor {name}: {e}")))?;
-        let mut t = q.dequantize(&Device::Cpu)?;
         // Only the llama architecture's Q/K rows are permuted (for llama.cpp's interleaved
         // RoPE); qwen2 and qwen3 use the half-split (NeoX) layout as stored.
-        if config.features.family == Family::Llama {
-            if hf.ends_with("q_proj.weight") {
-                t = unpermute_qk(&t, config.heads)?;
-            } else if hf.ends_with("k_proj.weight") {
-                t = unpermute_qk(&t, config.kv_heads)?;
-            }
+        let heads = match config.features.family {
+            Family::Llama if hf.ends_with("q_proj.weight") => Some(config.heads),
+            Family::Llama if hf.ends_with("k_proj.weight") => Some(config.kv_heads),
+            _ => None,
+        };
+        if hf.ends_with("_proj.weight") {
+            // Projections stay in the file's blocks until the model is built: one at a time
+            // expanded, or kept as they are under a compact `--dtype` (`FrozenWeight::from_blocks`).
+            let rows = match heads {
+                Some(h) => Some(qk_rows(q.shape().dims2()?.0, h)?),
+                None => None,
+            };
+            weights.insert_blocks(
+                hf,
+                Blocks {
+                    q: std::sync::Arc::new(q),
+                    rows,
+                    dtype,
+                    device: device.clone(),
+                },
+            );
+            continue;
+        }
+        let mut t = q.dequantize(&Device::Cpu)?;
+        if let Some(h) = heads {
+            t = unpermute_qk(&t, h)?;
         }
         weights.insert(hf, t.to_dtype(dtype)?.to_device(device)?);
     }
@@ -447,6 +483,28 @@ mod tests {
             hf.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             vec![0., 1., 2., 3.]
         );
+    }
+
+    #[test]
+    fn qk_rows_reorder_as_unpermute_does() {
+        for (out, heads) in [(4, 1), (16, 2), (24, 3), (64, 4)] {
+            let data: Vec<f32> = (0..out * 3).map(|i| i as f32).collect();
+            let w = Tensor::from_vec(data, (out, 3), &Device::Cpu).unwrap();
+            let want = unpermute_qk(&w, heads).unwrap();
+            let idx: Vec<u32> = qk_rows(out, heads)
+                .unwrap()
+                .into_iter()
+                .map(|r| r as u32)
+                .collect();
+            let idx = Tensor::new(idx, &Device::Cpu).unwrap();
+            let got = w.index_select(&idx, 0).unwrap();
+            assert_eq!(
+                got.to_vec2::<f32>().unwrap(),
+                want.to_vec2::<f32>().unwrap(),
+                "{out} rows, {heads} heads"
+            );
+        }
+        assert!(qk_rows(6, 4).is_err());
     }
 
     #[test]

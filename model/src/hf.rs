@@ -122,9 +122,9 @@ pub fn load_hf_weights(
     for st in safetensors_files(dir)? {
         let bytes = read_bounded(&st, WEIGHTS_LIMIT)?;
         let part = weights_from_safetensors_bytes(&bytes, &st, device, dtype)?;
-        for (name, t) in part.tensors() {
-            if !ignorable(name, &config) {
-                weights.insert(name.clone(), t.clone());
+        for (name, t) in part.tensors()? {
+            if !ignorable(&name, &config) {
+                weights.insert(name, t);
             }
         }
     }
@@ -209,8 +209,8 @@ pub fn save_hf_dir(
     let cfg = crate::family::config_json(config, eos);
     write_atomic(&dir.join("config.json"), cfg.to_string().as_bytes())?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for (k, v) in weights.tensors() {
-        tensors.insert(k.clone(), v.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
+    for (k, v) in weights.tensors()? {
+        tensors.insert(k, v.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
     }
     let st = dir.join("model.safetensors");
     let bytes = safetensors::serialize(

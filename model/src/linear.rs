@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor};
 
 use crate::error::{ModelError, Result};
@@ -136,6 +136,56 @@ impl FrozenWeight {
         }
     }
 
+    /// A weight kept in `q`'s own blocks (a GGUF file's quantization, not quantized again), its
+    /// rows reordered when `rows` is given (row `r` is `q`'s row `rows[r]`), on `device`, for
+    /// matmuls in `compute`. `None` when `kind` is not a block kind or `q`'s type takes more
+    /// bytes a value than `kind` would: the caller expands and re-quantizes instead.
+    pub fn from_blocks(
+        q: &QTensor,
+        rows: Option<&[usize]>,
+        kind: BaseDType,
+        compute: DType,
+        device: &Device,
+    ) -> Result<Option<Self>> {
+        let ty = q.dtype();
+        let dense = matches!(ty, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        let per_value = ty.type_size() as f64 / ty.block_size() as f64;
+        if !matches!(kind, BaseDType::Q8 | BaseDType::Q4)
+            || dense
+            || per_value > kind.bytes_per_value() + 1e-9
+        {
+            return Ok(None);
+        }
+        let (out, _) = q.shape().dims2()?;
+        let data = q.data()?;
+        let bytes = match rows {
+            None => data.into_owned(),
+            Some(rows) => {
+                let row = data.len() / out.max(1);
+                if rows.len() != out || row * out != data.len() {
+                    return Err(ModelError::Config(format!(
+                        "cannot reorder {out} rows of {} bytes by {} indices",
+                        data.len(),
+                        rows.len()
+                    )));
+                }
+                let mut v = Vec::with_capacity(data.len());
+                for &r in rows {
+                    let chunk = data
+                        .get(r * row..(r + 1) * row)
+                        .ok_or_else(|| ModelError::Config(format!("row {r} out of {out}")))?;
+                    v.extend_from_slice(chunk);
+                }
+                v
+            }
+        };
+        let storage = QStorage::from_data(std::borrow::Cow::Owned(bytes), device, ty)?;
+        Ok(Some(Self {
+            store: Store::Quant(Arc::new(QTensor::new(storage, q.shape().clone())?)),
+            compute,
+        }))
+    }
+
     /// The same weight on `device` (a no-op where it already is).
     pub fn to_device(self, device: &Device) -> Result<Self> {
         if self.device().same_device(device) {
@@ -144,8 +194,8 @@ impl FrozenWeight {
         let store = match self.store {
             Store::Dense(t) => Store::Dense(t.to_device(device)?),
             Store::Quant(q) => {
-                let host = q.dequantize(&Device::Cpu)?;
-                Store::Quant(Arc::new(QTensor::quantize_onto(&host, q.dtype(), device)?))
+                let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
+                Store::Quant(Arc::new(QTensor::new(storage, q.shape().clone())?))
             }
         };
         Ok(Self {

@@ -115,7 +115,20 @@ impl Loader<'_> {
         target: LoraTarget,
         lora: Option<&LoraConfig>,
     ) -> Result<LoraLinear> {
-        let base = FrozenWeight::compact_onto(self.w.get(name)?, self.dtype, self.device)?;
+        let kept = match self.w.blocks(name) {
+            Some(b) => FrozenWeight::from_blocks(
+                &b.q,
+                b.rows.as_deref(),
+                self.dtype,
+                b.dtype,
+                self.device,
+            )?,
+            None => None,
+        };
+        let base = match kept {
+            Some(k) => k,
+            None => FrozenWeight::compact_onto(&self.w.get(name)?, self.dtype, self.device)?,
+        };
         match lora {
             Some(c) if c.targets.contains(&target) => LoraLinear::with_lora(base, layer, target, c),
             _ => Ok(LoraLinear::frozen(base)),

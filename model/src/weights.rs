@@ -1,16 +1,58 @@
-//! Base-model weights by Hugging Face name, with shape validation against a config.
+//! Base-model weights by Hugging Face name, with shape validation against a config. A GGUF
+//! file's projection weights stay in the file's blocks until the model is built, so loading
+//! a quantized file never holds the whole model in full precision.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 
+/// One weight: a tensor, or blocks expanded when it is used.
+#[derive(Debug, Clone)]
+enum Stored {
+    Tensor(Tensor),
+    Blocks(Blocks),
+}
+
+/// A weight still in a GGUF file's blocks, with how to expand it.
+#[derive(Debug, Clone)]
+pub struct Blocks {
+    /// The blocks, on the host.
+    pub q: Arc<QTensor>,
+    /// Row `r` of the weight is row `rows[r]` of the blocks (llama.cpp's Q/K permutation undone).
+    pub rows: Option<Vec<usize>>,
+    /// The dtype it expands to.
+    pub dtype: DType,
+    /// Where it expands to.
+    pub device: Device,
+}
+
+impl Blocks {
+    /// The weight in full: the blocks expanded, rows in order, in `dtype` on `device`.
+    pub fn expand(&self) -> Result<Tensor> {
+        let t = self.q.dequantize(&Device::Cpu)?;
+        let t = match &self.rows {
+            Some(rows) => {
+                let idx = Tensor::new(
+                    rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+                    &Device::Cpu,
+                )?;
+                t.index_select(&idx, 0)?
+            }
+            None => t,
+        };
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+}
+
 /// Frozen base weights keyed by Hugging Face names (`model.layers.0.self_attn.q_proj.weight`, ...).
 #[derive(Debug, Clone, Default)]
 pub struct Weights {
-    tensors: HashMap<String, Tensor>,
+    tensors: HashMap<String, Stored>,
 }
 
 /// Expected (name, shape) pairs of a checkpoint for `cfg` (with its family's biases and norms).
@@ -53,25 +95,67 @@ pub fn expected_shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
 impl Weights {
     /// Wraps a name → tensor map.
     pub fn new(tensors: HashMap<String, Tensor>) -> Self {
-        Self { tensors }
+        Self {
+            tensors: tensors
+                .into_iter()
+                .map(|(k, v)| (k, Stored::Tensor(v)))
+                .collect(),
+        }
     }
 
     /// Inserts or replaces one tensor.
     pub fn insert(&mut self, name: impl Into<String>, t: Tensor) {
-        self.tensors.insert(name.into(), t);
+        self.tensors.insert(name.into(), Stored::Tensor(t));
     }
 
-    /// The tensor called `name`, or an error naming it.
-    pub fn get(&self, name: &str) -> Result<&Tensor> {
-        self.tensors.get(name).ok_or_else(|| ModelError::Weight {
-            name: name.to_string(),
-            msg: "missing".into(),
-        })
+    /// Inserts or replaces one weight kept in blocks until it is used.
+    pub fn insert_blocks(&mut self, name: impl Into<String>, b: Blocks) {
+        self.tensors.insert(name.into(), Stored::Blocks(b));
     }
 
-    /// All tensors by name.
-    pub fn tensors(&self) -> &HashMap<String, Tensor> {
-        &self.tensors
+    /// The tensor called `name` (expanded when it is held in blocks), or an error naming it.
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        match self.tensors.get(name) {
+            Some(Stored::Tensor(t)) => Ok(t.clone()),
+            Some(Stored::Blocks(b)) => b.expand(),
+            None => Err(ModelError::Weight {
+                name: name.to_string(),
+                msg: "missing".into(),
+            }),
+        }
+    }
+
+    /// The weight called `name` when it is held in a file's blocks.
+    pub fn blocks(&self, name: &str) -> Option<&Blocks> {
+        match self.tensors.get(name) {
+            Some(Stored::Blocks(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The shape of `name` without expanding it.
+    pub fn dims(&self, name: &str) -> Result<Vec<usize>> {
+        match self.tensors.get(name) {
+            Some(Stored::Tensor(t)) => Ok(t.dims().to_vec()),
+            Some(Stored::Blocks(b)) => Ok(b.q.shape().dims().to_vec()),
+            None => Err(ModelError::Weight {
+                name: name.to_string(),
+                msg: "missing".into(),
+            }),
+        }
+    }
+
+    /// The names of all weights.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
+    /// All tensors by name, those held in blocks expanded.
+    pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
+        self.tensors
+            .keys()
+            .map(|k| Ok((k.clone(), self.get(k)?)))
+            .collect()
     }
 
     /// Checks that every tensor `cfg` needs is present with the right shape, and that there is
@@ -94,11 +178,11 @@ impl Weights {
             )));
         }
         for (name, shape) in expected {
-            let t = self.get(&name)?;
-            if t.dims() != shape.as_slice() {
+            let dims = self.dims(&name)?;
+            if dims != shape {
                 return Err(ModelError::Weight {
                     name,
-                    msg: format!("shape {:?}, expected {:?}", t.dims(), shape),
+                    msg: format!("shape {dims:?}, expected {shape:?}"),
                 });
             }
         }
@@ -108,9 +192,9 @@ impl Weights {
     /// Converts every tensor to `dtype` on `device`.
     pub fn to(&self, device: &Device, dtype: DType) -> Result<Self> {
         let mut tensors = HashMap::with_capacity(self.tensors.len());
-        for (k, v) in &self.tensors {
-            tensors.insert(k.clone(), v.to_device(device)?.to_dtype(dtype)?);
+        for k in self.tensors.keys() {
+            tensors.insert(k.clone(), self.get(k)?.to_device(device)?.to_dtype(dtype)?);
         }
-        Ok(Self { tensors })
+        Ok(Self::new(tensors))
     }
 }

@@ -40,13 +40,13 @@ fn compact_bases_match_the_f32_model_of_their_expanded_weights() {
     ] {
         // The f32 model of the same expanded weights.
         let mut expanded = std::collections::HashMap::new();
-        for (name, t) in base.weights.tensors() {
-            let t = if is_projection(name) {
-                FrozenWeight::compact(t, kind).unwrap().expand().unwrap()
+        for (name, t) in base.weights.tensors().unwrap() {
+            let t = if is_projection(&name) {
+                FrozenWeight::compact(&t, kind).unwrap().expand().unwrap()
             } else {
-                t.clone()
+                t
             };
-            expanded.insert(name.clone(), t);
+            expanded.insert(name, t);
         }
         let mut dense = Model::load(&Weights::new(expanded), &base.config, Some(&lora)).unwrap();
         dense.set_adapter(&adapter).unwrap();

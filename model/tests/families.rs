@@ -7,6 +7,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use hearth_model::hf::{load_hf_weights, parse_hf_config};
+use hearth_model::linear::BaseDType;
 use hearth_model::{loss_gradient, Family, Model, ModelError, RopeScaling};
 
 /// Relative tolerance of the losses (issue 18: 1e-4).
@@ -112,9 +113,9 @@ fn each_family_feature_changes_the_loss() {
         if f.rope_scaling.take().is_none() {
             let keep: Vec<(String, Tensor)> = weights
                 .tensors()
-                .iter()
+                .unwrap()
+                .into_iter()
                 .filter(|(k, _)| !k.ends_with(".bias") && !k.contains("_norm.weight"))
-                .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             f.qkv_bias = false;
             f.o_bias = false;
@@ -328,6 +329,31 @@ fn k_quant_gguf_losses_equal_transformers_on_weights_gguf_py_decodes() {
     mixes.sort();
     mixes.dedup();
     assert_eq!(mixes, ["Q4_K_M", "Q5_K_M", "Q6_K"]);
+}
+
+#[test]
+fn a_compact_dtype_keeps_a_gguf_files_own_blocks() {
+    // A file already in blocks no larger than the dtype asks for is used as it is, rows
+    // reordered in place for llama's Q/K: the model computes exactly what the dequantized file
+    // does. Quantizing the expanded weights again would move the loss (Q4_0 and Q8_0 files
+    // re-quantize to themselves, so the K-quant files are the ones that tell the paths apart).
+    let kq = root().join("..").join("kquants");
+    for (path, kind) in [
+        (root().join("mistral").join("model.gguf"), BaseDType::Q4),
+        (root().join("qwen2").join("model.gguf"), BaseDType::Q8),
+        (kq.join("llama.q6_k.gguf"), BaseDType::Q8),
+        (kq.join("llama.q4_k_m.gguf"), BaseDType::Q8),
+    ] {
+        let g = hearth_model::gguf::load_gguf(&path, &Device::Cpu, DType::F32).unwrap();
+        let rows = ids(&expected());
+        let full = mean_loss(&Model::load(&g.weights, &g.config, None).unwrap(), &rows);
+        let kept = mean_loss(
+            &Model::load_with(&g.weights, &g.config, None, kind).unwrap(),
+            &rows,
+        );
+        eprintln!("{path:?} {kind:?}: {kept:.7} vs expanded {full:.7}");
+        assert!(rel(kept, full) < 1e-6, "{path:?}: {kept} vs {full}");
+    }
 }
 
 /// Writes our PEFT export of each family's adapter to `<family>/exported/`, for
