@@ -244,7 +244,7 @@ pub fn unpermute_qk(w: &Tensor, heads: usize) -> Result<Tensor> {
 /// The row order [`unpermute_qk`] produces: row `r` of the Hugging Face weight is row
 /// `qk_rows(out, heads)[r]` of the GGUF one.
 pub fn qk_rows(out: usize, heads: usize) -> Result<Vec<usize>> {
-    if heads == 0 || out % (2 * heads) != 0 {
+    if heads == 0 || !out.is_multiple_of(2 * heads) {
         return Err(ModelError::Config(format!(
             "cannot unpermute {out} rows into {heads} heads"
         )));
