@@ -43,7 +43,8 @@ out=docs/BENCHMARKS.md
   echo
   echo "The machine is shared: other builds often ran beside these benchmarks, so absolute speeds are lower"
   echo "bounds; comparisons alternate both sides in the same run to even out that load."
-  for f in docs/bench/[0-9]-*.md; do
+  # In the order of the tables' own headings ("# 2. …", "# 2b. …", "# 3. …").
+  for f in $(grep -m1 -H '^# ' docs/bench/[0-9]-*.md | LC_ALL=C sort -t: -k2 | cut -d: -f1); do
     [ -f "$f" ] || continue
     echo
     # Demote each table's headings one level under this file's title.

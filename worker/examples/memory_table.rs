@@ -65,10 +65,12 @@ the gradients are the same, `model/tests/checkpointing.rs`). `--dtype` makes the
 compact (QLoRA-style for q4: 4.5 bits a value, expanded to f32 one matmul at a time); the \
 embedding, norms and LM head stay f32. A card fits when the estimate plus {} of CUDA context is \
 at most its size. The f32 estimate was checked against measured CPU peaks (1.01–1.10×, \
-`worker/tests/memory.rs`, `hearth-worker bench`); compact dtypes are estimate only. Checkpointing, measured on the CPU (`hearth-worker bench \
---batch 4 --seq-len 256` on SmolLM2-135M, f32): peak RSS 2,276 MiB without and 749 MiB with \
-`--checkpoint-activations` (estimates 2,945 and 1,251 MiB), 1.4× the step time. Command: \
-`bash tests/bench/8-memory.sh`.\n",
+`worker/tests/memory.rs`, `hearth-worker bench`), and every dtype with and without \
+checkpointing against measured peaks of SmolLM2-135M and a random model of Llama 3.2 1B's shape \
+in table 8b (`docs/bench/8-memory-measured.md`): the estimate is at or above every measured peak. \
+A GPU worker reads the base on the host and sends each projection to the card only once compact \
+(`Model::load_onto`), and a GGUF file's projections stay in the file's blocks until then, so the \
+card never holds the full-precision projections. Command: `bash tests/bench/8-memory.sh`.\n",
         human_bytes(CUDA_CONTEXT)
     );
     println!("| model | parameters | --dtype | checkpointing | weights | activations | adapter + AdamW | total | fits 8 GB | fits 12 GB | fits 24 GB |");

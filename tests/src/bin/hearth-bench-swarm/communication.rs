@@ -628,6 +628,8 @@ closest is {} ({}, {} from f32).",
             .filter(|v| v.3 > w.3)
             .min_by(|x, y| x.3.total_cmp(&y.3))
     });
+    // Only a comparison when some lossy codec ran on the tiny preset.
+    let within = within.filter(|w| w.3 > 1.0);
     if let Some((_, name, _, r, g, _)) = within {
         let _ = writeln!(
             md,
