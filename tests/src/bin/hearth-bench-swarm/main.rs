@@ -38,15 +38,10 @@ enum Command {
     Utilisation(utilisation::Args),
 }
 
-/// Write `text` to `path` (creating its directory) via a temporary file and a rename.
+/// Write `text` to `path` atomically (creating its directory), with the one atomic writer.
 pub fn write_output(path: &Path, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    hearth_proto::fsutil::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn main() -> ExitCode {
