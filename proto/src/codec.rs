@@ -59,7 +59,7 @@ tagged_enum! {
 }
 
 impl Default for CodecSpec {
-    /// The quality codec, dense 4-bit ([`CodecSpec::QUALITY`]): within 0.2 % of f32 in table 2.
+    /// The quality codec, dense 8-bit ([`CodecSpec::QUALITY`]): as close to f32 as f16 in table 2.
     /// SparseLoCo's 1/64 2-bit costs quality in runs of tens of rounds, and its deltas carry
     /// too few values for the coordinator's screen to judge one delta alone (docs/RELIABILITY.md).
     fn default() -> Self {
@@ -68,11 +68,12 @@ impl Default for CodecSpec {
 }
 
 impl CodecSpec {
-    /// Dense 4-bit centroid codes: within 0.2 % of the f32 codec's held-out loss after 10 and 30
-    /// tiny-preset rounds (docs/BENCHMARKS.md table 2), 7.5× smaller than f32 at SmolLM2 size.
+    /// Dense 8-bit centroid codes, 4× smaller than f32 at SmolLM2 size. Quality first: on
+    /// SmolLM2 after 10 rounds dense 8-bit ends where f16 and f32 do (+0.005 %) while dense 4-bit
+    /// ends +1.1 % (docs/BENCHMARKS.md tables 2d and 2f); on the tiny preset both are within 0.4 %.
     pub const QUALITY: CodecSpec = CodecSpec::TopK {
         density: 1.0,
-        bits: 4,
+        bits: 8,
     };
 
     /// A top-k codec below density 1: a delta leaves most coordinates out.

@@ -143,10 +143,14 @@ fn delta_message_round_trips_inside_a_signed_envelope_and_fits_inline() {
         wire.len()
     );
     assert!(wire.len() <= NetSpec::default().inline_delta_limit);
-    // The quality codec (dense 4-bit) on the same rank-8 q,v adapter still travels inline.
+    // Dense 4-bit on the same rank-8 q,v adapter still travels inline.
     let ts = gaussian_tensors(&smollm_layout(false), 9, 1e-3);
+    let dense4 = CodecSpec::TopK {
+        density: 1.0,
+        bits: 4,
+    };
     let dense = DeltaMessage {
-        delta: encode_delta(&CodecSpec::QUALITY, &ts, &mut Residual::new()).unwrap(),
+        delta: encode_delta(&dense4, &ts, &mut Residual::new()).unwrap(),
         ..msg.clone()
     };
     let dense_wire = SignedEnvelope::seal(&kp, Domain::Delta, &dense)
@@ -154,7 +158,7 @@ fn delta_message_round_trips_inside_a_signed_envelope_and_fits_inline() {
         .to_bytes();
     assert!(
         dense_wire.len() <= NetSpec::default().inline_delta_limit,
-        "quality-codec delta of {} bytes",
+        "dense 4-bit delta of {} bytes",
         dense_wire.len()
     );
     let back = SignedEnvelope::from_bytes(&wire, NetSpec::default().max_transmit_size).unwrap();

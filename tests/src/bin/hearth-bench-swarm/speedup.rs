@@ -49,7 +49,7 @@ pub struct Args {
         default_value = "average:1,nesterov:0.5:0.5,nesterov:0.7:0.9"
     )]
     pub outers: Vec<String>,
-    /// Delta codec of every swarm (the default, dense 4-bit).
+    /// Delta codec of every swarm (dense 4-bit, the default when table 3b was measured).
     #[arg(long, default_value = "topk:1:4")]
     pub codec: String,
     /// Upload bandwidth of a worker, Mbit/s.
