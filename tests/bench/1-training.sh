@@ -97,7 +97,7 @@ def flops(lora):
 rate = {s: agg(pick(s, "matmul", key="gflops")) for s in ("hearth", "pytorch")}
 lines = []
 w = lines.append
-w("# Table 1: LoRA training speed on CPU (SmolLM2-135M, f32, batch 4 x 256)")
+w("# 1. LoRA training speed on CPU (SmolLM2-135M, f32, batch 4 x 256)")
 w("")
 w(f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by `tests/bench/1-training.sh` "
   f"(`THREADS={threads} REPS={reps} STEPS={steps} tests/bench/1-training.sh`).")
