@@ -38,9 +38,9 @@ fn edit(t: String) -> String {
     let t = set_toml(t, "deadline_secs", &DEADLINE_SECS.to_string());
     let t = set_toml(t, "blob_chunk_size", &CHUNK.to_string());
     // Dense f32 deltas, so that an upload is recognisable by its size at the proxy.
-    let dense4 = "kind = \"topk\"\ndensity = 1.0\nbits = 4";
-    assert!(t.contains(dense4), "the default codec's TOML changed");
-    t.replace(dense4, "kind = \"f32\"")
+    let default = "kind = \"topk\"\ndensity = 1.0\nbits = 8";
+    assert!(t.contains(default), "the default codec's TOML changed");
+    t.replace(default, "kind = \"f32\"")
 }
 
 fn copy_dir(from: &Path, to: &Path) {
