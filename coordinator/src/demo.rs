@@ -239,7 +239,7 @@ async fn summary(
     data_dir: &std::path::Path,
     swarm_seconds: f64,
 ) -> Result<serde_json::Value> {
-    let state = State::load(&data_dir)?;
+    let state = State::load(data_dir)?;
     let accuracy = if opts.accuracy_examples > 0 {
         let (cfg_path, n) = (config.to_path_buf(), opts.accuracy_examples);
         let st = state.clone();

@@ -28,9 +28,9 @@ use std::collections::BTreeMap;
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-use crate::bits::{index_bits, BitReader, BitWriter, BitsError};
+use crate::bits::{index_bits, BitWriter, BitsError};
 use crate::cid::ContentId;
-use crate::layout::{layout_id, total_numel, TensorLayout};
+use crate::layout::{layout_id, TensorLayout};
 use crate::tagged::tagged_enum;
 
 mod decode;
