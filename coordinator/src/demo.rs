@@ -147,6 +147,28 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         .next()
         .ok_or_else(|| anyhow!("the coordinator has no listen address"))?;
     info!(%addr, "coordinator listening");
+    let children = spawn_workers(opts, &addr.to_string(), &dir)?;
+    svc.run(events).await?;
+    let swarm_seconds = started.elapsed().as_secs_f64();
+    for mut c in children {
+        match tokio::time::timeout(Duration::from_secs(20), c.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => warn!(%status, "a demo worker exited with an error"),
+            _ => {
+                let _ = c.kill().await;
+            }
+        }
+    }
+    summary(opts, &config, &cfg, &data_dir, swarm_seconds).await
+}
+
+/// Start the demo's `hearth-worker join` processes against `addr`, each with its own cache dir
+/// under `dir` (the first `opts.adversaries` of them attacking).
+fn spawn_workers(
+    opts: &DemoOptions,
+    addr: &str,
+    dir: &std::path::Path,
+) -> Result<Vec<tokio::process::Child>> {
     let worker = worker_binary()?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -187,7 +209,7 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
         }
         let child = tokio::process::Command::new(&worker)
             .arg("join")
-            .arg(addr.to_string())
+            .arg(addr)
             .arg("--cache-dir")
             .arg(dir.join(format!("worker-{i}")))
             .arg("--name")
@@ -206,20 +228,20 @@ pub async fn demo(opts: &DemoOptions) -> Result<serde_json::Value> {
             .with_context(|| format!("starting {}", worker.display()))?;
         children.push(child);
     }
-    svc.run(events).await?;
-    let swarm_seconds = started.elapsed().as_secs_f64();
-    for mut c in children {
-        match tokio::time::timeout(Duration::from_secs(20), c.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => warn!(%status, "a demo worker exited with an error"),
-            _ => {
-                let _ = c.kill().await;
-            }
-        }
-    }
-    let state = State::load(&data_dir)?;
+    Ok(children)
+}
+
+/// The demo's one-line JSON summary, from the committed state in `data_dir`.
+async fn summary(
+    opts: &DemoOptions,
+    config: &std::path::Path,
+    cfg: &RunConfig,
+    data_dir: &std::path::Path,
+    swarm_seconds: f64,
+) -> Result<serde_json::Value> {
+    let state = State::load(data_dir)?;
     let accuracy = if opts.accuracy_examples > 0 {
-        let (cfg_path, n) = (config.clone(), opts.accuracy_examples);
+        let (cfg_path, n) = (config.to_path_buf(), opts.accuracy_examples);
         let st = state.clone();
         Some(
             tokio::task::spawn_blocking(move || exact_match_before_after(&cfg_path, &st, n))

@@ -56,12 +56,12 @@ impl Evaluator {
 
     /// The freshly initialised trainable adapter (B = 0; A seeded), i.e. checkpoint 0.
     pub fn initial_params(&self) -> hearth_model::Result<Vec<NamedTensor>> {
-        Ok(spec::to_named(self.model.adapter_tensors()?))
+        self.model.adapter_tensors()
     }
 
     /// Mean held-out token loss with `params` as the trainable adapter.
     pub fn loss(&mut self, params: &[NamedTensor]) -> hearth_model::Result<f64> {
-        self.model.set_adapter(&spec::from_named(params))?;
+        self.model.set_adapter(params)?;
         Ok(hearth_model::evaluate(&self.model, &self.validation, self.batch)?.loss)
     }
 
@@ -72,7 +72,7 @@ impl Evaluator {
         params: &[NamedTensor],
         data: &[Sequence],
     ) -> hearth_model::Result<(f64, Vec<f32>)> {
-        self.model.set_adapter(&spec::from_named(params))?;
+        self.model.set_adapter(params)?;
         hearth_model::loss_gradient(&self.model, data, self.batch)
     }
 
@@ -85,7 +85,7 @@ impl Evaluator {
         let template = self.template.as_ref().ok_or_else(|| {
             hearth_model::ModelError::Config("the model has no chat template".into())
         })?;
-        self.model.set_adapter(&spec::from_named(params))?;
+        self.model.set_adapter(params)?;
         let mut hits = 0usize;
         for ex in examples {
             let prompt = template
@@ -105,7 +105,7 @@ impl Evaluator {
 
     /// Write `params` (with the frozen A matrices) as a PEFT adapter directory.
     pub fn export(&mut self, params: &[NamedTensor], dir: &Path) -> hearth_model::Result<()> {
-        self.model.set_adapter(&spec::from_named(params))?;
+        self.model.set_adapter(params)?;
         let all = self.model.all_adapter_tensors()?;
         hearth_model::peft::export_peft(dir, &self.peft, &all)
     }

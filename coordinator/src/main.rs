@@ -190,6 +190,84 @@ fn load_swarm_key(path: &Path) -> Result<hearth_net::SwarmKey> {
     hearth_net::SwarmKey::load(path).context("--swarm-key")
 }
 
+/// `run`: start the coordinator, print where it listens, serve HTTP, and run until done.
+async fn run(
+    config: PathBuf,
+    listen: Vec<String>,
+    http: Option<String>,
+    rounds: Option<u64>,
+    addr_file: Option<PathBuf>,
+    swarm_key: Option<PathBuf>,
+) -> Result<()> {
+    let swarm_key = swarm_key.as_deref().map(load_swarm_key).transpose()?;
+    let listen = listen
+        .iter()
+        .map(|a| a.parse().with_context(|| format!("listen address {a:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = RunOptions {
+        listen,
+        http,
+        rounds,
+        addr_file: addr_file.clone(),
+        swarm_key,
+    };
+    let (svc, events) = Service::start(&config, &opts).await?;
+    let addrs = svc.dial_addrs().await;
+    for a in &addrs {
+        println!("listening on {a}");
+    }
+    if let (Some(f), Some(a)) = (&addr_file, addrs.first()) {
+        hearth_coordinator::store::write_atomic(f, a.to_string().as_bytes())?;
+    }
+    let cfg = hearth_coordinator::config::RunConfig::load(&config)?;
+    let http = opts.http.clone().unwrap_or(cfg.coordinator.http);
+    if !http.is_empty() {
+        let bound = hearth_coordinator::http::serve(
+            &http,
+            svc.snapshot(),
+            svc.metrics(),
+            svc.data_dir().to_path_buf(),
+        )
+        .await?;
+        println!("dashboard on http://{bound}/");
+    }
+    svc.run(events).await?;
+    Ok(())
+}
+
+/// Write the demo's summary to `--json-out`, print the loss and accuracy lines to stderr and the
+/// summary to stdout.
+fn report_demo(summary: &serde_json::Value, json_out: Option<&Path>) -> Result<()> {
+    if let Some(f) = json_out {
+        hearth_coordinator::store::write_atomic(f, format!("{summary}\n").as_bytes())
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    let losses: Vec<f64> = summary["eval_loss"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default();
+    if let (Some(b), Some(t)) = (losses.first(), losses.last()) {
+        let per_round: Vec<String> = losses.iter().map(|l| format!("{l:.3}")).collect();
+        eprintln!("held-out loss per round: {}", per_round.join(" → "));
+        eprintln!(
+            "held-out loss: base {b:.4} → fine-tuned {t:.4} after {} rounds in {:.0} s of swarm time",
+            summary["rounds"],
+            summary["swarm_seconds"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let em = &summary["exact_match"];
+    if let (Some(b), Some(t)) = (em["base"].as_f64(), em["fine_tuned"].as_f64()) {
+        eprintln!(
+            "exact match on {} fresh demo examples: base {:.0} % → fine-tuned {:.0} %",
+            em["examples"],
+            b * 100.0,
+            t * 100.0
+        );
+    }
+    println!("{summary}");
+    Ok(())
+}
+
 async fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init {
@@ -220,39 +298,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             addr_file,
             swarm_key,
         } => {
-            let swarm_key = swarm_key.as_deref().map(load_swarm_key).transpose()?;
-            let listen = listen
-                .iter()
-                .map(|a| a.parse().with_context(|| format!("listen address {a:?}")))
-                .collect::<Result<Vec<_>>>()?;
-            let opts = RunOptions {
-                listen,
-                http,
-                rounds,
-                addr_file: addr_file.clone(),
-                swarm_key,
-            };
-            let (svc, events) = Service::start(&config, &opts).await?;
-            let addrs = svc.dial_addrs().await;
-            for a in &addrs {
-                println!("listening on {a}");
-            }
-            if let (Some(f), Some(a)) = (&addr_file, addrs.first()) {
-                hearth_coordinator::store::write_atomic(f, a.to_string().as_bytes())?;
-            }
-            let cfg = hearth_coordinator::config::RunConfig::load(&config)?;
-            let http = opts.http.clone().unwrap_or(cfg.coordinator.http);
-            if !http.is_empty() {
-                let bound = hearth_coordinator::http::serve(
-                    &http,
-                    svc.snapshot(),
-                    svc.metrics(),
-                    svc.data_dir().to_path_buf(),
-                )
-                .await?;
-                println!("dashboard on http://{bound}/");
-            }
-            svc.run(events).await?;
+            run(config, listen, http, rounds, addr_file, swarm_key).await?;
         }
         Command::Demo {
             preset,
@@ -294,33 +340,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                 swarm_key,
             })
             .await?;
-            if let Some(f) = &json_out {
-                hearth_coordinator::store::write_atomic(f, format!("{summary}\n").as_bytes())
-                    .with_context(|| format!("writing {}", f.display()))?;
-            }
-            let losses: Vec<f64> = summary["eval_loss"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
-                .unwrap_or_default();
-            if let (Some(b), Some(t)) = (losses.first(), losses.last()) {
-                let per_round: Vec<String> = losses.iter().map(|l| format!("{l:.3}")).collect();
-                eprintln!("held-out loss per round: {}", per_round.join(" → "));
-                eprintln!(
-                    "held-out loss: base {b:.4} → fine-tuned {t:.4} after {} rounds in {:.0} s of swarm time",
-                    summary["rounds"],
-                    summary["swarm_seconds"].as_f64().unwrap_or(0.0)
-                );
-            }
-            let em = &summary["exact_match"];
-            if let (Some(b), Some(t)) = (em["base"].as_f64(), em["fine_tuned"].as_f64()) {
-                eprintln!(
-                    "exact match on {} fresh demo examples: base {:.0} % → fine-tuned {:.0} %",
-                    em["examples"],
-                    b * 100.0,
-                    t * 100.0
-                );
-            }
-            println!("{summary}");
+            report_demo(&summary, json_out.as_deref())?;
         }
         Command::Keygen { out } => {
             let key = hearth_net::SwarmKey::generate()?;

@@ -252,6 +252,16 @@ pub fn table(headers: &[&str], rows: &[Vec<String>], right: &[usize]) -> String 
 
 /// The swarm as text tables.
 pub fn render(sw: &Swarm) -> String {
+    let mut out = render_header(sw);
+    out.push_str(&render_rounds(sw));
+    out.push_str(&render_workers(sw));
+    out.push_str(&render_leaderboard(sw));
+    out.push_str(&render_rejections(sw));
+    out
+}
+
+/// The run, the open round, the losses and the latest checkpoint.
+fn render_header(sw: &Swarm) -> String {
     let s = &sw.status;
     let mut out = String::new();
     out.push_str(&format!(
@@ -292,7 +302,12 @@ pub fn render(sw: &Swarm) -> String {
         )),
         None => out.push_str("latest checkpoint: none yet\n"),
     }
+    out
+}
 
+/// The last closed rounds.
+fn render_rounds(sw: &Swarm) -> String {
+    let mut out = String::new();
     let start = sw.rounds.len().saturating_sub(SHOWN_ROUNDS);
     let rounds: Vec<Vec<String>> = sw
         .rounds
@@ -330,8 +345,13 @@ pub fn render(sw: &Swarm) -> String {
         ));
         out.push('\n');
     }
+    out
+}
 
-    let now = s.now_unix_ms;
+/// The workers, most tokens first.
+fn render_workers(sw: &Swarm) -> String {
+    let mut out = String::new();
+    let now = sw.status.now_unix_ms;
     let workers: Vec<Vec<String>> = sw
         .workers
         .iter()
@@ -381,7 +401,12 @@ pub fn render(sw: &Swarm) -> String {
         ));
         out.push('\n');
     }
+    out
+}
 
+/// The leaderboard, when there is one.
+fn render_leaderboard(sw: &Swarm) -> String {
+    let mut out = String::new();
     if !sw.leaderboard.is_empty() {
         let rows: Vec<Vec<String>> = sw
             .leaderboard
@@ -399,8 +424,14 @@ pub fn render(sw: &Swarm) -> String {
         out.push_str(&table(&["#", "name", "tokens", "share"], &rows, &[0, 2, 3]));
         out.push('\n');
     }
+    out
+}
 
-    let rejections = &s.recent_rejections;
+/// The recent rejections.
+fn render_rejections(sw: &Swarm) -> String {
+    let mut out = String::new();
+    let now = sw.status.now_unix_ms;
+    let rejections = &sw.status.recent_rejections;
     out.push_str(&format!("\nREJECTIONS ({} recent)\n", rejections.len()));
     if rejections.is_empty() {
         out.push_str("none\n");

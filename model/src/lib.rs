@@ -1,6 +1,5 @@
 //! Llama-family decoder with LoRA on candle: loading, tokenizer, datasets, training, evaluation, PEFT export.
 
-pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod corpus;
@@ -10,16 +9,13 @@ pub mod error;
 pub mod eval;
 pub mod family;
 pub mod fsutil;
-pub mod fused;
 pub mod generate;
 pub mod gguf;
-pub mod head_loss;
 pub mod hf;
-pub mod kernels;
-pub mod linear;
 pub mod llama;
 pub mod lora;
 pub mod loss;
+pub mod ops;
 pub mod peft;
 pub mod preset;
 pub mod recompute;
@@ -38,8 +34,11 @@ pub use error::{ModelError, Result};
 pub use eval::{evaluate, EvalReport};
 pub use generate::generate_greedy;
 pub use llama::Model;
-pub use lora::{AdapterSlot, AdapterTensor, LoraLinear};
+pub use lora::LoraLinear;
 pub use peft::{load_adapter, save_adapter, PeftConfig};
 pub use source::{default_model_path, load_base, BaseModel, ModelSource};
 pub use tokenizer::Tokenizer;
 pub use train::{loss_gradient, train, StepInfo, TrainConfig, TrainReport, Trainer};
+
+// The kernels live under `ops`; their old paths stay for other crates.
+pub use ops::{attention, fused, head_loss, kernels, linear};

@@ -5,13 +5,14 @@
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use crate::attention::{self, causal_attention, Geometry};
 use crate::config::{LoraConfig, LoraTarget, ModelConfig};
 use crate::error::{ModelError, Result};
-use crate::fused;
-use crate::linear::{frozen_linear, BaseDType, FrozenWeight};
-use crate::lora::{self, AdapterSlot, AdapterTensor, LoraLinear};
+use crate::lora::{self, LoraLinear};
+use crate::ops::attention::{self, causal_attention, Geometry};
+use crate::ops::fused;
+use crate::ops::linear::{frozen_linear, BaseDType, FrozenWeight};
 use crate::weights::Weights;
+use hearth_proto::{NamedTensor, TensorLayout};
 
 /// RMSNorm with a frozen gain, composed of differentiable primitives.
 #[derive(Debug, Clone)]
@@ -524,14 +525,14 @@ impl Model {
     }
 
     /// Weighted next-token NLL sum of hidden states `[n, hidden]` through the LM head, without
-    /// materialising the logits (see [`crate::head_loss`]); differentiable in `hidden`.
+    /// materialising the logits (see [`crate::ops::head_loss`]); differentiable in `hidden`.
     pub fn head_nll_sum(
         &self,
         hidden: &Tensor,
         targets: &Tensor,
         weights: &Tensor,
     ) -> Result<Tensor> {
-        crate::head_loss::head_nll_sum(hidden, &self.lm_head, targets, weights)
+        crate::ops::head_loss::head_nll_sum(hidden, &self.lm_head, targets, weights)
     }
 
     /// [`Model::head_nll_sum`] for evaluation: no gradient, about half the LM head's work.
@@ -541,7 +542,7 @@ impl Model {
         targets: &Tensor,
         weights: &Tensor,
     ) -> Result<Tensor> {
-        crate::head_loss::head_nll_sum_eval(hidden, &self.lm_head, targets, weights)
+        crate::ops::head_loss::head_nll_sum_eval(hidden, &self.lm_head, targets, weights)
     }
 
     /// Logits `[b, t, vocab]` for token ids `[b, t]` (u32); `dropout_seed` turns on LoRA dropout.
@@ -571,27 +572,27 @@ impl Model {
     }
 
     /// Names and shapes of the trainable adapter tensors.
-    pub fn adapter_layout(&self) -> Vec<AdapterSlot> {
+    pub fn adapter_layout(&self) -> Vec<TensorLayout> {
         lora::layout(self.linears(), true)
     }
 
     /// Names and shapes of all adapter tensors (A and B), as exported to PEFT.
-    pub fn full_adapter_layout(&self) -> Vec<AdapterSlot> {
+    pub fn full_adapter_layout(&self) -> Vec<TensorLayout> {
         lora::layout(self.linears(), false)
     }
 
     /// The trainable adapter tensors as f32.
-    pub fn adapter_tensors(&self) -> Result<Vec<AdapterTensor>> {
+    pub fn adapter_tensors(&self) -> Result<Vec<NamedTensor>> {
         lora::tensors(self.linears(), true)
     }
 
     /// All adapter tensors (A and B) as f32.
-    pub fn all_adapter_tensors(&self) -> Result<Vec<AdapterTensor>> {
+    pub fn all_adapter_tensors(&self) -> Result<Vec<NamedTensor>> {
         lora::tensors(self.linears(), false)
     }
 
     /// Sets adapter values by PEFT name (all trainable tensors required; frozen A optional).
-    pub fn set_adapter(&mut self, tensors: &[AdapterTensor]) -> Result<()> {
+    pub fn set_adapter(&mut self, tensors: &[NamedTensor]) -> Result<()> {
         lora::set(
             self.blocks.iter_mut().flat_map(|b| b.linears_mut()),
             tensors,

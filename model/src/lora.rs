@@ -1,32 +1,13 @@
 //! LoRA-wrapped linear layers: a frozen base weight plus a trainable low-rank update.
 
 use candle_core::{DType, Device, Tensor, Var};
+use hearth_proto::{NamedTensor, TensorLayout};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{LoraConfig, LoraTarget};
 use crate::error::{ModelError, Result};
-use crate::linear::{frozen_linear_compact, FrozenWeight};
-
-/// One adapter tensor in PEFT naming, as plain f32 data.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdapterTensor {
-    /// PEFT name, e.g. `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`.
-    pub name: String,
-    /// Shape (`[r, in]` for A, `[out, r]` for B).
-    pub shape: Vec<usize>,
-    /// Row-major values.
-    pub data: Vec<f32>,
-}
-
-/// Name and shape of one adapter tensor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdapterSlot {
-    /// PEFT name.
-    pub name: String,
-    /// Shape.
-    pub shape: Vec<usize>,
-}
+use crate::ops::linear::{frozen_linear_compact, FrozenWeight};
 
 /// A LoRA parameter: trainable (`Var`) or frozen (plain tensor, never gets a gradient).
 #[derive(Debug, Clone)]
@@ -189,10 +170,10 @@ fn adapter_entries<'a>(
 pub fn layout<'a>(
     layers: impl Iterator<Item = &'a LoraLinear>,
     trainable_only: bool,
-) -> Vec<AdapterSlot> {
+) -> Vec<TensorLayout> {
     adapter_entries(layers, trainable_only)
         .into_iter()
-        .map(|(name, p)| AdapterSlot {
+        .map(|(name, p)| TensorLayout {
             name,
             shape: p.tensor().dims().to_vec(),
         })
@@ -203,11 +184,11 @@ pub fn layout<'a>(
 pub fn tensors<'a>(
     layers: impl Iterator<Item = &'a LoraLinear>,
     trainable_only: bool,
-) -> Result<Vec<AdapterTensor>> {
+) -> Result<Vec<NamedTensor>> {
     adapter_entries(layers, trainable_only)
         .into_iter()
         .map(|(name, p)| {
-            Ok(AdapterTensor {
+            Ok(NamedTensor {
                 name,
                 shape: p.tensor().dims().to_vec(),
                 data: to_f32_vec(p.tensor())?,
@@ -233,7 +214,7 @@ pub fn vars<'a>(layers: impl Iterator<Item = &'a LoraLinear>) -> Vec<Var> {
 /// Names, shapes and finiteness are checked before anything changes.
 pub fn set<'a>(
     layers: impl Iterator<Item = &'a mut LoraLinear>,
-    given: &[AdapterTensor],
+    given: &[NamedTensor],
 ) -> Result<()> {
     let mut slots: Vec<(String, bool, &mut Param, Device, DType)> = Vec::new();
     for l in layers.filter_map(|l| l.lora.as_mut()) {

@@ -12,7 +12,7 @@ use crate::config::{LoraConfig, LoraTarget};
 use crate::error::{ModelError, Result};
 use crate::fsutil::{read_bounded, write_atomic};
 use crate::llama::Model;
-use crate::lora::AdapterTensor;
+use hearth_proto::NamedTensor;
 
 /// Largest `adapter_model.safetensors` accepted on import.
 pub const ADAPTER_FILE_LIMIT: u64 = 1 << 30;
@@ -169,11 +169,11 @@ pub struct PeftAdapter {
     /// Its config.
     pub config: PeftConfig,
     /// A and B tensors by PEFT name, sorted by name.
-    pub tensors: Vec<AdapterTensor>,
+    pub tensors: Vec<NamedTensor>,
 }
 
 /// Writes a PEFT adapter directory with the given tensors (A and B of every module).
-pub fn export_peft(dir: &Path, config: &PeftConfig, tensors: &[AdapterTensor]) -> Result<()> {
+pub fn export_peft(dir: &Path, config: &PeftConfig, tensors: &[NamedTensor]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let views: Vec<(String, F32View)> = tensors
         .iter()
@@ -237,7 +237,7 @@ pub fn adapter_tensors_from_bytes(
     config: &PeftConfig,
     bytes: &[u8],
     origin: &Path,
-) -> Result<Vec<AdapterTensor>> {
+) -> Result<Vec<NamedTensor>> {
     let targets = config.validate()?;
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| ModelError::Adapter(format!("{}: {e}", origin.display())))?;
@@ -281,7 +281,7 @@ pub fn adapter_tensors_from_bytes(
                 data.len()
             )));
         }
-        tensors.push(AdapterTensor { name, shape, data });
+        tensors.push(NamedTensor { name, shape, data });
     }
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(tensors)

@@ -2,11 +2,10 @@
 
 use std::path::Path;
 
-use hearth_proto::{LoraSpec, ModelArch, NamedTensor, TrainSpec};
+use hearth_proto::{LoraSpec, ModelArch, TrainSpec};
 
 use crate::config::{LoraConfig, LoraTarget, ModelConfig};
 use crate::error::Result;
-use crate::lora::AdapterTensor;
 use crate::source::ModelSource;
 use crate::train::TrainConfig;
 
@@ -129,30 +128,6 @@ pub fn model_source(source: &hearth_proto::ModelSource, file: Option<&Path>) -> 
         }
         (hearth_proto::ModelSource::Gguf { .. }, Some(p)) => ModelSource::Gguf(p.to_path_buf()),
     }
-}
-
-/// Adapter tensors as wire tensors.
-pub fn to_named(tensors: Vec<AdapterTensor>) -> Vec<NamedTensor> {
-    tensors
-        .into_iter()
-        .map(|t| NamedTensor {
-            name: t.name,
-            shape: t.shape,
-            data: t.data,
-        })
-        .collect()
-}
-
-/// Wire tensors as adapter tensors.
-pub fn from_named(tensors: &[NamedTensor]) -> Vec<AdapterTensor> {
-    tensors
-        .iter()
-        .map(|t| AdapterTensor {
-            name: t.name.clone(),
-            shape: t.shape.clone(),
-            data: t.data.clone(),
-        })
-        .collect()
 }
 
 /// The chat template of a base model (its own Jinja template, or ChatML), with ChatML's special tokens.

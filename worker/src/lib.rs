@@ -3,6 +3,7 @@
 
 pub mod attack;
 pub mod bench;
+pub mod client;
 pub mod control;
 pub mod device;
 pub mod fetch;

@@ -60,11 +60,8 @@ pub struct TrainerHandle {
 }
 
 /// Put `tensors` in `layout` order, checking names and shapes.
-pub fn arrange(
-    layout: &[TensorLayout],
-    tensors: Vec<hearth_model::AdapterTensor>,
-) -> Result<Vec<NamedTensor>> {
-    let mut by_name: std::collections::HashMap<String, hearth_model::AdapterTensor> =
+pub fn arrange(layout: &[TensorLayout], tensors: Vec<NamedTensor>) -> Result<Vec<NamedTensor>> {
+    let mut by_name: std::collections::HashMap<String, NamedTensor> =
         tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
     layout
         .iter()
@@ -80,11 +77,7 @@ pub fn arrange(
                     l.shape
                 ));
             }
-            Ok(NamedTensor {
-                name: t.name,
-                shape: t.shape,
-                data: t.data,
-            })
+            Ok(t)
         })
         .collect()
 }
@@ -152,7 +145,7 @@ impl TrainerHandle {
                 };
                 while let Ok(mut job) = rx.recv() {
                     let result = (|| -> Result<Trained> {
-                        model.set_adapter(&spec::from_named(&job.params))?;
+                        model.set_adapter(&job.params)?;
                         let stop = &stop_t;
                         let mut paused = 0f64;
                         let mut report = trainer.train(&model, &data, |info| {

@@ -23,9 +23,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use hearth_net::{Client, Event, Keypair, Multiaddr, NetConfig, PeerId, Protocol, Role, Topic};
 use hearth_proto::{
     encode, encode_delta, BlobRequest, BlobResponse, CodecSpec, ContentId, DeltaAck, DeltaMessage,
-    Domain, JoinRequest, JoinResponse, NamedTensor, Residual, RunSpec, SignedEnvelope, Wire,
-    PROTOCOL_VERSION,
+    Domain, JoinRequest, NamedTensor, Residual, RunSpec, SignedEnvelope, Wire, PROTOCOL_VERSION,
 };
+use hearth_worker::client::CoordinatorClient;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -149,8 +149,9 @@ fn drain(net: Client, mut events: mpsc::Receiver<Event>, disconnects: Arc<Atomic
     });
 }
 
-fn join_request(token: Option<String>) -> Vec<u8> {
-    encode(&JoinRequest {
+/// The join request of a hostile peer.
+fn hello(token: Option<String>) -> JoinRequest {
+    JoinRequest {
         protocol_version: PROTOCOL_VERSION,
         run_id: String::new(),
         name: "hostile".into(),
@@ -158,19 +159,17 @@ fn join_request(token: Option<String>) -> Vec<u8> {
         threads: 1,
         memory_bytes: 0,
         token,
-    })
+    }
 }
 
+/// Join as a well-formed worker would, through the worker's own client (one attempt).
 async fn join(n: &Node, o: &Opts) -> Result<(RunSpec, Option<hearth_proto::CheckpointManifest>)> {
-    let bytes = n
-        .net
-        .request(o.peer, Protocol::Join, join_request(o.token.clone()))
+    let me = n.key.public().to_peer_id();
+    let hello = hello(o.token.clone());
+    let joined = CoordinatorClient::one_shot(n.net.clone(), o.peer, me, hello)
+        .join()
         .await?;
-    match JoinResponse::from_bytes(&bytes)? {
-        JoinResponse::Accepted { spec, latest, .. } => Ok((spec, latest)),
-        JoinResponse::Rejected { reason } => Err(anyhow!("join rejected: {reason}")),
-        JoinResponse::Banned { reason } => Err(anyhow!("banned: {reason}")),
-    }
+    Ok((joined.spec, joined.latest))
 }
 
 /// A signed delta message of the right shape built on checkpoint `base` (`None`: a made-up id).
@@ -289,7 +288,7 @@ async fn flood_rr(o: &Opts) -> Result<Value> {
         let mut tasks = Vec::new();
         for i in 0..o.count {
             let body = match protocol {
-                Protocol::Join => join_request(None),
+                Protocol::Join => encode(&hello(None)),
                 Protocol::Blob => encode(&BlobRequest {
                     cid: shard,
                     offset: (i as u64 * 97) % 30_000,

@@ -4,12 +4,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use hearth_net::{Client, Event, Keypair, NetConfig, PeerId, Protocol, Role, Topic, Validation};
+use hearth_net::{Client, Event, Keypair, NetConfig, PeerId, Role, Topic, Validation};
 use hearth_proto::{
-    encode, encode_delta, Announcement, CheckpointManifest, DeltaAck, DeltaMessage, Domain,
-    JoinRequest, JoinResponse, Residual, RoundInfo, RunSpec, SignedEnvelope, Wire,
-    PROTOCOL_VERSION,
+    encode_delta, Announcement, CheckpointManifest, DeltaAck, DeltaMessage, Domain, JoinRequest,
+    Residual, RoundInfo, RunSpec, SignedEnvelope, Wire, PROTOCOL_VERSION,
 };
+use hearth_worker::client::{CoordinatorClient, SubmitError};
 
 use super::{SimOptions, Template};
 
@@ -28,15 +28,15 @@ pub enum Outcome {
 pub struct SimPeer {
     /// Its index among all simulated peers.
     pub index: usize,
-    net: Client,
+    client: CoordinatorClient,
     key: Keypair,
-    coordinator: PeerId,
     residual: Residual,
     announced: Arc<Mutex<Option<CheckpointManifest>>>,
 }
 
-fn join_request(name: String) -> Vec<u8> {
-    encode(&JoinRequest {
+/// The join request of a simulated peer called `name`.
+fn hello(name: String) -> JoinRequest {
+    JoinRequest {
         protocol_version: PROTOCOL_VERSION,
         run_id: String::new(),
         name,
@@ -44,29 +44,13 @@ fn join_request(name: String) -> Vec<u8> {
         threads: 1,
         memory_bytes: 0,
         token: None,
-    })
+    }
 }
 
-/// Ask the coordinator to admit us; returns the run, our lease, the latest checkpoint and round.
-async fn join(
-    net: &Client,
-    coordinator: PeerId,
-    name: String,
-) -> Result<(RunSpec, Option<CheckpointManifest>, RoundInfo)> {
-    let bytes = net
-        .request(coordinator, Protocol::Join, join_request(name))
-        .await
-        .context("join request")?;
-    match JoinResponse::from_bytes(&bytes).context("malformed join response")? {
-        JoinResponse::Accepted {
-            spec,
-            latest,
-            round,
-            ..
-        } => Ok((spec, latest, round)),
-        JoinResponse::Rejected { reason } => Err(anyhow!("join refused: {reason}")),
-        JoinResponse::Banned { reason } => Err(anyhow!("banned: {reason}")),
-    }
+/// A one-shot client of `coordinator` over `net` (each request tried once: the benchmark counts
+/// failures instead of hiding them).
+fn client(net: Client, key: &Keypair, coordinator: PeerId, name: String) -> CoordinatorClient {
+    CoordinatorClient::one_shot(net, coordinator, key.public().to_peer_id(), hello(name))
 }
 
 fn node_config(key: Keypair, run_id: &str, spec: Option<&RunSpec>, timeout: Duration) -> NetConfig {
@@ -94,15 +78,21 @@ fn node_config(key: Keypair, run_id: &str, spec: Option<&RunSpec>, timeout: Dura
 
 /// Learn the run spec (and so the topic names) with a short-lived node, as `hearth-worker` does.
 pub async fn learn_spec(opts: &SimOptions, key: Keypair, coordinator: PeerId) -> Result<RunSpec> {
-    let (net, mut events) =
-        hearth_net::spawn(node_config(key, "pending", None, opts.request_timeout))?;
+    let (net, mut events) = hearth_net::spawn(node_config(
+        key.clone(),
+        "pending",
+        None,
+        opts.request_timeout,
+    ))?;
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     net.dial(opts.coordinator.clone())
         .await
         .context("dialing the coordinator")?;
-    let (spec, ..) = join(&net, coordinator, "sim-bootstrap".into()).await?;
+    let joined = client(net.clone(), &key, coordinator, "sim-bootstrap".into())
+        .join()
+        .await;
     net.shutdown().await;
-    Ok(spec)
+    Ok(joined?.spec)
 }
 
 /// Drain a peer's events: accept the coordinator's announcements, remember the newest checkpoint.
@@ -170,13 +160,13 @@ impl SimPeer {
                 last = anyhow!("peer {index}: dial: {e}");
                 continue;
             }
-            match join(&net, coordinator, format!("sim-{index}")).await {
+            let mut client = client(net.clone(), &key, coordinator, format!("sim-{index}"));
+            match client.join().await {
                 Ok(_) => {
                     return Ok(Self {
                         index,
-                        net,
+                        client,
                         key,
-                        coordinator,
                         residual: Residual::new(),
                         announced,
                     })
@@ -192,9 +182,8 @@ impl SimPeer {
     pub fn clone_handle(&self) -> Self {
         Self {
             index: self.index,
-            net: self.net.clone(),
+            client: self.client.clone(),
             key: self.key.clone(),
-            coordinator: self.coordinator,
             residual: Residual::new(),
             announced: self.announced.clone(),
         }
@@ -207,19 +196,18 @@ impl SimPeer {
 
     /// The network handle (downloads use it).
     pub fn net(&self) -> &Client {
-        &self.net
+        self.client.net()
     }
 
     /// The coordinator's peer id.
     pub fn coordinator(&self) -> PeerId {
-        self.coordinator
+        self.client.coordinator()
     }
 
-    /// Ask the coordinator for the latest checkpoint and round (a join request, as workers poll).
+    /// Ask the coordinator for the latest checkpoint and round (a poll, as workers do).
     pub async fn poll(&self) -> Result<(Option<CheckpointManifest>, RoundInfo)> {
-        let (_, latest, round) =
-            join(&self.net, self.coordinator, format!("sim-{}", self.index)).await?;
-        Ok((latest, round))
+        let polled = self.client.clone().poll().await?;
+        Ok((polled.latest, polled.round))
     }
 
     /// Build, sign and hand in this peer's delta for `round` on checkpoint `m`.
@@ -237,15 +225,13 @@ impl SimPeer {
         };
         // One attempt, no resend: a resend after a lost acknowledgement would come back as a
         // duplicate and hide the loss this benchmark counts.
-        let send = self.net.request(self.coordinator, Protocol::Delta, bytes);
+        let send = self.client.submit_once(bytes);
         match tokio::time::timeout(timeout + Duration::from_secs(5), send).await {
-            Ok(Ok(reply)) => match DeltaAck::from_bytes(&reply) {
-                Ok(DeltaAck::Accepted { .. }) => Outcome::Accepted,
-                Ok(DeltaAck::Rejected { reason }) => Outcome::Rejected(reason),
-                Ok(DeltaAck::Banned { reason }) => Outcome::Rejected(format!("banned: {reason}")),
-                Err(e) => Outcome::Failed(format!("malformed acknowledgement: {e}")),
-            },
-            Ok(Err(e)) => Outcome::Failed(e.to_string()),
+            Ok(Ok(DeltaAck::Accepted { .. })) => Outcome::Accepted,
+            Ok(Ok(DeltaAck::Rejected { reason })) => Outcome::Rejected(reason),
+            Ok(Ok(DeltaAck::Banned { reason })) => Outcome::Rejected(format!("banned: {reason}")),
+            Ok(Err(e @ SubmitError::Malformed(_))) => Outcome::Failed(e.to_string()),
+            Ok(Err(SubmitError::Net(e))) => Outcome::Failed(e.to_string()),
             Err(_) => Outcome::Failed("timed out".into()),
         }
     }
@@ -274,6 +260,6 @@ impl SimPeer {
 
     /// Stop the node.
     pub async fn shutdown(&self) {
-        self.net.shutdown().await;
+        self.client.net().shutdown().await;
     }
 }

@@ -57,14 +57,14 @@ fn train_once(
     let source = mspec::model_source(&spec.base.source, None);
     let base = hearth_model::load_base(&source, &Device::Cpu, DType::F32)?;
     let mut model = base.model(Some(&mspec::lora_config(&spec.lora)?))?;
-    model.set_adapter(&mspec::from_named(params))?;
+    model.set_adapter(params)?;
     let mut trainer = Trainer::new(&model, mspec::train_config(&spec.train, 1))?;
     let report = trainer.train(&model, data, |_| std::ops::ControlFlow::Continue(()))?;
-    let mut by_name: std::collections::HashMap<String, NamedTensor> =
-        mspec::to_named(model.adapter_tensors()?)
-            .into_iter()
-            .map(|t| (t.name.clone(), t))
-            .collect();
+    let mut by_name: std::collections::HashMap<String, NamedTensor> = model
+        .adapter_tensors()?
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect();
     let trained = params
         .iter()
         .map(|p| {

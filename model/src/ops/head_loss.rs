@@ -16,9 +16,9 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::kernels::Real;
-use crate::linear::frozen_linear;
 use crate::loss::masked_nll_sum;
+use crate::ops::kernels::Real;
+use crate::ops::linear::frozen_linear;
 
 /// Scored rows per chunk: 128 × 49152 f32 logits = 25 MB, below glibc's largest mmap threshold,
 /// so the buffers are reused from the heap instead of being mapped and zeroed for every chunk.
@@ -212,8 +212,8 @@ fn fused_head_nll(
     chunk: usize,
     with_grad: bool,
 ) -> Result<Tensor> {
-    let fused =
-        crate::fused::supported(hidden.device(), hidden.dtype()) && w.dtype() == hidden.dtype();
+    let fused = crate::ops::fused::supported(hidden.device(), hidden.dtype())
+        && w.dtype() == hidden.dtype();
     if !fused {
         return masked_nll_sum(&frozen_linear(hidden, w)?, targets, weights);
     }

@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::kernels::{matmul, Real, View};
+use crate::ops::kernels::{matmul, Real, View};
 
 /// Attention geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -384,7 +384,7 @@ impl CustomOp3 for CausalAttention {
 
 /// Whether [`causal_attention`] runs for tensors on `dev` of type `dtype`.
 pub fn supported(dev: &Device, dtype: DType) -> bool {
-    crate::fused::supported(dev, dtype)
+    crate::ops::fused::supported(dev, dtype)
 }
 
 /// Causal softmax attention of `q: [b·t, heads·d]` over `k, v: [b·t, kv_heads·d]` with RoPE

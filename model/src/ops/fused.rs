@@ -9,7 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::kernels::Real;
+use crate::ops::kernels::Real;
 
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 16;
