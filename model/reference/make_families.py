@@ -243,7 +243,8 @@ def write_gguf(path, arch, qtype, cfg, state):
     return back
 
 
-def randomize(model, seed):
+def randomize(model, seed, scale=0.3):
+    """Norm gains near 1, biases of spread 0.5, other weights of spread `scale`."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -252,7 +253,7 @@ def randomize(model, seed):
             elif name.endswith(".bias"):
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))
             else:
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+                p.copy_(scale * torch.randn(p.shape, generator=g))
 
 
 def mean_loss(model, ids):

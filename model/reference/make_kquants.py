@@ -34,18 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
 OUT = os.path.join(HERE, "..", "tests", "fixtures", "kquants")
 
-COMMON = dict(
-    vocab_size=mf.VOCAB,
-    hidden_size=256,
-    intermediate_size=256,
-    num_hidden_layers=1,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=False,
-    hidden_act="silu",
-)
+# The family fixtures' shape, wide enough for whole 256-value super-blocks.
+COMMON = {**mf.COMMON, "hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 1}
 
 # name: (config class, extra fields, GGUF architecture, mixes written)
 MODELS = {
@@ -62,20 +52,6 @@ MODELS = {
 def hf_names(state):
     """GGUF tensor name -> HF name, for the names `state` has."""
     return {mf.gguf_name(k): k for k in state}
-
-
-def randomize(model, seed):
-    # make_families' spread, scaled to this width so activations stay in the same range.
-    g = torch.Generator().manual_seed(seed)
-    scale = 0.3 * (32 / COMMON["hidden_size"]) ** 0.5
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-            elif name.endswith(".bias"):
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(scale * torch.randn(p.shape, generator=g))
 
 
 def requantize(src, dst, mix):
@@ -122,7 +98,8 @@ def main():
     for i, (name, (cls, extra, arch, mixes)) in enumerate(MODELS.items()):
         cfg = cls(**{**COMMON, **extra})
         model = AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32).eval()
-        randomize(model, 200 + i)
+        # make_families' spread, scaled to this width so activations stay in the same range.
+        mf.randomize(model, 200 + i, scale=0.3 * (32 / COMMON["hidden_size"]) ** 0.5)
         with torch.no_grad():
             f32_loss = float(mf.mean_loss(model, ids))
         state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
