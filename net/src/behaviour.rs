@@ -1,9 +1,6 @@
 //! The composed libp2p behaviour of a Hearth node.
 
-use std::{
-    sync::{atomic::AtomicU64, Arc},
-    time::Duration,
-};
+use std::time::Duration;
 
 use libp2p::{
     allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify,
@@ -109,12 +106,10 @@ fn gossipsub_config(config: &NetConfig) -> Result<gossipsub::Config, NetError> {
 fn rr_behaviour(
     config: &NetConfig,
     protocol: Protocol,
-    rejected: &Arc<AtomicU64>,
+    codec: &BytesCodec,
 ) -> request_response::Behaviour<BytesCodec> {
-    let codec = BytesCodec::new(config.max_request_bytes, config.max_response_bytes)
-        .with_counter(rejected.clone());
     request_response::Behaviour::with_codec(
-        codec,
+        codec.clone(),
         [(
             protocol.stream_protocol(),
             request_response::ProtocolSupport::Full,
@@ -134,32 +129,21 @@ fn relay_server_config() -> relay::Config {
     }
 }
 
-/// Builds the behaviour for `config`'s role; `relay_client` is the behaviour half of
-/// `relay::client::new` (workers only); `rejected` counts oversized request-response frames.
+/// Builds the behaviour for `config`'s role, subscribed to no topic yet (the event loop enters
+/// the run); `relay_client` is the behaviour half of `relay::client::new` (workers only); every
+/// request-response protocol reads through a clone of `codec` (shared caps and counter).
 pub fn build(
     keypair: &Keypair,
     config: &NetConfig,
     relay_client: Option<relay::client::Behaviour>,
-    rejected: &Arc<AtomicU64>,
+    codec: &BytesCodec,
 ) -> Result<Behaviour, NetError> {
     let peer_id = keypair.public().to_peer_id();
-    let mut gossipsub = gossipsub::Behaviour::new(
+    let gossipsub = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Signed(keypair.clone()),
         gossipsub_config(config)?,
     )
     .map_err(|e| NetError::Config(format!("gossipsub: {e}")))?;
-    for topic in Topic::ALL {
-        if topic == Topic::Deltas && !config.role.subscribes_deltas() {
-            continue;
-        }
-        let ident = topic.ident(&config.run_id);
-        gossipsub
-            .subscribe(&ident)
-            .map_err(|e| NetError::Subscribe {
-                topic: ident.to_string(),
-                source: e.into(),
-            })?;
-    }
     let is_coordinator = config.role == Role::Coordinator;
     let autonat_config = autonat::Config {
         // The coordinator only answers probes; workers probe it (and other connected peers).
@@ -174,10 +158,10 @@ pub fn build(
         block_list: allow_block_list::Behaviour::default(),
         limits: connection_limits::Behaviour::new(limits),
         gossipsub,
-        join: rr_behaviour(config, Protocol::Join, rejected),
-        blob: rr_behaviour(config, Protocol::Blob, rejected),
-        delta: rr_behaviour(config, Protocol::Delta, rejected),
-        poll: rr_behaviour(config, Protocol::Poll, rejected),
+        join: rr_behaviour(config, Protocol::Join, codec),
+        blob: rr_behaviour(config, Protocol::Blob, codec),
+        delta: rr_behaviour(config, Protocol::Delta, codec),
+        poll: rr_behaviour(config, Protocol::Poll, codec),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_string(), keypair.public())
                 .with_agent_version(format!("hearth/{}", env!("CARGO_PKG_VERSION"))),

@@ -1,17 +1,13 @@
 //! The cloneable handle through which the application drives the network.
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    codec::BytesCodec,
+    config::RunLimits,
     error::NetError,
     event::{MessageId, ResponseToken, Validation},
     protocol::{Protocol, Topic},
@@ -65,6 +61,7 @@ pub(crate) enum Command {
     Ban(PeerId, oneshot::Sender<()>),
     Unban(PeerId, oneshot::Sender<()>),
     AddExternalAddress(Multiaddr, oneshot::Sender<()>),
+    Subscribe(String, RunLimits, oneshot::Sender<Result<(), NetError>>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -74,7 +71,8 @@ pub(crate) enum Command {
 pub struct Client {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) local_peer_id: PeerId,
-    pub(crate) rejected_frames: Arc<AtomicU64>,
+    /// The node's request-response codec (its caps and rejection counter are shared).
+    pub(crate) codec: BytesCodec,
 }
 
 impl Client {
@@ -93,7 +91,7 @@ impl Client {
     /// How many inbound request-response frames were refused for exceeding
     /// `max_request_bytes` / `max_response_bytes` (they never reach the application).
     pub fn rejected_frames(&self) -> u64 {
-        self.rejected_frames.load(Ordering::Relaxed)
+        self.codec.rejected_frames()
     }
 
     /// This node's peer id.
@@ -223,6 +221,21 @@ impl Client {
     /// public address); the relay server needs one to accept reservations.
     pub async fn add_external_address(&self, addr: Multiaddr) -> Result<(), NetError> {
         self.call(|tx| Command::AddExternalAddress(addr, tx)).await
+    }
+
+    /// Enters run `run_id`: subscribes to its topics (announcements, and deltas where the role
+    /// relays them) and grows the request and response caps to `limits`. For a node started
+    /// [without a run](crate::NetConfig::without_run), e.g. a worker that learns the run by
+    /// joining; the same run again only grows the caps. Fails for another run than the one
+    /// entered, or for a run whose gossip frames exceed the node's `max_transmit_size`.
+    pub async fn subscribe(
+        &self,
+        run_id: impl Into<String>,
+        limits: RunLimits,
+    ) -> Result<(), NetError> {
+        let run_id = run_id.into();
+        self.call(|tx| Command::Subscribe(run_id, limits, tx))
+            .await?
     }
 
     /// Stops the event loop and closes every connection. Idempotent.

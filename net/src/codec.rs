@@ -7,7 +7,7 @@
 use std::{
     io,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
 };
@@ -19,10 +19,12 @@ use libp2p::{request_response, StreamProtocol};
 const INITIAL_RESERVE: usize = 64 * 1024;
 
 /// The request-response codec: opaque bytes both ways, each direction with its own cap.
+/// Clones share the caps and the rejection counter, so a node's caps grow in one place when it
+/// enters a run ([`BytesCodec::grow_caps`]).
 #[derive(Clone, Debug)]
 pub struct BytesCodec {
-    max_request_bytes: usize,
-    max_response_bytes: usize,
+    max_request_bytes: Arc<AtomicUsize>,
+    max_response_bytes: Arc<AtomicUsize>,
     /// Inbound frames refused for their size, shared by every clone.
     rejected: Arc<AtomicU64>,
 }
@@ -31,21 +33,33 @@ impl BytesCodec {
     /// A codec with these caps and a fresh rejection counter.
     pub fn new(max_request_bytes: usize, max_response_bytes: usize) -> Self {
         BytesCodec {
-            max_request_bytes,
-            max_response_bytes,
+            max_request_bytes: Arc::new(AtomicUsize::new(max_request_bytes)),
+            max_response_bytes: Arc::new(AtomicUsize::new(max_response_bytes)),
             rejected: Arc::new(AtomicU64::new(0)),
         }
-    }
-
-    /// The same codec sharing `rejected` as its rejection counter.
-    pub fn with_counter(mut self, rejected: Arc<AtomicU64>) -> Self {
-        self.rejected = rejected;
-        self
     }
 
     /// How many inbound frames (requests or responses) were refused as oversized.
     pub fn rejected_frames(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// The largest request accepted now.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The largest response accepted now.
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Raises the caps to `request` and `response` (a lower value leaves a cap as it is), for
+    /// every clone: streams opened afterwards read with the new caps.
+    pub fn grow_caps(&self, request: usize, response: usize) {
+        self.max_request_bytes.fetch_max(request, Ordering::Relaxed);
+        self.max_response_bytes
+            .fetch_max(response, Ordering::Relaxed);
     }
 
     fn count<T>(&self, result: io::Result<T>) -> io::Result<T> {
@@ -118,7 +132,7 @@ impl request_response::Codec for BytesCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let read = read_frame(io, self.max_request_bytes, "request").await;
+        let read = read_frame(io, self.max_request_bytes(), "request").await;
         self.count(read)
     }
 
@@ -126,7 +140,7 @@ impl request_response::Codec for BytesCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let read = read_frame(io, self.max_response_bytes, "response").await;
+        let read = read_frame(io, self.max_response_bytes(), "response").await;
         self.count(read)
     }
 
@@ -246,6 +260,27 @@ mod tests {
             2,
             "two oversized frames, truncation not counted"
         );
+    }
+
+    #[tokio::test]
+    async fn grown_caps_apply_to_every_clone_and_never_shrink() {
+        use libp2p::request_response::Codec;
+        let proto = StreamProtocol::new("/t/1");
+        let codec = BytesCodec::new(8, 4);
+        let mut other = codec.clone();
+        let mut io = Cursor::new(frame(12, &[2u8; 12]));
+        assert!(other.read_request(&proto, &mut io).await.is_err());
+        codec.grow_caps(16, 2);
+        assert_eq!(
+            (other.max_request_bytes(), other.max_response_bytes()),
+            (16, 4)
+        );
+        let mut io = Cursor::new(frame(12, &[2u8; 12]));
+        assert_eq!(
+            other.read_request(&proto, &mut io).await.unwrap(),
+            vec![2u8; 12]
+        );
+        assert_eq!(codec.rejected_frames(), 1);
     }
 
     #[tokio::test]

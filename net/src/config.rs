@@ -52,11 +52,13 @@ pub struct NetConfig {
     pub keypair: Keypair,
     /// Addresses to listen on, e.g. `/ip4/127.0.0.1/tcp/0` and `/ip4/127.0.0.1/udp/0/quic-v1`.
     pub listen: Vec<Multiaddr>,
-    /// Run id; topics are `hearth/<run_id>/announce` and `hearth/<run_id>/deltas`.
-    pub run_id: String,
+    /// Run id; topics are `hearth/<run_id>/announce` and `hearth/<run_id>/deltas`. `None`: not in
+    /// a run yet (a worker before it has joined); [`crate::Client::subscribe`] enters one later.
+    pub run_id: Option<String>,
     /// Coordinator or worker.
     pub role: Role,
-    /// Gossipsub frame limit; every peer of a run must use the same value.
+    /// Gossipsub frame limit; every peer of a run must use the same value. Without a run it is
+    /// the largest frame limit of a run this node can [subscribe](crate::Client::subscribe) to.
     pub max_transmit_size: usize,
     /// Largest request accepted (enforced while reading).
     pub max_request_bytes: usize,
@@ -86,9 +88,18 @@ impl NetConfig {
     /// timeout, 1 h idle timeout, no pre-shared key, reservations on dialled relays (workers).
     pub fn new(keypair: Keypair, run_id: impl Into<String>, role: Role) -> Self {
         NetConfig {
+            run_id: Some(run_id.into()),
+            ..NetConfig::without_run(keypair, role)
+        }
+    }
+
+    /// The same defaults for a node not in a run yet: it subscribes to no topic until
+    /// [`crate::Client::subscribe`] names the run (a worker learns it by joining).
+    pub fn without_run(keypair: Keypair, role: Role) -> Self {
+        NetConfig {
             keypair,
             listen: default_listen_addrs(0),
-            run_id: run_id.into(),
+            run_id: None,
             role,
             max_transmit_size: DEFAULT_MAX_TRANSMIT_SIZE,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
@@ -103,24 +114,11 @@ impl NetConfig {
         }
     }
 
-    /// Sizes the frame limits for a run: gossip frames of `max_transmit_size`, requests that can
-    /// carry such a frame or the run's largest signed delta (`max_delta_bytes`: a delta too large
-    /// for gossip is submitted directly) and responses that can carry a blob chunk (each with 4 KiB
-    /// of framing), never below the defaults.
-    pub fn fit_run(
-        &mut self,
-        max_transmit_size: usize,
-        blob_chunk_size: usize,
-        max_delta_bytes: usize,
-    ) {
-        self.max_transmit_size = max_transmit_size;
-        self.max_request_bytes = self
-            .max_request_bytes
-            .max(max_transmit_size.saturating_add(4096))
-            .max(max_delta_bytes.saturating_add(4096));
-        self.max_response_bytes = self
-            .max_response_bytes
-            .max(blob_chunk_size.saturating_add(4096));
+    /// Sizes the frame limits for a run (see [`RunLimits::frame_caps`]).
+    pub fn fit_run(&mut self, run: RunLimits) {
+        self.max_transmit_size = run.max_transmit_size;
+        (self.max_request_bytes, self.max_response_bytes) =
+            run.frame_caps(self.max_request_bytes, self.max_response_bytes);
     }
 
     /// Checks the limits; called by [`crate::spawn`].
@@ -145,23 +143,56 @@ impl NetConfig {
                 )));
             }
         }
-        if self.max_transmit_size <= crate::behaviour::gossip_overhead(&self.run_id) {
-            return Err(NetError::Config(format!(
-                "max_transmit_size = {} leaves no room for a payload after {} bytes of envelope",
-                self.max_transmit_size,
-                crate::behaviour::gossip_overhead(&self.run_id)
-            )));
-        }
         if self.request_timeout.is_zero() {
             return Err(NetError::Config("request_timeout must not be zero".into()));
         }
-        if self.run_id.is_empty() || self.run_id.contains('/') {
-            return Err(NetError::Config(format!(
-                "run_id {:?} must be non-empty and contain no '/'",
-                self.run_id
-            )));
+        match &self.run_id {
+            Some(run_id) => check_run(run_id, self.max_transmit_size),
+            None => Ok(()),
         }
-        Ok(())
+    }
+}
+
+/// Checks a run id (non-empty, no '/') and that its gossip frames leave room for a payload.
+pub(crate) fn check_run(run_id: &str, max_transmit_size: usize) -> Result<(), NetError> {
+    if run_id.is_empty() || run_id.contains('/') {
+        return Err(NetError::Config(format!(
+            "run_id {run_id:?} must be non-empty and contain no '/'"
+        )));
+    }
+    let overhead = crate::behaviour::gossip_overhead(run_id);
+    if max_transmit_size <= overhead {
+        return Err(NetError::Config(format!(
+            "max_transmit_size = {max_transmit_size} leaves no room for a payload after {overhead} bytes of envelope"
+        )));
+    }
+    Ok(())
+}
+
+/// What a run asks of the network: its gossip frame limit, blob chunk size and largest signed
+/// delta. Given to [`NetConfig::fit_run`] before a node starts, or to
+/// [`crate::Client::subscribe`] when it enters the run later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunLimits {
+    /// The run's gossipsub frame limit.
+    pub max_transmit_size: usize,
+    /// Bytes of one blob chunk in a response.
+    pub blob_chunk_size: usize,
+    /// The largest signed delta (a delta too large for gossip is submitted directly).
+    pub max_delta_bytes: usize,
+}
+
+impl RunLimits {
+    /// Request and response caps for the run, grown from `request` and `response`, never
+    /// lowered: requests that can carry a gossip frame or the largest delta, responses that can
+    /// carry a blob chunk, each with 4 KiB of framing.
+    pub fn frame_caps(&self, request: usize, response: usize) -> (usize, usize) {
+        (
+            request
+                .max(self.max_transmit_size.saturating_add(4096))
+                .max(self.max_delta_bytes.saturating_add(4096)),
+            response.max(self.blob_chunk_size.saturating_add(4096)),
+        )
     }
 }
 
@@ -292,24 +323,40 @@ mod tests {
         let mut tiny = ok.clone();
         tiny.max_transmit_size = 100;
         assert!(tiny.validate().is_err());
-        let mut slash = ok;
-        slash.run_id = "a/b".into();
+        let mut slash = ok.clone();
+        slash.run_id = Some("a/b".into());
         assert!(slash.validate().is_err());
+        // No run yet: no topic, so no envelope to fit.
+        let mut unjoined = NetConfig::without_run(Keypair::generate_ed25519(), Role::Coordinator);
+        unjoined.max_transmit_size = 100;
+        assert!(unjoined.validate().is_ok());
+    }
+
+    fn limits(
+        max_transmit_size: usize,
+        blob_chunk_size: usize,
+        max_delta_bytes: usize,
+    ) -> RunLimits {
+        RunLimits {
+            max_transmit_size,
+            blob_chunk_size,
+            max_delta_bytes,
+        }
     }
 
     #[test]
     fn fit_run_grows_frame_limits_to_the_run_and_never_below_defaults() {
         let mut c = NetConfig::new(Keypair::generate_ed25519(), "run", Role::Coordinator);
-        c.fit_run(4 << 20, 32 << 20, 1 << 20);
+        c.fit_run(limits(4 << 20, 32 << 20, 1 << 20));
         assert_eq!(c.max_transmit_size, 4 << 20);
         assert_eq!(c.max_request_bytes, (4 << 20) + 4096);
         // A delta larger than a gossip frame still fits a direct request.
         let mut big = NetConfig::new(Keypair::generate_ed25519(), "run", Role::Coordinator);
-        big.fit_run(256 << 10, 256 << 10, 5 << 20);
+        big.fit_run(limits(256 << 10, 256 << 10, 5 << 20));
         assert_eq!(big.max_request_bytes, (5 << 20) + 4096);
         assert_eq!(c.max_response_bytes, (32 << 20) + 4096);
         let mut small = NetConfig::new(Keypair::generate_ed25519(), "run", Role::Coordinator);
-        small.fit_run(1024, 1024, 1024);
+        small.fit_run(limits(1024, 1024, 1024));
         assert_eq!(small.max_transmit_size, 1024);
         assert_eq!(small.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
         assert_eq!(small.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);

@@ -19,8 +19,6 @@ mod protocol;
 mod swarm_key;
 mod transport;
 
-use std::sync::{atomic::AtomicU64, Arc};
-
 use libp2p::{relay, swarm, Swarm};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -31,7 +29,7 @@ pub use codec::{read_frame, write_frame, BytesCodec};
 pub use config::{
     default_listen_addrs, is_quic, is_relayed, loopback_listen_addrs, peer_id_of,
     relay_listen_addr, relay_of_listen_addr, relayed_addr, with_peer_id, NetConfig, Role,
-    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_TRANSMIT_SIZE,
+    RunLimits, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_TRANSMIT_SIZE,
     MAX_FRAME_BYTES,
 };
 pub use error::NetError;
@@ -67,8 +65,8 @@ pub fn spawn(config: NetConfig) -> Result<(Client, mpsc::Receiver<Event>), NetEr
         Role::Coordinator => (None, None),
     };
     let transport = transport::build(&keypair, config.psk, relay_transport)?;
-    let rejected_frames = Arc::new(AtomicU64::new(0));
-    let behaviour = behaviour::build(&keypair, &config, relay_behaviour, &rejected_frames)?;
+    let codec = BytesCodec::new(config.max_request_bytes, config.max_response_bytes);
+    let behaviour = behaviour::build(&keypair, &config, relay_behaviour, &codec)?;
     let swarm = Swarm::new(
         transport,
         behaviour,
@@ -78,16 +76,19 @@ pub fn spawn(config: NetConfig) -> Result<(Client, mpsc::Receiver<Event>), NetEr
     );
     let (command_tx, command_rx) = mpsc::channel(COMMAND_BUFFER);
     let (event_tx, event_rx) = mpsc::channel(EVENT_BUFFER);
-    let mut event_loop = EventLoop::new(swarm, &config, command_rx, event_tx);
+    let mut event_loop = EventLoop::new(swarm, &config, codec.clone(), command_rx, event_tx);
+    if let Some(run_id) = &config.run_id {
+        event_loop.enter_run(run_id, config.max_transmit_size)?;
+    }
     event_loop.listen(&config.listen)?;
     let span = tracing::info_span!("net", peer = %peer_id, role = ?config.role);
     runtime.spawn(event_loop.run().instrument(span));
-    tracing::info!(peer = %peer_id, run = %config.run_id, "network started");
+    tracing::info!(peer = %peer_id, run = ?config.run_id, "network started");
     Ok((
         Client {
             commands: command_tx,
             local_peer_id: peer_id,
-            rejected_frames,
+            codec,
         },
         event_rx,
     ))

@@ -4,7 +4,8 @@ use std::{future::Future, time::Duration};
 
 use hearth_net::{
     is_quic, loopback_listen_addrs, relayed_addr, spawn, with_peer_id, Client, Event, Keypair,
-    MessageId, Multiaddr, NetConfig, NetError, PeerId, Protocol, Role, Topic, Validation,
+    MessageId, Multiaddr, NetConfig, NetError, PeerId, Protocol, Role, RunLimits, Topic,
+    Validation,
 };
 use tokio::{sync::mpsc::Receiver, time::timeout};
 
@@ -450,7 +451,7 @@ async fn gossip_size_limit_is_enforced_on_publish() {
     let mut coord = start(cfg).await;
     let mut wcfg = worker(false);
     wcfg.max_transmit_size = 16 * 1024;
-    let max_payload = 16 * 1024 - hearth_net::gossip_overhead(&wcfg.run_id);
+    let max_payload = 16 * 1024 - hearth_net::gossip_overhead("test");
     let work = start(wcfg).await;
     within("dial", work.client.dial(coord.tcp())).await.unwrap();
 
@@ -478,6 +479,130 @@ async fn gossip_size_limit_is_enforced_on_publish() {
         })
         .await;
     assert_eq!(got, biggest);
+}
+
+/// A worker that learns the run by joining: started without a run, it talks request-response at
+/// once, has no topic until it subscribes, then takes the run's gossip and caps; gossip within its
+/// frame limit but over the run's is rejected.
+#[tokio::test]
+async fn a_node_without_a_run_subscribes_after_joining() {
+    let mut ccfg = config(Role::Coordinator);
+    ccfg.max_transmit_size = 16 * 1024;
+    let mut coord = start(ccfg).await;
+    let mut wcfg = NetConfig::without_run(
+        Keypair::generate_ed25519(),
+        Role::Worker {
+            subscribe_deltas: true,
+        },
+    );
+    wcfg.listen = loopback_listen_addrs(0);
+    wcfg.max_transmit_size = 64 * 1024; // the largest run it may enter
+    wcfg.max_response_bytes = 2048;
+    let mut work = start(wcfg).await;
+    within("dial", work.client.dial(coord.tcp())).await.unwrap();
+    // Request-response works before the run is known (the join).
+    let back = round_trip(&work, &mut coord, Protocol::Join, b"hello".to_vec()).await;
+    assert_eq!(back, b"olleh");
+    // No topic yet: publishing says so.
+    let err = work
+        .client
+        .publish(Topic::Announce, b"x".to_vec())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not entered a run"), "{err}");
+
+    let limits = |max_transmit_size| RunLimits {
+        max_transmit_size,
+        blob_chunk_size: 8192,
+        max_delta_bytes: 0,
+    };
+    // A run whose frames exceed what the node was built for is refused.
+    let err = work
+        .client
+        .subscribe("test", limits(128 * 1024))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("more than"), "{err}");
+    work.client
+        .subscribe("test", limits(16 * 1024))
+        .await
+        .expect("subscribe");
+    // Idempotent for the same run, refused for another.
+    work.client
+        .subscribe("test", limits(16 * 1024))
+        .await
+        .expect("again");
+    let err = work
+        .client
+        .subscribe("other", limits(16 * 1024))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already"), "{err}");
+
+    // The coordinator's announcement reaches the worker once the subscription is known.
+    within("subscription", async {
+        loop {
+            match coord
+                .client
+                .publish(Topic::Announce, b"round 1".to_vec())
+                .await
+            {
+                Ok(_) => break,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    let got = work
+        .wait_for("announcement", |e| match e {
+            Event::Gossip { topic, data, .. } => (topic == Topic::Announce).then_some(data),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, b"round 1");
+    // Responses grew to a blob chunk plus framing.
+    let client = work.client.clone();
+    let target = coord.peer;
+    let pending = tokio::spawn(async move {
+        client
+            .request(target, Protocol::Blob, b"get".to_vec())
+            .await
+    });
+    let token = coord
+        .wait_for("blob request", |e| match e {
+            Event::Request { channel, .. } => Some(channel),
+            _ => None,
+        })
+        .await;
+    coord.client.respond(token, vec![5u8; 8192]).await.unwrap();
+    let chunk = within("chunk", pending)
+        .await
+        .unwrap()
+        .expect("a chunk over the first cap");
+    assert_eq!(chunk.len(), 8192);
+
+    // Gossip within the worker's 64 KiB frames but over the run's 16 KiB is rejected: a peer
+    // that publishes it (built with a larger run limit) never reaches the worker's app.
+    let mut big_cfg = worker(true);
+    big_cfg.max_transmit_size = 64 * 1024;
+    let big = start(big_cfg).await;
+    within("dial", big.client.dial(work.tcp())).await.unwrap();
+    let oversized = vec![7u8; 32 * 1024];
+    within("publish", async {
+        loop {
+            match big.client.publish(Topic::Deltas, oversized.clone()).await {
+                Ok(_) => break,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    work.expect_none(
+        "gossip over the run's limit",
+        Duration::from_secs(2),
+        |e| matches!(e, Event::Gossip { data, .. } if data.len() == 32 * 1024),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -38,5 +38,5 @@ pub use messages::{
 pub use spec::{
     lora_tensor_name, Admission, AggregateSpec, Aggregator, BaseModel, DatasetManifest, LoraSpec,
     ModelArch, ModelFile, ModelSource, NetSpec, OuterOptimizer, RunSpec, ShardInfo, SpecError,
-    TrainSpec, VerifySpec, LORA_TARGETS, MAX_MODEL_FILES,
+    TrainSpec, VerifySpec, LORA_TARGETS, MAX_MODEL_FILES, MAX_TRANSMIT_SIZE,
 };

@@ -170,6 +170,11 @@ fn validation_names_the_bad_field() {
             |s| s.net.inline_delta_limit = 1 << 30,
             "net.inline_delta_limit",
         ),
+        (
+            |s| s.net.max_transmit_size = hearth_proto::MAX_TRANSMIT_SIZE + 1,
+            "net.max_transmit_size",
+        ),
+        (|s| s.net.max_transmit_size = 1023, "net.max_transmit_size"),
         (|s| s.data.seq_len = 100_000, "data.seq_len"),
     ];
     for (break_it, field) in cases {

@@ -21,6 +21,15 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Interrupted downloads resumed before giving up.
 const FETCH_RESUMES: u32 = 5;
 
+/// What run `spec` asks of the network: its gossip frame limit, blob chunk and largest delta.
+pub fn run_limits(spec: &RunSpec) -> hearth_net::RunLimits {
+    hearth_net::RunLimits {
+        max_transmit_size: spec.net.max_transmit_size,
+        blob_chunk_size: spec.net.blob_chunk_size as usize,
+        max_delta_bytes: spec.max_delta_bytes().unwrap_or(0),
+    }
+}
+
 /// The coordinator admitted us.
 #[derive(Debug, Clone)]
 pub struct Joined {
@@ -213,6 +222,17 @@ impl CoordinatorClient {
             }
             JoinResponse::Banned { reason } => Err(banned(&reason, &self.me)),
         }
+    }
+
+    /// Join the run, then enter it on our node: subscribe to its topics and grow the request and
+    /// response limits to its largest delta and blob chunk (a node started without a run).
+    pub async fn enter_run(&mut self) -> Result<Joined> {
+        let joined = self.join().await?;
+        self.net
+            .subscribe(joined.spec.run_id.clone(), run_limits(&joined.spec))
+            .await
+            .with_context(|| format!("entering run {}", joined.spec.run_id))?;
+        Ok(joined)
     }
 
     /// Ask for the newest checkpoint and round without joining again; join when the coordinator

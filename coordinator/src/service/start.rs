@@ -224,11 +224,11 @@ fn net_config(run: &Loaded, opts: &RunOptions) -> Result<NetConfig> {
             "private swarm: only peers holding the same swarm key can connect (pnet over TCP, QUIC off)"
         );
     }
-    net_cfg.fit_run(
-        spec.net.max_transmit_size,
-        spec.net.blob_chunk_size as usize,
-        spec.max_delta_bytes().unwrap_or(0),
-    );
+    net_cfg.fit_run(hearth_net::RunLimits {
+        max_transmit_size: spec.net.max_transmit_size,
+        blob_chunk_size: spec.net.blob_chunk_size as usize,
+        max_delta_bytes: spec.max_delta_bytes().unwrap_or(0),
+    });
     Ok(net_cfg)
 }
 

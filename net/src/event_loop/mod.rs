@@ -19,8 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     behaviour::{gossip_overhead, Behaviour, BehaviourEvent},
     client::{Command, PublishFailure},
+    codec::BytesCodec,
     config::{
-        is_quic, is_relayed, peer_id_of, relay_listen_addr, relay_of_listen_addr, NetConfig, Role,
+        check_run, is_quic, is_relayed, peer_id_of, relay_listen_addr, relay_of_listen_addr,
+        NetConfig, Role, RunLimits,
     },
     error::NetError,
     event::{Event, MessageId, NatStatus, ResponseToken, Validation},
@@ -40,9 +42,15 @@ pub struct EventLoop {
     events: mpsc::Sender<Event>,
     role: Role,
     psk: bool,
+    /// The run entered, if any ([`Command::Subscribe`] or the configuration).
+    run_id: Option<String>,
+    /// The gossipsub frame limit the behaviour was built with (a run may not exceed it).
+    gossip_frame_limit: usize,
+    /// The run's largest gossip payload (0 before a run is entered).
     max_gossip_payload: usize,
-    max_request_bytes: usize,
-    max_response_bytes: usize,
+    /// Request-response caps, shared with every protocol's codec.
+    codec: BytesCodec,
+    /// The run's topics (empty before a run is entered).
     topics: Vec<(Topic, gossipsub::TopicHash)>,
     listeners: HashSet<ListenerId>,
     listen_addrs: Vec<Multiaddr>,
@@ -63,6 +71,7 @@ impl EventLoop {
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
         config: &NetConfig,
+        codec: BytesCodec,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
     ) -> Self {
@@ -72,15 +81,11 @@ impl EventLoop {
             events,
             role: config.role,
             psk: config.psk.is_some(),
-            max_gossip_payload: config
-                .max_transmit_size
-                .saturating_sub(gossip_overhead(&config.run_id)),
-            max_request_bytes: config.max_request_bytes,
-            max_response_bytes: config.max_response_bytes,
-            topics: Topic::ALL
-                .iter()
-                .map(|t| (*t, t.ident(&config.run_id).hash()))
-                .collect(),
+            run_id: None,
+            gossip_frame_limit: config.max_transmit_size,
+            max_gossip_payload: 0,
+            codec,
+            topics: Vec::new(),
             listeners: HashSet::new(),
             listen_addrs: Vec::new(),
             listen_waiters: Vec::new(),
@@ -92,6 +97,64 @@ impl EventLoop {
             dialled: HashMap::new(),
             relay_listeners: HashMap::new(),
         }
+    }
+
+    /// Enters run `run_id` whose gossip frames are at most `max_transmit_size`: subscribes to its
+    /// topics (deltas only where the role relays them). Entering the run already entered is a
+    /// no-op; another run, or frames larger than the behaviour was built for, are refused.
+    pub(crate) fn enter_run(
+        &mut self,
+        run_id: &str,
+        max_transmit_size: usize,
+    ) -> Result<(), NetError> {
+        if let Some(current) = &self.run_id {
+            if current == run_id {
+                return Ok(());
+            }
+            return Err(NetError::Config(format!(
+                "this node is in run {current:?} already; cannot enter run {run_id:?}"
+            )));
+        }
+        check_run(run_id, max_transmit_size)?;
+        if max_transmit_size > self.gossip_frame_limit {
+            return Err(NetError::Config(format!(
+                "run {run_id:?} sends gossip frames of up to {max_transmit_size} bytes, more than \
+                 this node's limit of {} bytes",
+                self.gossip_frame_limit
+            )));
+        }
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        for topic in Topic::ALL {
+            if topic == Topic::Deltas && !self.role.subscribes_deltas() {
+                continue;
+            }
+            let ident = topic.ident(run_id);
+            gossipsub
+                .subscribe(&ident)
+                .map_err(|e| NetError::Subscribe {
+                    topic: ident.to_string(),
+                    source: e.into(),
+                })?;
+        }
+        self.topics = Topic::ALL
+            .iter()
+            .map(|t| (*t, t.ident(run_id).hash()))
+            .collect();
+        self.max_gossip_payload = max_transmit_size.saturating_sub(gossip_overhead(run_id));
+        self.run_id = Some(run_id.to_string());
+        tracing::info!(run = %run_id, max_transmit_size, "entered the run's topics");
+        Ok(())
+    }
+
+    /// [`Command::Subscribe`]: enters the run, then grows the request-response caps to its own.
+    fn subscribe(&mut self, run_id: &str, limits: RunLimits) -> Result<(), NetError> {
+        self.enter_run(run_id, limits.max_transmit_size)?;
+        let (request, response) = limits.frame_caps(
+            self.codec.max_request_bytes(),
+            self.codec.max_response_bytes(),
+        );
+        self.codec.grow_caps(request, response);
+        Ok(())
     }
 
     /// Starts the configured listeners; an address no transport supports is an error,
@@ -272,11 +335,12 @@ impl EventLoop {
                 data,
                 reply,
             } => {
-                if data.len() > self.max_request_bytes {
+                let max = self.codec.max_request_bytes();
+                if data.len() > max {
                     let _ = reply.send(Err(NetError::TooLarge {
                         what: "request",
                         len: data.len(),
-                        max: self.max_request_bytes,
+                        max,
                     }));
                     return;
                 }
@@ -317,6 +381,9 @@ impl EventLoop {
             Command::AddExternalAddress(addr, reply) => {
                 self.swarm.add_external_address(addr);
                 let _ = reply.send(());
+            }
+            Command::Subscribe(run_id, limits, reply) => {
+                let _ = reply.send(self.subscribe(&run_id, limits));
             }
             Command::Shutdown(reply) => {
                 // Handled in `run`; answering here keeps the match total.
@@ -360,6 +427,13 @@ impl EventLoop {
 
     fn publish(&mut self, topic: Topic, data: Vec<u8>) -> Result<MessageId, PublishFailure> {
         let len = data.len();
+        let Some(hash) = self.topic_hash(topic) else {
+            return Err(PublishFailure::Fatal(NetError::Publish {
+                topic,
+                len,
+                source: "this node has not entered a run yet (Client::subscribe)".into(),
+            }));
+        };
         if len > self.max_gossip_payload {
             return Err(PublishFailure::Fatal(NetError::TooLarge {
                 what: "gossip message",
@@ -367,13 +441,6 @@ impl EventLoop {
                 max: self.max_gossip_payload,
             }));
         }
-        let Some(hash) = self.topic_hash(topic) else {
-            return Err(PublishFailure::Fatal(NetError::Publish {
-                topic,
-                len,
-                source: "unknown topic".into(),
-            }));
-        };
         match self.swarm.behaviour_mut().gossipsub.publish(hash, data) {
             Ok(id) => Ok(id.into()),
             Err(e) => {
@@ -397,11 +464,12 @@ impl EventLoop {
     }
 
     fn respond(&mut self, token: ResponseToken, data: Vec<u8>) -> Result<(), NetError> {
-        if data.len() > self.max_response_bytes {
+        let max = self.codec.max_response_bytes();
+        if data.len() > max {
             return Err(NetError::TooLarge {
                 what: "response",
                 len: data.len(),
-                max: self.max_response_bytes,
+                max,
             });
         }
         let ResponseToken {

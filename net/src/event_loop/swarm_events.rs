@@ -139,6 +139,19 @@ impl EventLoop {
                 message_id,
                 message,
             } => match self.topic_of(&message.topic) {
+                // Within the node's frame limit but over the run's (a node that entered the run
+                // after it started was built for any run's frames): never a peer of this run.
+                Some(_) if message.data.len() > self.max_gossip_payload => {
+                    tracing::debug!(len = message.data.len(), max = self.max_gossip_payload, %propagation_source, "gossip over the run's limit rejected");
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            Validation::Reject.into(),
+                        );
+                }
                 Some(topic) => self.emit(Event::Gossip {
                     topic,
                     message_id: message_id.into(),

@@ -218,11 +218,18 @@ impl RunSpec {
             }
         }
         let n = &self.net;
-        if n.max_transmit_size < 1024 || n.inline_delta_limit > n.max_transmit_size {
+        if !(1024..=round::MAX_TRANSMIT_SIZE).contains(&n.max_transmit_size) {
+            return Err(invalid(
+                "net.max_transmit_size",
+                n.max_transmit_size,
+                "must be in 1 KiB..=16 MiB",
+            ));
+        }
+        if n.inline_delta_limit > n.max_transmit_size {
             return Err(invalid(
                 "net.inline_delta_limit",
                 n.inline_delta_limit,
-                "must not exceed net.max_transmit_size (>= 1024)",
+                "must not exceed net.max_transmit_size",
             ));
         }
         if n.blob_chunk_size == 0 || n.blob_chunk_size > crate::messages::MAX_BLOB_CHUNK {

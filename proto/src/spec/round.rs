@@ -281,11 +281,16 @@ impl Admission {
     }
 }
 
+/// Largest `net.max_transmit_size` a run may set: a worker builds its node before it knows the
+/// run, so it prepares for gossip frames of this size (16 MiB, the size of a blob response) and
+/// holds each run to its own limit once it has joined.
+pub const MAX_TRANSMIT_SIZE: usize = 16 << 20;
+
 /// Network settings every peer of the run shares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetSpec {
-    /// gossipsub `max_transmit_size` in bytes.
+    /// gossipsub `max_transmit_size` in bytes (1 KiB ..= [`MAX_TRANSMIT_SIZE`]).
     pub max_transmit_size: usize,
     /// Encoded signed deltas up to this size travel inline by gossip; larger ones by content id.
     pub inline_delta_limit: usize,

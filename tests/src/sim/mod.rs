@@ -55,11 +55,8 @@ pub fn identity(seed: u64, index: usize) -> Result<Keypair> {
 pub async fn run(opts: SimOptions) -> Result<Summary> {
     let coordinator = hearth_net::peer_id_of(&opts.coordinator)
         .ok_or_else(|| anyhow!("the coordinator address must end in /p2p/<peer id>"))?;
-    let first_key = identity(opts.seed, opts.first_peer)?;
-    let spec = peer::learn_spec(&opts, first_key.clone(), coordinator).await?;
-
     let started = Instant::now();
-    let mut peers = join_all(&opts, coordinator, &spec).await?;
+    let (mut peers, spec) = join_all(&opts, coordinator).await?;
     let join_secs = started.elapsed().as_secs_f64();
     tracing::info!(peers = peers.len(), join_secs, "all simulated peers joined");
 
@@ -116,25 +113,35 @@ pub async fn run(opts: SimOptions) -> Result<Summary> {
 async fn join_all(
     opts: &SimOptions,
     coordinator: PeerId,
-    spec: &hearth_proto::RunSpec,
-) -> Result<Vec<SimPeer>> {
+) -> Result<(Vec<SimPeer>, hearth_proto::RunSpec)> {
     let mut peers = Vec::with_capacity(opts.peers);
+    let mut spec: Option<hearth_proto::RunSpec> = None;
     let mut next = 0usize;
     let mut tasks = JoinSet::new();
     while next < opts.peers || !tasks.is_empty() {
         while next < opts.peers && tasks.len() < opts.join_concurrency.max(1) {
             let index = opts.first_peer + next;
             let key = identity(opts.seed, index)?;
-            let (o, s) = (opts.clone(), spec.clone());
-            tasks.spawn(async move { SimPeer::start(&o, index, key, coordinator, &s).await });
+            let o = opts.clone();
+            tasks.spawn(async move { SimPeer::start(&o, index, key, coordinator).await });
             next += 1;
         }
         if let Some(done) = tasks.join_next().await {
-            peers.push(done.map_err(|e| anyhow!("join task failed: {e}"))??);
+            let (peer, run) = done.map_err(|e| anyhow!("join task failed: {e}"))??;
+            if spec.as_ref().is_some_and(|s| s.run_id != run.run_id) {
+                return Err(anyhow!(
+                    "peer {} joined another run: {}",
+                    peer.index,
+                    run.run_id
+                ));
+            }
+            spec.get_or_insert(run);
+            peers.push(peer);
         }
     }
     peers.sort_by_key(|p| p.index);
-    Ok(peers)
+    let spec = spec.ok_or_else(|| anyhow!("no peers"))?;
+    Ok((peers, spec))
 }
 
 /// Poll until a checkpoint newer than `m` is committed.

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use hearth_net::{Client, Event, Keypair, NetConfig, PeerId, Role, Topic, Validation};
 use hearth_proto::{
     encode_delta, Announcement, CheckpointManifest, DeltaAck, DeltaMessage, Domain, JoinRequest,
@@ -53,46 +53,21 @@ fn client(net: Client, key: &Keypair, coordinator: PeerId, name: String) -> Coor
     CoordinatorClient::one_shot(net, coordinator, key.public().to_peer_id(), hello(name))
 }
 
-fn node_config(key: Keypair, run_id: &str, spec: Option<&RunSpec>, timeout: Duration) -> NetConfig {
-    let mut cfg = NetConfig::new(
+/// A node that enters the run on joining (as `hearth-worker`'s does), announcements only.
+fn node_config(key: Keypair, timeout: Duration) -> NetConfig {
+    let mut cfg = NetConfig::without_run(
         key,
-        run_id,
         Role::Worker {
             subscribe_deltas: false,
         },
     );
     cfg.listen = Vec::new();
     cfg.request_timeout = timeout;
+    cfg.max_transmit_size = hearth_proto::MAX_TRANSMIT_SIZE;
     // Hundreds of simulated peers share one IP: relay reservations would hit the relay's
     // per-IP limit, and light peers are never dialled back anyway.
     cfg.reserve_on_relays = false;
-    if let Some(spec) = spec {
-        cfg.fit_run(
-            spec.net.max_transmit_size,
-            spec.net.blob_chunk_size as usize,
-            spec.max_delta_bytes().unwrap_or(0),
-        );
-    }
     cfg
-}
-
-/// Learn the run spec (and so the topic names) with a short-lived node, as `hearth-worker` does.
-pub async fn learn_spec(opts: &SimOptions, key: Keypair, coordinator: PeerId) -> Result<RunSpec> {
-    let (net, mut events) = hearth_net::spawn(node_config(
-        key.clone(),
-        "pending",
-        None,
-        opts.request_timeout,
-    ))?;
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
-    net.dial(opts.coordinator.clone())
-        .await
-        .context("dialing the coordinator")?;
-    let joined = client(net.clone(), &key, coordinator, "sim-bootstrap".into())
-        .join()
-        .await;
-    net.shutdown().await;
-    Ok(joined?.spec)
 }
 
 /// Drain a peer's events: accept the coordinator's announcements, remember the newest checkpoint.
@@ -139,15 +114,14 @@ fn spawn_pump(
 }
 
 impl SimPeer {
-    /// Start the node, dial the coordinator and join the run.
+    /// Start the node, dial the coordinator and join the run; returns the peer and the run.
     pub async fn start(
         opts: &SimOptions,
         index: usize,
         key: Keypair,
         coordinator: PeerId,
-        spec: &RunSpec,
-    ) -> Result<Self> {
-        let cfg = node_config(key.clone(), &spec.run_id, Some(spec), opts.request_timeout);
+    ) -> Result<(Self, RunSpec)> {
+        let cfg = node_config(key.clone(), opts.request_timeout);
         let (net, events) = hearth_net::spawn(cfg)?;
         let announced = Arc::new(Mutex::new(None));
         spawn_pump(net.clone(), events, coordinator, announced.clone());
@@ -161,15 +135,16 @@ impl SimPeer {
                 continue;
             }
             let mut client = client(net.clone(), &key, coordinator, format!("sim-{index}"));
-            match client.join().await {
-                Ok(_) => {
-                    return Ok(Self {
+            match client.enter_run().await {
+                Ok(joined) => {
+                    let peer = Self {
                         index,
                         client,
                         key,
                         residual: Residual::new(),
                         announced,
-                    })
+                    };
+                    return Ok((peer, joined.spec));
                 }
                 Err(e) => last = e.context(format!("peer {index}")),
             }

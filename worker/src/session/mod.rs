@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::attack::Attack;
-use crate::client::{CoordinatorClient, Polled};
+use crate::client::{CoordinatorClient, Joined, Polled};
 use crate::control::Control;
 use crate::device::DeviceChoice;
 use crate::metrics::{WorkerMetrics, WorkerState};
@@ -108,13 +108,27 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
     crate::control::listen_for_signals(control.clone())?;
     let mut stop_rx = signals::spawn_interrupt_handler(control.clone())?;
 
-    let spec = setup::learn_spec(&opts, &key, coordinator, &mut stop_rx).await?;
-    setup::check_memory(&opts, &spec)?;
-    let cfg = setup::run_net_config(&key, &spec, &opts, opts.relay, opts.listen.clone());
-    let node = setup::start_node(cfg, &opts, coordinator, setup::hello(&opts))?;
+    let node = setup::start_node(
+        setup::node_config(&key, &opts),
+        &opts,
+        coordinator,
+        setup::hello(&opts),
+    )?;
+    let mut client = node.client;
+    let joined = tokio::select! {
+        r = client.enter_run() => r,
+        _ = stop_rx.wait_for(|stop| *stop) => Err(anyhow!("interrupted before joining")),
+    };
+    let joined = match joined.and_then(|j| setup::check_memory(&opts, &j.spec).map(|()| j)) {
+        Ok(j) => j,
+        Err(e) => {
+            client.net().shutdown().await;
+            return Err(e);
+        }
+    };
     let mut w = Worker {
         opts,
-        client: node.client,
+        client,
         key,
         coordinator,
         metrics,
@@ -125,7 +139,7 @@ pub async fn join(opts: JoinOptions) -> Result<()> {
         checkpoint: None,
     };
     tokio::select! {
-        r = w.rounds() => r?,
+        r = w.rounds(joined) => r?,
         _ = stop_rx.wait_for(|stop| *stop) => {}
     }
     w.leave().await;
@@ -138,9 +152,8 @@ impl Worker {
         self.control.set_state(name);
     }
 
-    /// Join, get ready, then train round after round until told to stop.
-    async fn rounds(&mut self) -> Result<()> {
-        let joined = self.client.join().await?;
+    /// Get ready for the run `joined` describes, then train round after round until told to stop.
+    async fn rounds(&mut self, joined: Joined) -> Result<()> {
         self.checkpoint = joined.latest;
         let round = joined.round;
         self.latest_tx.send_modify(|l| l.round = Some(round));

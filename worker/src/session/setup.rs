@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::pump::{spawn_event_pump, Latest};
 use super::JoinOptions;
-use crate::client::CoordinatorClient;
+use crate::client::{run_limits, CoordinatorClient};
 use crate::fetch::hash_file;
 use crate::memory::{human_bytes, MemoryEstimate};
 use crate::redial::spawn_redialer;
@@ -94,34 +94,24 @@ pub(super) fn start_node(
     })
 }
 
-/// The run's spec, learnt by joining with a provisional node: the run id (and so the topic
-/// names) is only known after joining, so the real node is started afterwards.
-pub(super) async fn learn_spec(
-    opts: &JoinOptions,
-    key: &hearth_net::Keypair,
-    coordinator: PeerId,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<RunSpec> {
-    let mut cfg = NetConfig::new(
+/// Settings of the worker's node before it knows the run: no topic yet (they are named by the
+/// run id, learnt by joining), gossip frames up to the largest any run may use (the run's own
+/// limit applies once [`CoordinatorClient::enter_run`] subscribes), the swarm key and `opts.listen`.
+pub(super) fn node_config(key: &hearth_net::Keypair, opts: &JoinOptions) -> NetConfig {
+    let mut cfg = NetConfig::without_run(
         key.clone(),
-        "pending",
         Role::Worker {
-            subscribe_deltas: false,
+            subscribe_deltas: opts.relay,
         },
     );
-    cfg.listen = Vec::new();
+    cfg.listen = opts.listen.clone();
     cfg.psk = opts.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
-    let mut node = start_node(cfg, opts, coordinator, hello(opts))?;
-    let spec = tokio::select! {
-        r = node.client.join() => r.map(|j| j.spec),
-        _ = stop.wait_for(|stop| *stop) => Err(anyhow!("interrupted before joining")),
-    };
-    node.client.net().shutdown().await;
-    spec
+    cfg.max_transmit_size = hearth_proto::MAX_TRANSMIT_SIZE;
+    cfg
 }
 
-/// The network settings of a node in run `spec` with identity `key`: the run's topics, the
-/// swarm key, and request limits sized for the run's largest delta.
+/// The network settings of a node in run `spec` with identity `key` (one that joins knowing the
+/// run already): the run's topics, the swarm key, and request limits sized for the run.
 pub(super) fn run_net_config(
     key: &hearth_net::Keypair,
     spec: &RunSpec,
@@ -136,11 +126,7 @@ pub(super) fn run_net_config(
     );
     cfg.listen = listen;
     cfg.psk = opts.swarm_key.as_ref().map(hearth_net::SwarmKey::to_bytes);
-    cfg.fit_run(
-        spec.net.max_transmit_size,
-        spec.net.blob_chunk_size as usize,
-        spec.max_delta_bytes().unwrap_or(0),
-    );
+    cfg.fit_run(run_limits(spec));
     cfg
 }
 
