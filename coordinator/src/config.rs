@@ -145,7 +145,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ("run.verify.ban_after_rejects", "Ban a peer after this many deltas no honest worker can send (undecodable, forged, malformed, non-finite, over the norm bound, implausible reports). The screen's findings ban by evidence instead (docs/RELIABILITY.md)."),
     ("run.verify.eval_tolerance", "Keep the old checkpoint when held-out loss worsens by more than this fraction."),
     ("run.admission.kind", "open, allowlist (peers = [...]) or token (token_blake3 = blake3 of the token)."),
-    ("run.net.max_transmit_size", "Gossipsub max message size; every peer of the run uses this value."),
+    ("run.net.max_transmit_size", "Gossipsub max message size (1 KiB to 16 MiB); every peer of the run uses this value."),
     ("run.net.inline_delta_limit", "Deltas up to this size travel inline by gossip; larger ones go by request-response."),
     ("run.net.blob_chunk_size", "Chunk size of blob transfers (model, shards, checkpoints)."),
 ];
