@@ -83,7 +83,8 @@ pub fn spawn(config: NetConfig) -> Result<(Client, mpsc::Receiver<Event>), NetEr
     event_loop.listen(&config.listen)?;
     let span = tracing::info_span!("net", peer = %peer_id, role = ?config.role);
     runtime.spawn(event_loop.run().instrument(span));
-    tracing::info!(peer = %peer_id, run = ?config.run_id, "network started");
+    let run = config.run_id.as_deref().unwrap_or("none yet");
+    tracing::info!(peer = %peer_id, run, "network started");
     Ok((
         Client {
             commands: command_tx,
