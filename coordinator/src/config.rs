@@ -140,7 +140,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ("run.aggregate.codec.kind", "Delta codec: f32, f16, int8 or top_k (density, bits)."),
     ("run.aggregate.mean_over_senders", "Sparse codecs: average each coordinate over the deltas that sent it, not over all (SparseLoCo)."),
     ("run.aggregate.local_error_feedback", "Workers train from the checkpoint plus their unsent residual (helps lossy codecs; see docs/BENCHMARKS.md table 2)."),
-    ("run.verify.norm_kappa", "Reject a delta whose norm exceeds kappa x the median of recently accepted norms."),
+    ("run.verify.norm_kappa", "Scale a delta whose norm exceeds kappa x the median of recently accepted norms down to that bound."),
     ("run.verify.norm_abs_cap", "Absolute cap on a delta's L2 norm; 0 = derived: 4 x lr x local_steps x sqrt(trained values), the farthest AdamW moves the adapter in a round; < 0 = none."),
     ("run.verify.ban_after_rejects", "Ban a peer after this many deltas no honest worker can send (undecodable, forged, malformed, non-finite, over the norm bound, implausible reports). The screen's findings ban by evidence instead (docs/RELIABILITY.md)."),
     ("run.verify.eval_tolerance", "Keep the old checkpoint when held-out loss worsens by more than this fraction."),

@@ -52,12 +52,23 @@ impl RoundState {
 /// A delta that passed: verified, flattened, scored.
 #[derive(Debug, Clone)]
 pub struct Accepted {
-    /// The verified delta.
+    /// The verified delta (scaled down when it was clipped).
     pub delta: VerifiedDelta,
     /// Its values in layout order.
     pub flat: Vec<f32>,
     /// The screen's score (none when the round has no reference yet); judged at close.
     pub score: Option<Score>,
+    /// Set when its norm was over κ × the recent median and it was scaled down to that bound.
+    pub clipped: Option<Clipped>,
+}
+
+/// A delta's norm scaled down to the relative norm bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clipped {
+    /// Its norm as sent.
+    pub norm: f32,
+    /// κ × the median of recently accepted norms: its norm as kept.
+    pub bound: f32,
 }
 
 /// A delta turned down, and whose it was (when known).
@@ -210,9 +221,19 @@ impl Ingest {
             .verifier
             .check_content(signer, msg, payload_id, bytes.len())
             .map_err(rejected)?;
-        if let Err(r) = self.norm_bound(&v) {
-            self.verifier.forget_sender(&signer);
-            return Err(rejected(r));
+        let mut v = v;
+        let clipped = match self.norm_bound(&v) {
+            Ok(clip) => clip,
+            Err(r) => {
+                self.verifier.forget_sender(&signer);
+                return Err(rejected(r));
+            }
+        };
+        if let Some(c) = clipped {
+            let factor = c.bound / c.norm;
+            for t in &mut v.tensors {
+                t.data.iter_mut().for_each(|x| *x *= factor);
+            }
         }
         let flat = flatten(&v.tensors);
         let finding = self.screen.check(v.peer, &flat, v.tokens);
@@ -236,11 +257,17 @@ impl Ingest {
             delta: v,
             flat,
             score,
+            clipped,
         })
     }
 
-    /// Norm bound: relative to recently accepted norms (κ × median), plus an absolute cap.
-    fn norm_bound(&mut self, v: &VerifiedDelta) -> Result<(), Reject> {
+    /// Norm bound. Over the absolute cap (farther than AdamW can move the adapter in a round):
+    /// rejected, a delta no honest worker can send. Over κ × the median of recently accepted norms
+    /// only: scaled down to that bound and kept. An honest worker whose shard still has something
+    /// to learn when the others' have converged goes there (SmolLM2, 30 rounds: 5.6 × the median
+    /// at a held-out loss of 0.0003), so it costs neither the delta nor a strike; a scaled attack
+    /// under the cap adds at most κ × a typical norm.
+    fn norm_bound(&mut self, v: &VerifiedDelta) -> Result<Option<Clipped>, Reject> {
         let norm = v
             .tensors
             .iter()
@@ -252,20 +279,22 @@ impl Ingest {
         sorted.sort_by(f32::total_cmp);
         let median = sorted.get(sorted.len() / 2).copied();
         let kappa = self.verify.norm_kappa;
-        let too_big = cap.is_some_and(|c| norm > c)
-            || (sorted.len() >= 3
-                && kappa > 0.0
-                && median.is_some_and(|m| m > 0.0 && norm > kappa * m));
-        if too_big {
+        if let Some(c) = cap.filter(|c| norm > *c) {
             return Err(Reject::Norm(format!(
-                "{norm:.4} exceeds the bound (cap {cap:?}, κ {kappa} × median {median:?})"
+                "{norm:.4} exceeds the cap of {c:.4} (farther than AdamW moves the adapter in a round)"
             )));
         }
-        self.norms.push_back(norm);
+        let bound = median
+            .filter(|m| sorted.len() >= 3 && kappa > 0.0 && *m > 0.0)
+            .map(|m| kappa * m);
+        let clipped = bound
+            .filter(|b| norm > *b)
+            .map(|bound| Clipped { norm, bound });
+        self.norms.push_back(clipped.map_or(norm, |c| c.bound));
         while self.norms.len() > NORM_WINDOW {
             self.norms.pop_front();
         }
-        Ok(())
+        Ok(clipped)
     }
 
     /// Record a rejection of a known peer's delta in the ledger: strikes for deltas no honest
@@ -564,6 +593,31 @@ mod tests {
             let got = label(case(&mut i));
             assert_eq!(got, want, "{what}");
         }
+    }
+
+    #[test]
+    fn a_delta_over_kappa_times_the_median_is_scaled_down_not_rejected() {
+        let mut i = ingest();
+        for p in 1..=3u8 {
+            let r = i.check(&seal(&key(p), msg(honest(u64::from(p)))), None, open);
+            assert!(r.unwrap().clipped.is_none(), "history delta {p}");
+        }
+        let norm = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let mut norms: Vec<f32> = (1..=3).map(|p| norm(&honest(p))).collect();
+        norms.sort_by(f32::total_cmp);
+        let bound = i.verify.norm_kappa * norms[1];
+        let big: Vec<f32> = honest(9).iter().map(|x| x * 8.0).collect();
+        assert!(norm(&big) > bound && i.norm_cap.is_some_and(|c| norm(&big) < c));
+        let a = i
+            .check(&seal(&key(9), msg(big.clone())), None, open)
+            .expect("kept, not rejected");
+        let c = a.clipped.expect("clipped");
+        assert!((c.norm - norm(&big)).abs() < 1e-3 * c.norm, "{c:?}");
+        assert!((c.bound - bound).abs() < 1e-3 * bound, "{c:?} vs {bound}");
+        assert!((norm(&a.flat) - bound).abs() < 1e-3 * bound, "kept at the bound");
+        let cos = a.flat.iter().zip(&big).map(|(x, y)| x * y).sum::<f32>()
+            / (norm(&a.flat) * norm(&big));
+        assert!(cos > 0.9999, "same direction: {cos}");
     }
 
     #[test]

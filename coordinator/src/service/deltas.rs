@@ -41,6 +41,10 @@ impl Service {
                 info!(round = self.round.number, peer = %v.peer, tokens = v.tokens, staleness = v.staleness,
                       train_loss = v.train_loss, bytes = v.wire_bytes,
                       z = a.score.map(|s| s.z), nearest = a.score.map(|s| s.nearest), "delta accepted");
+                if let Some(c) = a.clipped {
+                    info!(peer = %v.peer, norm = c.norm, bound = c.bound,
+                          "delta scaled down to κ × the median recent norm");
+                }
                 if let Err(e) = self.journal_accepted(bytes) {
                     self.metrics.storage_errors.inc();
                     error!("{}: delta accepted but not journaled (lost if the coordinator dies this round): {e:#}", e.fault());

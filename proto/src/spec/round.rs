@@ -222,7 +222,8 @@ impl VerifySpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VerifySpec {
-    /// Reject a delta whose norm exceeds this multiple of the median recent norm.
+    /// Scale a delta whose norm exceeds this multiple of the median recent norm down to that
+    /// bound (0 turns it off); only the absolute cap rejects.
     pub norm_kappa: f32,
     /// Absolute cap on a delta's L2 norm: a positive value is the cap itself; 0 (the default)
     /// derives it from the run's training settings, [`ADAM_REACH`] × lr × local steps × √(trained

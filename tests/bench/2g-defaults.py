@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Table 2g: the SmolLM2 defaults against the same run with `--codec f32`, 30 rounds: the issue's own
+acceptance command on SmolLM2. Reads the `demo --json-out` summaries of
+
+    for c in default f32; do
+      extra=""; [ $c = f32 ] && extra="--codec f32"
+      target/release/hearth-coordinator demo --preset smollm2-135m --model MODEL --workers 3 \
+        --rounds 30 --http "" $extra --json-out docs/bench/runs/2g-smollm2-$c.json
+    done
+    python3 tests/bench/2g-defaults.py > docs/bench/2-communication-smollm2-defaults.md
+"""
+import json
+import os
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+RUNS = os.path.join(ROOT, "docs", "bench", "runs")
+RUNS_OF = [("default", "dense 8-bit (the default)"), ("f32", "f32")]
+
+
+def load(name):
+    with open(os.path.join(RUNS, f"2g-smollm2-{name}.json")) as fh:
+        return json.load(fh)
+
+
+def pct(x, base):
+    return (x - base) / base * 100
+
+
+def main():
+    runs = {k: load(k) for k, _ in RUNS_OF}
+    base = runs["f32"]["eval_loss"]
+    n = len(base) - 1
+    out = sys.stdout
+    d = runs["default"]
+    out.write("# 2g. The SmolLM2 defaults against f32, 30 rounds\n\n")
+    out.write(
+        f"`hearth-coordinator demo --preset smollm2-135m --workers 3 --rounds {n}` with everything `init` "
+        f"writes by default ({d['workers']} workers, {d['local_steps']} local steps, lr {d['lr']:.3g}, outer "
+        f"{d['outer']}, codec {d['codec']}), against the same command with `--codec f32`: the acceptance "
+        "command of issue 16 on SmolLM2. Command: see `tests/bench/2g-defaults.py` (reads "
+        "`docs/bench/runs/2g-smollm2-*.json`).\n\n"
+    )
+    out.write("| codec | held-out loss, round 0 to 30 | after 10 | after 30 | vs f32 after 10 / 30 | "
+              "best | vs f32 best | gated rounds | exact match | accepted / rejected | run time |\n")
+    out.write("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    for key, label in RUNS_OF:
+        r = runs[key]
+        x = r["eval_loss"]
+        gated = [i + 1 for i, o in enumerate(r["outcomes"]) if o == "gated"]
+        em = r.get("exact_match") or {}
+        em_s = f"{em.get('base', 0) * 100:.0f} % → {em.get('fine_tuned', 0) * 100:.0f} %" if em else "–"
+        out.write(
+            f"| {label} | {' '.join(f'{v:.4f}' for v in x)} | {x[10]:.4f} | {x[n]:.4f} | "
+            f"{pct(x[10], base[10]):+.2f} % / {pct(x[n], base[n]):+.2f} % | {min(x):.4f} | "
+            f"{pct(min(x), min(base)):+.2f} % | {', '.join(map(str, gated)) or '–'} | {em_s} | "
+            f"{sum(r['deltas_accepted'])} / {sum(r['deltas_rejected'])} | {r['swarm_seconds']:.0f} s |\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
