@@ -614,9 +614,12 @@ mod tests {
         let c = a.clipped.expect("clipped");
         assert!((c.norm - norm(&big)).abs() < 1e-3 * c.norm, "{c:?}");
         assert!((c.bound - bound).abs() < 1e-3 * bound, "{c:?} vs {bound}");
-        assert!((norm(&a.flat) - bound).abs() < 1e-3 * bound, "kept at the bound");
-        let cos = a.flat.iter().zip(&big).map(|(x, y)| x * y).sum::<f32>()
-            / (norm(&a.flat) * norm(&big));
+        assert!(
+            (norm(&a.flat) - bound).abs() < 1e-3 * bound,
+            "kept at the bound"
+        );
+        let cos =
+            a.flat.iter().zip(&big).map(|(x, y)| x * y).sum::<f32>() / (norm(&a.flat) * norm(&big));
         assert!(cos > 0.9999, "same direction: {cos}");
     }
 
