@@ -128,6 +128,35 @@ async fn start(cfg: NetConfig) -> Node {
     }
 }
 
+/// `from` asks `to` for a blob; `to` answers with `body`. What `from` got.
+async fn blob_reply(from: &Node, to: &mut Node, body: Vec<u8>) -> Result<Vec<u8>, NetError> {
+    let client = from.client.clone();
+    let target = to.peer;
+    let pending = tokio::spawn(async move {
+        client
+            .request(target, Protocol::Blob, b"get".to_vec())
+            .await
+    });
+    let token = to
+        .wait_for("blob request", |e| match e {
+            Event::Request { channel, .. } => Some(channel),
+            _ => None,
+        })
+        .await;
+    to.client.respond(token, body).await.expect("respond");
+    within("blob response", pending).await.unwrap()
+}
+
+/// `node` publishes `data` on `topic`, retrying until a peer has subscribed.
+async fn publish_once_subscribed(node: &Node, topic: Topic, data: Vec<u8>) {
+    within("a subscribed peer", async {
+        while node.client.publish(topic, data.clone()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
 /// `from` sends `data` to `to` on `protocol`; `to` answers with the bytes reversed.
 async fn round_trip(from: &Node, to: &mut Node, protocol: Protocol, data: Vec<u8>) -> Vec<u8> {
     let client = from.client.clone();
@@ -255,27 +284,8 @@ async fn requests_and_responses_over_the_cap_fail_without_reaching_the_app() {
     assert_eq!(back.len(), 1024);
 
     // A response over the worker's 2 KiB response cap fails on the worker.
-    let client = work.client.clone();
-    let target = coord.peer;
-    let pending = tokio::spawn(async move {
-        client
-            .request(target, Protocol::Blob, b"get".to_vec())
-            .await
-    });
-    let token = coord
-        .wait_for("blob request", |e| match e {
-            Event::Request { channel, .. } => Some(channel),
-            _ => None,
-        })
-        .await;
-    coord
-        .client
-        .respond(token, vec![0u8; 4096])
+    let err = blob_reply(&work, &mut coord, vec![0u8; 4096])
         .await
-        .expect("respond");
-    let err = within("oversized response", pending)
-        .await
-        .unwrap()
         .unwrap_err();
     assert!(
         matches!(
@@ -540,19 +550,7 @@ async fn a_node_without_a_run_subscribes_after_joining() {
     assert!(err.to_string().contains("already"), "{err}");
 
     // The coordinator's announcement reaches the worker once the subscription is known.
-    within("subscription", async {
-        loop {
-            match coord
-                .client
-                .publish(Topic::Announce, b"round 1".to_vec())
-                .await
-            {
-                Ok(_) => break,
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    })
-    .await;
+    publish_once_subscribed(&coord, Topic::Announce, b"round 1".to_vec()).await;
     let got = work
         .wait_for("announcement", |e| match e {
             Event::Gossip { topic, data, .. } => (topic == Topic::Announce).then_some(data),
@@ -561,23 +559,8 @@ async fn a_node_without_a_run_subscribes_after_joining() {
         .await;
     assert_eq!(got, b"round 1");
     // Responses grew to a blob chunk plus framing.
-    let client = work.client.clone();
-    let target = coord.peer;
-    let pending = tokio::spawn(async move {
-        client
-            .request(target, Protocol::Blob, b"get".to_vec())
-            .await
-    });
-    let token = coord
-        .wait_for("blob request", |e| match e {
-            Event::Request { channel, .. } => Some(channel),
-            _ => None,
-        })
-        .await;
-    coord.client.respond(token, vec![5u8; 8192]).await.unwrap();
-    let chunk = within("chunk", pending)
+    let chunk = blob_reply(&work, &mut coord, vec![5u8; 8192])
         .await
-        .unwrap()
         .expect("a chunk over the first cap");
     assert_eq!(chunk.len(), 8192);
 
@@ -588,15 +571,7 @@ async fn a_node_without_a_run_subscribes_after_joining() {
     let big = start(big_cfg).await;
     within("dial", big.client.dial(work.tcp())).await.unwrap();
     let oversized = vec![7u8; 32 * 1024];
-    within("publish", async {
-        loop {
-            match big.client.publish(Topic::Deltas, oversized.clone()).await {
-                Ok(_) => break,
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    })
-    .await;
+    publish_once_subscribed(&big, Topic::Deltas, oversized).await;
     work.expect_none(
         "gossip over the run's limit",
         Duration::from_secs(2),

@@ -262,20 +262,21 @@ impl EventLoop {
                     ..
                 } = event
                 {
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id.into(),
-                            &propagation_source,
-                            gossipsub::MessageAcceptance::Ignore,
-                        );
+                    self.settle(&message_id.into(), &propagation_source, Validation::Ignore);
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::trace!("event receiver dropped; event discarded");
             }
         }
+    }
+
+    /// Reports our verdict on a gossip message the application never sees.
+    fn settle(&mut self, id: &gossipsub::MessageId, source: &PeerId, verdict: Validation) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, source, verdict.into());
     }
 
     fn topic_of(&self, hash: &gossipsub::TopicHash) -> Option<Topic> {

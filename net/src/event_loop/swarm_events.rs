@@ -143,14 +143,7 @@ impl EventLoop {
                 // after it started was built for any run's frames): never a peer of this run.
                 Some(_) if message.data.len() > self.max_gossip_payload => {
                     tracing::debug!(len = message.data.len(), max = self.max_gossip_payload, %propagation_source, "gossip over the run's limit rejected");
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            Validation::Reject.into(),
-                        );
+                    self.settle(&message_id, &propagation_source, Validation::Reject);
                 }
                 Some(topic) => self.emit(Event::Gossip {
                     topic,
@@ -161,14 +154,7 @@ impl EventLoop {
                 }),
                 None => {
                     tracing::debug!(topic = %message.topic, %propagation_source, "gossip on a foreign topic ignored");
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            Validation::Ignore.into(),
-                        );
+                    self.settle(&message_id, &propagation_source, Validation::Ignore);
                 }
             },
             gossipsub::Event::Subscribed { peer_id, topic, .. } => {
