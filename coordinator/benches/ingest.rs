@@ -2,7 +2,8 @@
 //! through the real verification, aggregation, outer step and checkpoint code, timed by stage.
 //!
 //! `cargo bench -p hearth-coordinator --bench ingest -- [--counts 10,100,1000] [--reference-reps 2]
-//! [--model FILE]`. Prints a markdown table on stdout. Each stage runs single-threaded, as the
+//! [--model FILE] [--all-projections]`. The adapter is DESIGN.md's "SmolLM2-size" one (rank 8 on
+//! q_proj and v_proj); `--all-projections` takes the README demo's (rank 8 on all seven). Prints a markdown table on stdout. Each stage runs single-threaded, as the
 //! coordinator's event loop runs it; the round's reference gradient uses the model's threads
 //! (`RAYON_NUM_THREADS`).
 
@@ -33,6 +34,7 @@ struct Args {
     counts: Vec<usize>,
     reference_reps: usize,
     model: Option<PathBuf>,
+    all_projections: bool,
 }
 
 fn args() -> Args {
@@ -40,6 +42,7 @@ fn args() -> Args {
         counts: vec![10, 100, 1000],
         reference_reps: 2,
         model: Some(hearth_model::default_model_path()).filter(|p| p.is_file()),
+        all_projections: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -57,6 +60,7 @@ fn args() -> Args {
             }
             "--model" => a.model = it.next().map(PathBuf::from),
             "--no-model" => a.model = None,
+            "--all-projections" => a.all_projections = true,
             _ => {} // cargo passes --bench
         }
     }
@@ -284,7 +288,13 @@ fn ms(d: Duration) -> String {
 fn main() {
     let a = args();
     let file_name = "SmolLM2-135M-Instruct.Q4_1.gguf";
-    let spec = RunSpec::smollm2_135m(file_name, None, 0);
+    let mut spec = RunSpec::smollm2_135m(file_name, None, 0);
+    if a.all_projections {
+        spec.lora.targets = hearth_proto::LORA_TARGETS
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+    }
     let layout = spec.adapter_layout().expect("layout");
     let numel: usize = layout
         .iter()

@@ -341,8 +341,11 @@ impl Screen {
     ///   `min(1, max(0, z)/Z_FULL) · min(1, progress/median)^WORK_POWER` (0 for one that points the wrong way:
     ///   no harm done, no failure: one delta of an honest worker can, late in training), and a
     ///   delta smaller than `WORK_FLOOR` of the round's median size per claimed token (a scaled-down
-    ///   copy) fails as a free ride. Size, not progress: late in training an honest delta of normal
-    ///   size can make little progress along a reference that is mostly noise.
+    ///   copy) is unpaid as a free ride. Size, not progress: late in training an honest delta of
+    ///   normal size can make little progress along a reference that is mostly noise. The median
+    ///   size is the recent window's, this round included (the round's largest delta in the first
+    ///   judged round), never the round's alone: a round that closes on a majority of small
+    ///   deltas would otherwise pay them.
     pub fn judge(&mut self, scored: &[(PeerId, Score)]) -> Judgement {
         let zs: Vec<f64> = scored.iter().map(|(_, s)| s.z).collect();
         let signal = if zs.len() >= 3 {
@@ -385,8 +388,16 @@ impl Screen {
             })
             .collect();
         let own_sizes: Vec<f64> = scores.iter().map(|s| s.size).collect();
-        let size_median = if own_sizes.len() >= 3 {
-            median(own_sizes.clone())
+        // The size a delta is measured against: the median over the recent window, this round
+        // included, so that a round which closes on a majority of scaled-down copies cannot make
+        // them the norm; in the run's first judged round, which has no window yet, the round's
+        // largest delta (honest deltas of one round are of a similar size).
+        let size_median = if self.sizes.is_empty() {
+            own_sizes
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .max_by(f64::total_cmp)
         } else {
             median(
                 self.sizes

@@ -231,3 +231,59 @@ fn evidence_bans_after_five_straight_failures_and_one_pass_clears_most_of_it() {
     }
     assert!(worst < 3.0, "worst evidence {worst}");
 }
+
+#[test]
+fn a_round_that_closes_on_a_majority_of_scaled_down_copies_pays_them_nothing() {
+    let g = gaussian(D, 1);
+    let mut s = screen_with(&g);
+    let honest = |seed| mix(&gaussian(D, seed), 1.0, &g, -0.3);
+    let small = |seed| -> Vec<f32> { honest(seed).iter().map(|x| x * 0.01).collect() };
+    // The run's first judged round: two free riders and one honest delta (the other honest
+    // deltas arrive after the close). The round's median is a free rider's size.
+    let first = vec![
+        scored(&mut s, 1, &small(40)),
+        scored(&mut s, 2, &small(41)),
+        scored(&mut s, 3, &honest(42)),
+    ];
+    let j = s.judge(&first);
+    assert!(j.strong, "{j:?}");
+    for v in &j.verdicts[..2] {
+        assert!(
+            matches!(v, Verdict::Unpaid { share } if *share < WORK_FLOOR),
+            "first round, free ride {v:?}"
+        );
+    }
+    assert!(
+        matches!(j.verdicts[2], Verdict::Weight(w) if w > 0.85),
+        "{:?}",
+        j.verdicts[2]
+    );
+    // Rounds of honest work fill the window...
+    for round in 0..3u64 {
+        let full: Vec<(PeerId, Score)> = (0..5)
+            .map(|i| scored(&mut s, 3 + i, &honest(50 + 10 * round + u64::from(i))))
+            .collect();
+        let j = s.judge(&full);
+        assert!(
+            j.verdicts.iter().all(|v| matches!(v, Verdict::Weight(_))),
+            "{j:?}"
+        );
+    }
+    // ...and a later round that again closes on two free riders and one honest delta.
+    let later = vec![
+        scored(&mut s, 1, &small(90)),
+        scored(&mut s, 2, &small(91)),
+        scored(&mut s, 3, &honest(92)),
+    ];
+    let j = s.judge(&later);
+    for v in &j.verdicts[..2] {
+        assert!(
+            matches!(v, Verdict::Unpaid { share } if *share < WORK_FLOOR),
+            "later round, free ride {v:?}"
+        );
+    }
+    assert!(
+        matches!(j.verdicts[2], Verdict::Weight(w) if w > 0.85),
+        "{j:?}"
+    );
+}
