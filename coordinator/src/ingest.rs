@@ -108,7 +108,10 @@ pub struct Ingest {
     verify: VerifySpec,
     /// The absolute norm cap of this run ([`VerifySpec::norm_cap`]).
     norm_cap: Option<f32>,
+    /// Norms accepted in earlier rounds (as kept): what the relative bound looks at.
     norms: VecDeque<f32>,
+    /// Norms accepted in the open round; they join `norms` when the next round opens.
+    open_norms: Vec<f32>,
     /// The open round.
     pub round: RoundState,
 }
@@ -126,6 +129,7 @@ impl Ingest {
             verifier: Verifier::new(spec, layout),
             screen: Screen::new(dims, seed),
             norms: VecDeque::new(),
+            open_norms: Vec::new(),
             round: RoundState::default(),
         }
     }
@@ -138,6 +142,10 @@ impl Ingest {
     /// A new round opens after a checkpoint that changed the adapter by `change` (none when the
     /// round was gated). Its reference must be set again.
     pub fn round_opened(&mut self, change: Option<&[f32]>) {
+        self.norms.extend(self.open_norms.drain(..));
+        while self.norms.len() > NORM_WINDOW {
+            self.norms.pop_front();
+        }
         self.round.reset();
         self.verifier.round_opened();
         self.screen.round_opened(change);
@@ -262,8 +270,10 @@ impl Ingest {
     }
 
     /// Norm bound. Over the absolute cap (farther than AdamW can move the adapter in a round):
-    /// rejected, a delta no honest worker can send. Over κ × the median of recently accepted norms
-    /// only: scaled down to that bound and kept. An honest worker whose shard still has something
+    /// rejected, a delta no honest worker can send. Over κ × the median of the norms accepted in
+    /// earlier rounds only: scaled down to that bound and kept. The open round's own arrivals never
+    /// set the bound: two scaled-down free rides that arrived first in a round once scaled the
+    /// honest deltas after them down to 5 % of their norm (table 7, `free-ride` at 2 of 5). An honest worker whose shard still has something
     /// to learn when the others' have converged goes there (SmolLM2, 30 rounds: 5.6 × the median
     /// at a held-out loss of 0.0003), so it costs neither the delta nor a strike; a scaled attack
     /// under the cap adds at most κ × a typical norm.
@@ -290,10 +300,7 @@ impl Ingest {
         let clipped = bound
             .filter(|b| norm > *b)
             .map(|bound| Clipped { norm, bound });
-        self.norms.push_back(clipped.map_or(norm, |c| c.bound));
-        while self.norms.len() > NORM_WINDOW {
-            self.norms.pop_front();
-        }
+        self.open_norms.push(clipped.map_or(norm, |c| c.bound));
         Ok(clipped)
     }
 
@@ -602,10 +609,20 @@ mod tests {
             let r = i.check(&seal(&key(p), msg(honest(u64::from(p)))), None, open);
             assert!(r.unwrap().clipped.is_none(), "history delta {p}");
         }
+        // The bound comes from earlier rounds' norms only.
         let norm = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let big_first: Vec<f32> = honest(10).iter().map(|x| x * 8.0).collect();
+        let same_round = i.check(&seal(&key(8), msg(big_first.clone())), None, open);
+        assert!(
+            same_round.unwrap().clipped.is_none(),
+            "no bound in the first round"
+        );
+        i.round_opened(None);
         let mut norms: Vec<f32> = (1..=3).map(|p| norm(&honest(p))).collect();
+        norms.push(norm(&big_first));
         norms.sort_by(f32::total_cmp);
-        let bound = i.verify.norm_kappa * norms[1];
+        // The upper median of the four norms.
+        let bound = i.verify.norm_kappa * norms[2];
         let big: Vec<f32> = honest(9).iter().map(|x| x * 8.0).collect();
         assert!(norm(&big) > bound && i.norm_cap.is_some_and(|c| norm(&big) < c));
         let a = i
@@ -621,6 +638,27 @@ mod tests {
         let cos =
             a.flat.iter().zip(&big).map(|(x, y)| x * y).sum::<f32>() / (norm(&a.flat) * norm(&big));
         assert!(cos > 0.9999, "same direction: {cos}");
+    }
+
+    #[test]
+    fn small_deltas_that_arrive_first_do_not_scale_down_the_honest_deltas_of_their_round() {
+        let mut i = ingest();
+        // The run's first round: two free rides at 1/100 arrive first, then honest deltas (the
+        // bound used to come from the open round's own norms: the free rides' median).
+        for p in 4..=5u8 {
+            let tiny: Vec<f32> = honest(u64::from(p)).iter().map(|x| x * 0.01).collect();
+            i.check(&seal(&key(p), msg(tiny)), None, open).unwrap();
+        }
+        for p in 6..=8u8 {
+            let a = i
+                .check(&seal(&key(p), msg(honest(u64::from(p)))), None, open)
+                .unwrap();
+            assert!(
+                a.clipped.is_none(),
+                "honest delta {p} scaled: {:?}",
+                a.clipped
+            );
+        }
     }
 
     #[test]

@@ -69,6 +69,16 @@ def main():
               f"{max(d8_end):.5f}. Geometric mean after {ROUNDS} rounds: f32 {gmean(f32_end):.5f}, dense 8-bit "
               f"{gmean(d8_end):.5f} ({pct(gmean(d8_end), gmean(f32_end)):+.1f} %). The gap to f32 per seed runs "
               f"from {min(gaps):+.1f} % to {max(gaps):+.1f} %.")
+        worse = sum(1 for g in gaps if g > 1.0)
+        print(f"\nReading: dense 8-bit ends more than 1 % above f32 after {ROUNDS} rounds in {worse} of "
+              f"{len(seeds)} seeds, and its geometric-mean ratio over rounds 1–{ROUNDS} is above 1 in "
+              f"{sum(1 for m in gm if m > 0)} of {len(seeds)}. On seed 7 alone (table 2g) the gap could be read "
+              "as the codec's rounding amplified either way (f16 ended −7.6 % there); over several seeds it is "
+              "one way. The losses are small where the task is learned (exact match above), so the relative "
+              "gap is large while what the model does barely differs; but the issue's measure is the relative "
+              "gap, and by it dense 8-bit costs quality at the SmolLM2 demo's settings. So `init --preset "
+              "smollm2-135m` writes f32 deltas (since 2026-12-06); the tiny preset keeps dense 8-bit (+0.02 % "
+              "after 10 rounds, −0.01 % after 30, table 2e).")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,14 @@ cd "$(dirname "$0")/../.."
 cargo build -q -p hearth-coordinator -p hearth-worker
 mkdir -p docs/bench
 out=docs/bench/7-screen.md
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# HEARTH_SCREEN_KEEP=DIR keeps every run's directory, JSON summary and coordinator log there.
+if [ -n "${HEARTH_SCREEN_KEEP:-}" ]; then
+  work="$HEARTH_SCREEN_KEEP"
+  mkdir -p "$work"
+else
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+fi
 attacks="${HEARTH_SCREEN_ATTACKS:-sign-flip scale nan noise replay stale wrong-shape forged alie free-ride lazy copycat}"
 rounds="${HEARTH_SCREEN_ROUNDS:-10}"
 run() { # name adversaries attack

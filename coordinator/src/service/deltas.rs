@@ -40,7 +40,8 @@ impl Service {
                 self.metrics.delta("accepted", "ok");
                 info!(round = self.round.number, peer = %v.peer, tokens = v.tokens, staleness = v.staleness,
                       train_loss = v.train_loss, bytes = v.wire_bytes,
-                      z = a.score.map(|s| s.z), nearest = a.score.map(|s| s.nearest), "delta accepted");
+                      z = a.score.map(|s| s.z), nearest = a.score.map(|s| s.nearest),
+                      size = a.score.map(|s| s.size), "delta accepted");
                 if let Some(c) = a.clipped {
                     info!(peer = %v.peer, norm = c.norm, bound = c.bound,
                           "delta scaled down to κ × the median recent norm");
