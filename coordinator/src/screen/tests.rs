@@ -237,27 +237,9 @@ fn a_round_that_closes_on_a_majority_of_scaled_down_copies_pays_them_nothing() {
     let g = gaussian(D, 1);
     let mut s = screen_with(&g);
     let honest = |seed| mix(&gaussian(D, seed), 1.0, &g, -0.3);
-    let small = |seed| -> Vec<f32> { honest(seed).iter().map(|x| x * 0.01).collect() };
     // The run's first judged round: two free riders and one honest delta (the other honest
     // deltas arrive after the close). The round's median is a free rider's size.
-    let first = vec![
-        scored(&mut s, 1, &small(40)),
-        scored(&mut s, 2, &small(41)),
-        scored(&mut s, 3, &honest(42)),
-    ];
-    let j = s.judge(&first);
-    assert!(j.strong, "{j:?}");
-    for v in &j.verdicts[..2] {
-        assert!(
-            matches!(v, Verdict::Unpaid { share } if *share < WORK_FLOOR),
-            "first round, free ride {v:?}"
-        );
-    }
-    assert!(
-        matches!(j.verdicts[2], Verdict::Weight(w) if w > 0.85),
-        "{:?}",
-        j.verdicts[2]
-    );
+    free_riders_close_a_round_unpaid(&mut s, 40, "first round");
     // Rounds of honest work fill the window...
     for round in 0..3u64 {
         let full: Vec<(PeerId, Score)> = (0..5)
@@ -270,20 +252,33 @@ fn a_round_that_closes_on_a_majority_of_scaled_down_copies_pays_them_nothing() {
         );
     }
     // ...and a later round that again closes on two free riders and one honest delta.
-    let later = vec![
-        scored(&mut s, 1, &small(90)),
-        scored(&mut s, 2, &small(91)),
-        scored(&mut s, 3, &honest(92)),
+    free_riders_close_a_round_unpaid(&mut s, 90, "later round");
+}
+
+/// Two deltas at 1/100 of an honest one and one honest delta close a round: the two are unpaid,
+/// the honest one keeps its weight.
+fn free_riders_close_a_round_unpaid(s: &mut Screen, seed: u64, label: &str) {
+    let g = gaussian(D, 1);
+    let honest = |seed| mix(&gaussian(D, seed), 1.0, &g, -0.3);
+    let small: Vec<Vec<f32>> = [seed, seed + 1]
+        .iter()
+        .map(|&k| honest(k).iter().map(|x| x * 0.01).collect())
+        .collect();
+    let closing = vec![
+        scored(s, 1, &small[0]),
+        scored(s, 2, &small[1]),
+        scored(s, 3, &honest(seed + 2)),
     ];
-    let j = s.judge(&later);
+    let j = s.judge(&closing);
+    assert!(j.strong, "{label}: {j:?}");
     for v in &j.verdicts[..2] {
         assert!(
             matches!(v, Verdict::Unpaid { share } if *share < WORK_FLOOR),
-            "later round, free ride {v:?}"
+            "{label}, free ride {v:?}"
         );
     }
     assert!(
         matches!(j.verdicts[2], Verdict::Weight(w) if w > 0.85),
-        "{j:?}"
+        "{label}: {j:?}"
     );
 }
