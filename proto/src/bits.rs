@@ -116,6 +116,26 @@ impl<'a> BitReader<'a> {
         Ok(out as u32)
     }
 
+    /// Reads `n` whole bytes when the reader is at a byte boundary (`None`, nothing read, when it
+    /// is not).
+    pub fn read_aligned_bytes(&mut self, n: usize) -> Result<Option<&'a [u8]>, BitsError> {
+        if self.pos % 8 != 0 {
+            return Ok(None);
+        }
+        let start = self.pos / 8;
+        match self.bytes.get(start..start.saturating_add(n)) {
+            Some(b) => {
+                self.pos += n * 8;
+                Ok(Some(b))
+            }
+            None => Err(BitsError::Truncated {
+                wanted: u32::try_from(n.saturating_mul(8)).unwrap_or(u32::MAX),
+                at: self.pos,
+                len: self.bytes.len().saturating_mul(8),
+            }),
+        }
+    }
+
     /// Reads a little-endian f32 stored as 32 bits.
     pub fn read_f32(&mut self) -> Result<f32, BitsError> {
         self.read(32).map(f32::from_bits)
@@ -198,5 +218,27 @@ mod tests {
         let mut r = BitReader::new(&[5, 0]);
         r.read(3).unwrap();
         assert_eq!(r.finish(), Err(BitsError::Trailing(1)));
+    }
+
+    #[test]
+    fn aligned_bytes_are_read_whole_or_not_at_all() {
+        let bytes = [1u8, 2, 3, 4];
+        let mut r = BitReader::new(&bytes);
+        assert_eq!(r.read_aligned_bytes(2).unwrap(), Some(&bytes[..2]));
+        assert_eq!(r.read(8).unwrap(), 3);
+        r.read(1).unwrap();
+        // Off a byte boundary: nothing is read.
+        assert_eq!(r.read_aligned_bytes(1).unwrap(), None);
+        assert_eq!(r.read(7).unwrap(), 2);
+        // Past the end: an error, and the position stays.
+        assert!(matches!(
+            r.read_aligned_bytes(1),
+            Err(BitsError::Truncated {
+                at: 32,
+                len: 32,
+                ..
+            })
+        ));
+        r.finish().unwrap();
     }
 }

@@ -57,6 +57,41 @@ fn f32_is_exact_and_leaves_no_residual() {
     assert_eq!(enc.raw_f32_bytes(), 22 * 4);
 }
 
+/// SparseLoCo's decayed error feedback: the residual a top-k encoding leaves is scaled by the
+/// factor, and the next encoding sends the new delta plus only that decayed residual.
+#[test]
+fn a_decayed_residual_is_scaled_before_the_next_delta_is_added() {
+    let layout = [TensorLayout::new("b", vec![4])];
+    let spec = CodecSpec::TopK {
+        density: 0.25,
+        bits: 8,
+    };
+    let first = vec![NamedTensor {
+        name: "b".into(),
+        shape: vec![4],
+        data: vec![8.0, 1.0, -2.0, 0.5],
+    }];
+    let mut r = Residual::new();
+    encode(&spec, &first, &mut r).unwrap();
+    // Top-1 of four sends the 8 (to within 8-bit rounding) and keeps the rest.
+    let kept = r.get("b").unwrap().to_vec();
+    assert!(kept[0].abs() < 0.05, "{kept:?}");
+    assert_eq!(&kept[1..], &[1.0, -2.0, 0.5]);
+    r.decay(0.5);
+    let halved: Vec<f32> = kept.iter().map(|x| x * 0.5).collect();
+    assert_eq!(r.get("b").unwrap(), halved.as_slice());
+    r.decay(1.0);
+    assert_eq!(r.get("b").unwrap(), halved.as_slice());
+    // The next delta is zero: what is sent is the largest decayed value, -1, not -2.
+    let zero = vec![NamedTensor {
+        data: vec![0.0; 4],
+        ..first[0].clone()
+    }];
+    let sent = decode(&encode(&spec, &zero, &mut r).unwrap(), &layout).unwrap();
+    assert!((sent[0].data[2] + 1.0).abs() < 0.01, "{:?}", sent[0].data);
+    assert!(r.get("b").unwrap()[2].abs() < 0.01);
+}
+
 #[test]
 fn every_codec_round_trips_with_names_and_shapes_from_the_layout() {
     let layout = vec![

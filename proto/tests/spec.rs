@@ -155,6 +155,14 @@ fn validation_names_the_bad_field() {
         ),
         (|s| s.aggregate.min_deltas = 0, "aggregate.target_deltas"),
         (
+            |s| s.aggregate.error_feedback_decay = 1.5,
+            "aggregate.error_feedback_decay",
+        ),
+        (
+            |s| s.aggregate.error_feedback_decay = f32::NAN,
+            "aggregate.error_feedback_decay",
+        ),
+        (
             |s| s.aggregate.aggregator = Aggregator::TrimmedMean { trim_fraction: 0.5 },
             "trim_fraction",
         ),

@@ -204,9 +204,34 @@ fn decode_topk_chunk(
         chunk,
         what,
     };
+    let layout = indices(n, k);
+    if let Indices::All = layout {
+        // Dense: every value's code in order, decoded through a table of the 2^bits values.
+        let table: Vec<f32> = (0..1u32 << bits)
+            .map(|c| {
+                centroids
+                    .get(c as usize)
+                    .copied()
+                    .unwrap_or_else(|| dequant(c, scale, bits))
+            })
+            .collect();
+        let decoded = |code: u32| table.get(code as usize).copied().unwrap_or(0.0);
+        if bits == 8 {
+            if let Some(codes) = r.read_aligned_bytes(n)? {
+                for (o, &c) in out.iter_mut().zip(codes) {
+                    *o = decoded(u32::from(c));
+                }
+                return Ok(());
+            }
+        }
+        for o in out.iter_mut() {
+            *o = decoded(r.read(u32::from(bits))?);
+        }
+        return Ok(());
+    }
     let mut idx: Vec<u32> = Vec::with_capacity(k);
-    match indices(n, k) {
-        Indices::All => idx.extend(0..n as u32),
+    match layout {
+        Indices::All => {}
         Indices::Bitmap => {
             for i in 0..n as u32 {
                 if r.read(1)? == 1 {

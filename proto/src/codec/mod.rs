@@ -290,6 +290,17 @@ impl Residual {
         self.map.get(name).map(Vec::as_slice)
     }
 
+    /// Scale every remembered value by `factor` (SparseLoCo's decayed error feedback; 1 keeps
+    /// it as it is).
+    pub fn decay(&mut self, factor: f32) {
+        if factor == 1.0 {
+            return;
+        }
+        for v in self.map.values_mut() {
+            v.iter_mut().for_each(|x| *x *= factor);
+        }
+    }
+
     /// Number of tensors remembered.
     pub fn len(&self) -> usize {
         self.map.len()

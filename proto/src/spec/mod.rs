@@ -254,6 +254,13 @@ impl RunSpec {
                 "need 1 <= min_deltas <= target_deltas",
             ));
         }
+        if !(0.0..=1.0).contains(&a.error_feedback_decay) {
+            return Err(invalid(
+                "aggregate.error_feedback_decay",
+                a.error_feedback_decay,
+                "must be in [0, 1]",
+            ));
+        }
         if a.deadline_secs == 0 {
             return Err(invalid(
                 "aggregate.deadline_secs",

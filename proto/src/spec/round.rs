@@ -160,6 +160,11 @@ pub struct AggregateSpec {
     /// that sent it, not over all of them (SparseLoCo, arXiv:2508.15706): a value one worker
     /// sent is not divided by the workers that did not. Dense codecs are unaffected.
     pub mean_over_senders: bool,
+    /// Each round, before a worker adds its new delta, its error-feedback residual is scaled by
+    /// this factor, in `[0, 1]`: 1 (the default) keeps plain error feedback; SparseLoCo
+    /// (arXiv:2508.15706) decays it (β = 0.95) so that, with the outer step a plain average at
+    /// lr 1, the decayed buffer plays the part of the outer momentum.
+    pub error_feedback_decay: f32,
 }
 
 impl Default for AggregateSpec {
@@ -175,6 +180,7 @@ impl Default for AggregateSpec {
             codec: CodecSpec::default(),
             local_error_feedback: false,
             mean_over_senders: true,
+            error_feedback_decay: 1.0,
         }
     }
 }

@@ -81,6 +81,8 @@ impl Worker {
                 return Err(e);
             }
         };
+        // Once per round, before the residual is used: SparseLoCo's decayed error feedback.
+        carry.residual.decay(spec.aggregate.error_feedback_decay);
         if spec.aggregate.local_error_feedback {
             add_residual(&mut params, &carry.residual);
         }
