@@ -119,7 +119,7 @@ impl<'a> BitReader<'a> {
     /// Reads `n` whole bytes when the reader is at a byte boundary (`None`, nothing read, when it
     /// is not).
     pub fn read_aligned_bytes(&mut self, n: usize) -> Result<Option<&'a [u8]>, BitsError> {
-        if self.pos % 8 != 0 {
+        if !self.pos.is_multiple_of(8) {
             return Ok(None);
         }
         let start = self.pos / 8;
