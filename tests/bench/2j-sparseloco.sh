@@ -67,6 +67,8 @@ for preset, rounds in (("tiny", 10), ("tiny", 30), ("smollm2-135m", 10)):
     if base is None:
         continue
     print(f"\n**{preset}, {rounds} rounds** (f32: held-out loss {base['eval_loss'][-1]:.4f})\n")
+    if base.get("note"):
+        print(f"The f32 row: {base['note']}.\n")
     print("| variant | codec | outer | bytes a round vs f32 | held-out loss | vs f32 | rejected |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     fb = sum(base["bytes_per_round"]) / len(base["bytes_per_round"])
