@@ -49,19 +49,22 @@ fn combine(
     Some(match agg {
         Aggregator::WeightedMean => weighted_mean(deltas, weights, total, over_senders),
         Aggregator::TrimmedMean { trim_fraction } => {
-            coordinate_wise(deltas, over_senders, |col| trimmed_mean(col, trim_fraction))
+            coordinate_wise(deltas, over_senders, plain, |col| {
+                trimmed_mean(col, trim_fraction)
+            })
         }
-        Aggregator::CoordinateMedian => coordinate_wise(deltas, over_senders, median),
+        Aggregator::CoordinateMedian => coordinate_wise(deltas, over_senders, plain, median),
         Aggregator::CenteredClip { tau, iters } => {
             // Start from the weighted coordinate median: with τ far below the deltas' spread the
             // iterations move the center little, so an unweighted start would let deltas the screen
             // weighted down (partial work, `lazy`) pull it as far as full ones (measured: final loss
             // +2 to +4.4 % with 2 of 5 lazy workers, docs/RELIABILITY.md table 7).
             let mut v = if weights.iter().all(|w| *w == weights[0]) {
-                coordinate_wise(deltas, over_senders, median)
+                coordinate_wise(deltas, over_senders, plain, median)
             } else {
                 let share: Vec<f32> = weights.iter().map(|w| w.max(0.0) / total).collect();
-                coordinate_wise_weighted(deltas, &share, over_senders)
+                let weighted = |i: usize, x: f32| (x, share[i]);
+                coordinate_wise(deltas, over_senders, weighted, weighted_median)
             };
             // Whether value `x` counts for its coordinate.
             let sent = |x: f32| !over_senders || x != 0.0;
@@ -139,24 +142,50 @@ fn weighted_mean(deltas: &[&[f32]], weights: &[f32], total: f32, over_senders: b
 /// are reduced (gathering one column at a time across a thousand deltas misses cache on every value).
 const BLOCK: usize = 256;
 
-/// Apply `f` to each coordinate's column of values (in delta order; `f` may reorder it); with
-/// `over_senders`, to its non-zero values only, and a column with none is 0.
-fn coordinate_wise(
+/// One value of a coordinate's column, as [`coordinate_wise`] gathers it.
+trait Cell: Copy + Default {
+    /// The delta's value at the coordinate.
+    fn value(&self) -> f32;
+}
+
+impl Cell for f32 {
+    fn value(&self) -> f32 {
+        *self
+    }
+}
+
+/// A value with its delta's weight share.
+impl Cell for (f32, f32) {
+    fn value(&self) -> f32 {
+        self.0
+    }
+}
+
+/// The value alone, for the unweighted reductions.
+fn plain(_: usize, x: f32) -> f32 {
+    x
+}
+
+/// Apply `f` to each coordinate's column of cells (`cell(i, x)` for delta `i`'s value `x`, in
+/// delta order; `f` may reorder it); with `over_senders`, to the cells of non-zero values only,
+/// and a column with none is 0.
+fn coordinate_wise<T: Cell>(
     deltas: &[&[f32]],
     over_senders: bool,
-    f: impl Fn(&mut [f32]) -> f32,
+    cell: impl Fn(usize, f32) -> T,
+    f: impl Fn(&mut [T]) -> f32,
 ) -> Vec<f32> {
     let n = deltas.len();
     let dim = deltas[0].len();
     let mut out = Vec::with_capacity(dim);
     // Column-major block: column j of the block is block[j * n..(j + 1) * n].
-    let mut block = vec![0.0f32; BLOCK * n];
+    let mut block = vec![T::default(); BLOCK * n];
     let mut start = 0;
     while start < dim {
         let width = BLOCK.min(dim - start);
         for (i, d) in deltas.iter().enumerate() {
             for (j, &x) in d[start..start + width].iter().enumerate() {
-                block[j * n + i] = x;
+                block[j * n + i] = cell(i, x);
             }
         }
         out.extend(block[..width * n].chunks_exact_mut(n).map(|col| {
@@ -166,7 +195,7 @@ fn coordinate_wise(
             // Move the values that were sent to the front.
             let mut kept = 0;
             for i in 0..col.len() {
-                if col[i] != 0.0 {
+                if col[i].value() != 0.0 {
                     col.swap(kept, i);
                     kept += 1;
                 }
@@ -176,40 +205,6 @@ fn coordinate_wise(
             } else {
                 f(&mut col[..kept])
             }
-        }));
-        start += width;
-    }
-    out
-}
-
-/// [`coordinate_wise`] with each value's weight: the weighted median of each coordinate's
-/// column (over its senders, with `over_senders`; a column with none is 0).
-fn coordinate_wise_weighted(deltas: &[&[f32]], weights: &[f32], over_senders: bool) -> Vec<f32> {
-    let n = deltas.len();
-    let dim = deltas[0].len();
-    let mut out = Vec::with_capacity(dim);
-    // Column-major block of (value, weight): column j is block[j * n..(j + 1) * n].
-    let mut block = vec![(0.0f32, 0.0f32); BLOCK * n];
-    let mut start = 0;
-    while start < dim {
-        let width = BLOCK.min(dim - start);
-        for (i, (d, w)) in deltas.iter().zip(weights).enumerate() {
-            for (j, &x) in d[start..start + width].iter().enumerate() {
-                block[j * n + i] = (x, *w);
-            }
-        }
-        out.extend(block[..width * n].chunks_exact_mut(n).map(|col| {
-            let mut kept = col.len();
-            if over_senders {
-                kept = 0;
-                for i in 0..col.len() {
-                    if col[i].0 != 0.0 {
-                        col.swap(kept, i);
-                        kept += 1;
-                    }
-                }
-            }
-            weighted_median(&mut col[..kept])
         }));
         start += width;
     }
@@ -366,7 +361,8 @@ mod tests {
         // Sparse: coordinate 1 is sent by the light delta only, coordinate 0 by both.
         let a = [1.0f32, 0.0];
         let b = [3.0f32, 5.0];
-        let out = coordinate_wise_weighted(&[&a, &b], &[0.75, 0.25], true);
+        let w = [0.75f32, 0.25];
+        let out = coordinate_wise(&[&a, &b], true, |i, x| (x, w[i]), weighted_median);
         assert_eq!(out, vec![1.0, 5.0]);
     }
 
