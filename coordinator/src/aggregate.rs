@@ -4,6 +4,8 @@
 /// the engine).
 pub use hearth_proto::Aggregator;
 
+use rayon::prelude::*;
+
 /// Staleness weight `1/√(1+τ)` (FedBuff), the run spec's one definition.
 pub fn staleness_weight(staleness: u64) -> f32 {
     hearth_proto::AggregateSpec::staleness_weight(u32::try_from(staleness).unwrap_or(u32::MAX))
@@ -66,75 +68,110 @@ fn combine(
                 let weighted = |i: usize, x: f32| (x, share[i]);
                 coordinate_wise(deltas, over_senders, weighted, weighted_median)
             };
-            // Whether value `x` counts for its coordinate.
-            let sent = |x: f32| !over_senders || x != 0.0;
             for _ in 0..iters {
-                let mut step = vec![0.0f32; dim];
-                // Weight share of the deltas that sent each coordinate (sparse deltas only).
-                let mut share = vec![0.0f32; if over_senders { dim } else { 0 }];
-                for (d, w) in deltas.iter().zip(weights) {
-                    let w = w.max(0.0) / total;
-                    let norm = d
-                        .iter()
-                        .zip(&v)
-                        .filter(|(x, _)| sent(**x))
-                        .map(|(x, c)| (x - c) * (x - c))
-                        .sum::<f32>()
-                        .sqrt();
-                    let scale = if norm > tau && norm > 0.0 {
-                        tau / norm
-                    } else {
-                        1.0
-                    };
-                    for ((s, x), c) in step.iter_mut().zip(d.iter()).zip(&v) {
-                        if sent(*x) {
-                            *s += w * scale * (x - c);
-                        }
-                    }
-                    for (h, x) in share.iter_mut().zip(d.iter()) {
-                        if *x != 0.0 {
-                            *h += w;
-                        }
-                    }
-                }
-                if over_senders {
-                    for ((c, s), h) in v.iter_mut().zip(step).zip(share) {
-                        if h > 0.0 {
-                            *c += s / h;
-                        }
-                    }
-                } else {
-                    for (c, s) in v.iter_mut().zip(step) {
-                        *c += s;
-                    }
-                }
+                clip_step(&mut v, deltas, weights, total, tau, over_senders);
             }
             v
         }
     })
 }
 
+/// Coordinates a worker thread takes at a time in the passes over coordinates (64 KiB of f32: the
+/// block of the output and of one delta stay in cache while every delta is added to it).
+const SPAN: usize = 16 * 1024;
+
+/// One iteration of centered clipping: `v += Σ wᵢ·min(1, τ/‖dᵢ − v‖)·(dᵢ − v)` (over the deltas
+/// that sent a coordinate, renormalised, for sparse deltas). The distances are taken per delta,
+/// the step per block of coordinates, both on rayon's threads; each coordinate adds the deltas in
+/// order, so the result does not depend on the thread count.
+fn clip_step(
+    v: &mut [f32],
+    deltas: &[&[f32]],
+    weights: &[f32],
+    total: f32,
+    tau: f32,
+    over_senders: bool,
+) {
+    // Whether value `x` counts for its coordinate.
+    let sent = |x: f32| !over_senders || x != 0.0;
+    let center: &[f32] = v;
+    let factors: Vec<f32> = deltas
+        .par_iter()
+        .zip(weights)
+        .map(|(d, w)| {
+            let norm = d
+                .iter()
+                .zip(center)
+                .filter(|(x, _)| sent(**x))
+                .map(|(x, c)| (x - c) * (x - c))
+                .sum::<f32>()
+                .sqrt();
+            let scale = if norm > tau && norm > 0.0 {
+                tau / norm
+            } else {
+                1.0
+            };
+            w.max(0.0) / total * scale
+        })
+        .collect();
+    let shares: Vec<f32> = weights.iter().map(|w| w.max(0.0) / total).collect();
+    v.par_chunks_mut(SPAN).enumerate().for_each(|(b, c)| {
+        let start = b * SPAN;
+        let mut step = vec![0.0f32; c.len()];
+        // Weight share of the deltas that sent each coordinate (sparse deltas only).
+        let mut share = vec![0.0f32; if over_senders { c.len() } else { 0 }];
+        for ((d, f), w) in deltas.iter().zip(&factors).zip(&shares) {
+            let d = &d[start..start + c.len()];
+            for ((s, x), c) in step.iter_mut().zip(d).zip(c.iter()) {
+                if sent(*x) {
+                    *s += f * (x - c);
+                }
+            }
+            for (h, x) in share.iter_mut().zip(d) {
+                if *x != 0.0 {
+                    *h += w;
+                }
+            }
+        }
+        if over_senders {
+            for ((c, s), h) in c.iter_mut().zip(step).zip(share) {
+                if h > 0.0 {
+                    *c += s / h;
+                }
+            }
+        } else {
+            for (c, s) in c.iter_mut().zip(step) {
+                *c += s;
+            }
+        }
+    });
+}
+
 fn weighted_mean(deltas: &[&[f32]], weights: &[f32], total: f32, over_senders: bool) -> Vec<f32> {
     let dim = deltas[0].len();
     let mut out = vec![0.0f32; dim];
-    // Weight share of the deltas that sent each coordinate.
-    let mut share = vec![0.0f32; if over_senders { dim } else { 0 }];
-    for (d, w) in deltas.iter().zip(weights) {
-        let w = w.max(0.0) / total;
-        for (o, x) in out.iter_mut().zip(d.iter()) {
-            *o += w * x;
-        }
-        for (h, x) in share.iter_mut().zip(d.iter()) {
-            if *x != 0.0 {
-                *h += w;
+    let shares: Vec<f32> = weights.iter().map(|w| w.max(0.0) / total).collect();
+    out.par_chunks_mut(SPAN).enumerate().for_each(|(b, o)| {
+        let start = b * SPAN;
+        // Weight share of the deltas that sent each coordinate.
+        let mut share = vec![0.0f32; if over_senders { o.len() } else { 0 }];
+        for (d, w) in deltas.iter().zip(&shares) {
+            let d = &d[start..start + o.len()];
+            for (o, x) in o.iter_mut().zip(d) {
+                *o += w * x;
+            }
+            for (h, x) in share.iter_mut().zip(d) {
+                if *x != 0.0 {
+                    *h += w;
+                }
             }
         }
-    }
-    for (o, h) in out.iter_mut().zip(share) {
-        if h > 0.0 {
-            *o /= h;
+        for (o, h) in o.iter_mut().zip(share) {
+            if h > 0.0 {
+                *o /= h;
+            }
         }
-    }
+    });
     out
 }
 
@@ -169,45 +206,47 @@ fn plain(_: usize, x: f32) -> f32 {
 /// Apply `f` to each coordinate's column of cells (`cell(i, x)` for delta `i`'s value `x`, in
 /// delta order; `f` may reorder it); with `over_senders`, to the cells of non-zero values only,
 /// and a column with none is 0.
-fn coordinate_wise<T: Cell>(
+fn coordinate_wise<T: Cell + Send>(
     deltas: &[&[f32]],
     over_senders: bool,
-    cell: impl Fn(usize, f32) -> T,
-    f: impl Fn(&mut [T]) -> f32,
+    cell: impl Fn(usize, f32) -> T + Sync,
+    f: impl Fn(&mut [T]) -> f32 + Sync,
 ) -> Vec<f32> {
     let n = deltas.len();
     let dim = deltas[0].len();
-    let mut out = Vec::with_capacity(dim);
-    // Column-major block: column j of the block is block[j * n..(j + 1) * n].
-    let mut block = vec![T::default(); BLOCK * n];
-    let mut start = 0;
-    while start < dim {
-        let width = BLOCK.min(dim - start);
-        for (i, d) in deltas.iter().enumerate() {
-            for (j, &x) in d[start..start + width].iter().enumerate() {
-                block[j * n + i] = cell(i, x);
-            }
-        }
-        out.extend(block[..width * n].chunks_exact_mut(n).map(|col| {
-            if !over_senders {
-                return f(col);
-            }
-            // Move the values that were sent to the front.
-            let mut kept = 0;
-            for i in 0..col.len() {
-                if col[i].value() != 0.0 {
-                    col.swap(kept, i);
-                    kept += 1;
+    let mut out = vec![0.0f32; dim];
+    // Blocks of coordinates on rayon's threads, each with its own column-major buffer: column j
+    // of the block is block[j * n..(j + 1) * n].
+    out.par_chunks_mut(BLOCK).enumerate().for_each_init(
+        || vec![T::default(); BLOCK * n],
+        |block, (b, o)| {
+            let (start, width) = (b * BLOCK, o.len());
+            for (i, d) in deltas.iter().enumerate() {
+                for (j, &x) in d[start..start + width].iter().enumerate() {
+                    block[j * n + i] = cell(i, x);
                 }
             }
-            if kept == 0 {
-                0.0
-            } else {
-                f(&mut col[..kept])
+            for (o, col) in o.iter_mut().zip(block[..width * n].chunks_exact_mut(n)) {
+                *o = if !over_senders {
+                    f(col)
+                } else {
+                    // Move the values that were sent to the front.
+                    let mut kept = 0;
+                    for i in 0..col.len() {
+                        if col[i].value() != 0.0 {
+                            col.swap(kept, i);
+                            kept += 1;
+                        }
+                    }
+                    if kept == 0 {
+                        0.0
+                    } else {
+                        f(&mut col[..kept])
+                    }
+                };
             }
-        }));
-        start += width;
-    }
+        },
+    );
     out
 }
 
@@ -259,6 +298,117 @@ fn trimmed_mean(col: &mut [f32], trim_fraction: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deltas longer than a few blocks, some values zero (sent by some deltas only).
+    fn long_rows() -> Vec<Vec<f32>> {
+        let dim = 2 * SPAN + 37;
+        (0..5u32)
+            .map(|i| {
+                (0..dim as u32)
+                    .map(|j| {
+                        let h = (i * 7919 + j * 104_729) % 1000;
+                        if h % 7 == i {
+                            0.0
+                        } else {
+                            h as f32 / 500.0 - 1.0
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The parallel passes give, coordinate by coordinate, what a plain serial loop gives, on
+    /// one thread or several, for deltas spanning several blocks.
+    #[test]
+    fn blocked_parallel_passes_match_a_serial_loop_on_any_thread_count() {
+        let rows = long_rows();
+        let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+        let weights = [1.0f32, 2.0, 0.5, 1.5, 1.0];
+        let total: f32 = weights.iter().sum();
+        let dim = rows[0].len();
+        let col = |j: usize| rows.iter().map(|r| r[j]).collect::<Vec<f32>>();
+        // Weighted mean, dense and over senders.
+        let mean: Vec<f32> = (0..dim)
+            .map(|j| {
+                col(j)
+                    .iter()
+                    .zip(&weights)
+                    .fold(0.0, |acc, (x, w)| acc + w / total * x)
+            })
+            .collect();
+        let senders: Vec<f32> = (0..dim)
+            .map(|j| {
+                let (s, h) =
+                    col(j)
+                        .iter()
+                        .zip(&weights)
+                        .fold((0.0f32, 0.0f32), |(s, h), (x, w)| {
+                            (
+                                s + w / total * x,
+                                h + if *x != 0.0 { w / total } else { 0.0 },
+                            )
+                        });
+                if h > 0.0 {
+                    s / h
+                } else {
+                    s
+                }
+            })
+            .collect();
+        let median: Vec<f32> = (0..dim)
+            .map(|j| {
+                let mut c = col(j);
+                c.sort_by(f32::total_cmp);
+                c[c.len() / 2]
+            })
+            .collect();
+        // Centered clipping from the median, equal weights, one serial loop per iteration.
+        let mut clip = median.clone();
+        for _ in 0..2 {
+            let scales: Vec<f32> = rows
+                .iter()
+                .map(|r| {
+                    let d = r
+                        .iter()
+                        .zip(&clip)
+                        .map(|(x, c)| (x - c) * (x - c))
+                        .sum::<f32>()
+                        .sqrt();
+                    if d > 0.5 {
+                        0.5 / d
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            for (j, c) in clip.iter_mut().enumerate() {
+                let mut step = 0.0f32;
+                for (r, s) in rows.iter().zip(&scales) {
+                    step += 0.2 * s * (r[j] - *c);
+                }
+                *c += step;
+            }
+        }
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let got = aggregate(Aggregator::WeightedMean, &refs, &weights).unwrap();
+                assert_eq!(got, mean, "{threads} threads");
+                let got =
+                    aggregate_over_senders(Aggregator::WeightedMean, &refs, &weights).unwrap();
+                assert_eq!(got, senders, "{threads} threads");
+                let got = aggregate(Aggregator::CoordinateMedian, &refs, &[1.0; 5]).unwrap();
+                assert_eq!(got, median, "{threads} threads");
+                let agg = Aggregator::CenteredClip { tau: 0.5, iters: 2 };
+                let got = aggregate(agg, &refs, &[1.0; 5]).unwrap();
+                assert_eq!(got, clip, "{threads} threads");
+            });
+        }
+    }
 
     #[test]
     fn weighted_mean_uses_weights() {

@@ -140,6 +140,7 @@ const COMMENTS: &[(&str, &str)] = &[
     ("run.aggregate.codec.kind", "Delta codec: f32, f16, int8 or top_k (density, bits)."),
     ("run.aggregate.mean_over_senders", "Sparse codecs: average each coordinate over the deltas that sent it, not over all (SparseLoCo)."),
     ("run.aggregate.error_feedback_decay", "Workers scale their unsent error-feedback residual by this each round (1: plain error feedback; SparseLoCo: 0.95 with outer average at lr 1)."),
+    ("run.aggregate.dense_rounds", "Density schedule for a sparse top-k codec: the first this many rounds send at density 1 with the same bits, later rounds at the codec's density (0: one codec for the whole run)."),
     ("run.aggregate.local_error_feedback", "Workers train from the checkpoint plus their unsent residual (helps lossy codecs; see docs/BENCHMARKS.md table 2)."),
     ("run.verify.norm_kappa", "Scale a delta whose norm exceeds kappa x the median of recently accepted norms down to that bound."),
     ("run.verify.norm_abs_cap", "Absolute cap on a delta's L2 norm; 0 = derived: 4 x lr x local_steps x sqrt(trained values), the farthest AdamW moves the adapter in a round; < 0 = none."),

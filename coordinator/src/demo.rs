@@ -269,6 +269,7 @@ async fn summary(
         "preset": format!("{:?}", opts.preset).to_lowercase(),
         "workers": opts.workers,
         "codec": cfg.run.aggregate.codec.label(),
+        "dense_rounds": cfg.run.aggregate.dense_rounds,
         "outer": outer_label(&cfg.run.aggregate.outer),
         "local_steps": cfg.run.train.local_steps,
         "lr": cfg.run.train.lr,

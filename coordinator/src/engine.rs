@@ -58,10 +58,13 @@ pub struct Engine {
 
 /// Concatenate tensors in order.
 pub fn flatten(tensors: &[NamedTensor]) -> Vec<f32> {
-    tensors
-        .iter()
-        .flat_map(|t| t.data.iter().copied())
-        .collect()
+    // Sized up front and copied a tensor at a time (a `flat_map` collect grows and pushes one
+    // value at a time).
+    let mut flat = Vec::with_capacity(tensors.iter().map(|t| t.data.len()).sum());
+    for t in tensors {
+        flat.extend_from_slice(&t.data);
+    }
+    flat
 }
 
 /// Split a flat vector back into tensors of `layout` (lengths must add up).

@@ -499,6 +499,47 @@ mod tests {
         }
     }
 
+    /// With a density schedule a delta must use its round's codec: dense in the first
+    /// `dense_rounds` rounds, sparse after; the other one is turned down as malformed.
+    #[test]
+    fn a_density_schedule_takes_each_rounds_own_codec() {
+        let sparse = CodecSpec::TopK {
+            density: 0.25,
+            bits: 8,
+        };
+        let dense = CodecSpec::TopK {
+            density: 1.0,
+            bits: 8,
+        };
+        let mut s = spec();
+        s.aggregate.codec = sparse;
+        s.aggregate.dense_rounds = 1;
+        let sealed = |seed: u8, codec: CodecSpec, round: u64| {
+            let tensors = unflatten(&layout(), &honest(u64::from(seed)));
+            let msg = DeltaMessage {
+                run_id: "test-run".into(),
+                round,
+                base_round: 0,
+                base_checkpoint: Some(ContentId::of(b"checkpoint 0")),
+                tokens_trained: 1000,
+                steps: 10,
+                train_loss: 2.0,
+                delta: encode_delta(&codec, &tensors, &mut Residual::new()).unwrap(),
+            };
+            SignedEnvelope::seal(&key(seed), Domain::Delta, &msg)
+                .unwrap()
+                .to_bytes()
+        };
+        let mut i = Ingest::new(s, layout(), 9);
+        i.checkpoint_committed(0, ContentId::of(b"checkpoint 0"));
+        i.round_opened(None);
+        let verdicts: Vec<&str> = [(1, dense, 1), (2, sparse, 1), (3, sparse, 2), (4, dense, 2)]
+            .into_iter()
+            .map(|(seed, codec, round)| label(i.check(&sealed(seed, codec, round), None, open)))
+            .collect();
+        assert_eq!(verdicts, ["ok", "structure", "ok", "structure"]);
+    }
+
     #[test]
     fn each_check_turns_down_its_own_kind_of_delta() {
         // (what, expected label): each case runs on a fresh ingest after three honest deltas

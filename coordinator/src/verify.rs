@@ -286,11 +286,13 @@ impl Verifier {
                 msg.delta.layout, self.layout_id
             )));
         }
-        if msg.delta.codec != self.spec.aggregate.codec {
+        let codec = self.spec.aggregate.codec_for(msg.round);
+        if msg.delta.codec != codec {
             return Err(Reject::Structure(format!(
-                "codec {} is not the run's codec {}",
+                "codec {} is not the run's codec for round {}, {}",
                 msg.delta.codec.label(),
-                self.spec.aggregate.codec.label()
+                msg.round,
+                codec.label()
             )));
         }
         let tensors = decode_delta(&msg.delta, &self.layout).map_err(|e| match e {

@@ -76,10 +76,13 @@ pub enum EnvelopeError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedEnvelope {
     /// libp2p protobuf encoding of the sender's ed25519 public key.
+    #[serde(with = "serde_bytes")]
     pub public_key: Vec<u8>,
     /// Signed bytes (usually a bincode-encoded message).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// ed25519 signature over [`signing_digest`].
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -202,6 +205,29 @@ mod tests {
         assert_eq!(msg, (3, "w".to_string()));
         let back = SignedEnvelope::from_bytes(&env.to_bytes(), 1024).unwrap();
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn byte_strings_keep_the_derived_wire_format_and_stay_bounded() {
+        #[derive(Serialize)]
+        struct Derived {
+            public_key: Vec<u8>,
+            payload: Vec<u8>,
+            signature: Vec<u8>,
+        }
+        let env = SignedEnvelope::sign(&key(4), Domain::Delta, vec![7; 300]).unwrap();
+        let derived = Derived {
+            public_key: env.public_key.clone(),
+            payload: env.payload.clone(),
+            signature: env.signature.clone(),
+        };
+        assert_eq!(env.to_bytes(), crate::decode::encode(&derived));
+        // A payload length prefix claiming 60 MiB in a short input is refused, not read.
+        let mut bytes = crate::decode::encode(&env.public_key);
+        bytes.push(0xFC);
+        bytes.extend_from_slice(&(60u32 << 20).to_le_bytes());
+        bytes.extend_from_slice(&[1; 100]);
+        assert!(SignedEnvelope::from_bytes(&bytes, 1 << 20).is_err());
     }
 
     #[test]

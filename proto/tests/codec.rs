@@ -118,6 +118,42 @@ fn every_codec_round_trips_with_names_and_shapes_from_the_layout() {
 }
 
 #[test]
+fn an_encoded_delta_keeps_the_derived_wire_format() {
+    // The tensors' byte strings are (de)serialized as blocks; the bytes on the wire must be those
+    // of the plain derived encoding that earlier releases sent.
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Derived {
+        codec: CodecSpec,
+        chunk_size: u32,
+        layout: ContentId,
+        numel: u64,
+        tensors: Vec<Vec<u8>>,
+    }
+    let layout = vec![
+        TensorLayout::new("x.lora_B.weight", vec![300, 8]),
+        TensorLayout::new("y.lora_B.weight", vec![5]),
+    ];
+    let ts = gaussian_tensors(&layout, 3, 0.01);
+    for codec in CODECS {
+        let enc = encode(&codec, &ts, &mut Residual::new()).unwrap();
+        let derived = Derived {
+            codec: enc.codec,
+            chunk_size: enc.chunk_size,
+            layout: enc.layout,
+            numel: enc.numel,
+            tensors: enc.tensors.clone(),
+        };
+        let bytes = hearth_proto::encode(&enc);
+        assert_eq!(bytes, hearth_proto::encode(&derived), "{codec:?}");
+        let back: hearth_proto::codec::EncodedDelta =
+            hearth_proto::decode_bounded(&bytes, 1 << 20).unwrap();
+        assert_eq!(back, enc);
+        let back: Derived = hearth_proto::decode_bounded(&bytes, 1 << 20).unwrap();
+        assert_eq!(back, derived);
+    }
+}
+
+#[test]
 fn topk_keeps_exactly_k_largest_per_chunk() {
     let layout = vec![TensorLayout::new("t", vec![4096 + 100])];
     let ts = gaussian_tensors(&layout, 3, 1.0);

@@ -426,3 +426,41 @@ fn the_absolute_norm_cap_follows_how_far_adamw_can_move_the_adapter() {
         None
     );
 }
+
+#[test]
+fn a_density_schedule_sends_dense_first_and_sizes_requests_for_it() {
+    let mut spec = RunSpec::default();
+    let sparse = CodecSpec::TopK {
+        density: 1.0 / 64.0,
+        bits: 2,
+    };
+    spec.aggregate.codec = sparse;
+    let one_codec = spec.max_delta_bytes().unwrap();
+    assert_eq!(spec.aggregate.codec_for(1), sparse);
+    assert_eq!(spec.aggregate.codecs(), vec![sparse]);
+    spec.aggregate.dense_rounds = 2;
+    let dense = CodecSpec::TopK {
+        density: 1.0,
+        bits: 2,
+    };
+    let by_round: Vec<CodecSpec> = (1..=4).map(|r| spec.aggregate.codec_for(r)).collect();
+    assert_eq!(by_round, vec![dense, dense, sparse, sparse]);
+    assert_eq!(
+        (1..=4)
+            .map(|r| spec.aggregate.mean_over_senders_in(r))
+            .collect::<Vec<_>>(),
+        vec![false, false, true, true]
+    );
+    // Requests are sized for the larger, dense rounds.
+    let mut all_dense = spec.clone();
+    all_dense.aggregate.codec = dense;
+    all_dense.aggregate.dense_rounds = 0;
+    assert_eq!(spec.max_delta_bytes(), all_dense.max_delta_bytes());
+    assert!(spec.max_delta_bytes().unwrap() > one_codec);
+    let back = RunSpec::from_toml(&spec.to_toml().unwrap()).unwrap();
+    assert_eq!(back.aggregate.dense_rounds, 2);
+    // Dense codecs have nothing to schedule.
+    spec.aggregate.codec = CodecSpec::Int8;
+    assert_eq!(spec.aggregate.codec_for(1), CodecSpec::Int8);
+    assert_eq!(spec.aggregate.codecs(), vec![CodecSpec::Int8]);
+}

@@ -15,7 +15,8 @@
 //! - Copies: a delta whose cosine with an earlier delta of the open round, or with the last
 //!   checkpoint's change, is at least `COPY_COSINE` is a copy (Templar flags ≥ 0.4 top-k index
 //!   overlap; cosine works for every codec). Cosines are estimated from 1,024-bucket count sketches
-//!   (Charikar et al. 2002) so the cost per delta does not grow with the round.
+//!   (Charikar et al. 2002): a comparison costs 1,024 multiplies whatever the adapter's size (each
+//!   delta is compared with every earlier one of the round: 0.5 M comparisons for 1,000 deltas).
 //! - Evidence: a CUSUM of the log-likelihood ratio (Page 1954; Wald's SPRT restarted at 0) between
 //!   "honest: fails at most `FAIL_HONEST` of the time" and "adversarial: fails `FAIL_BAD` of the
 //!   time". A ban needs `BAN_EVIDENCE` = ln 10⁶: an honest peer within its assumed failure rate
@@ -196,20 +197,16 @@ impl Sketcher {
 
     /// The unit-normalised sketch of `v` (zero when `v` is zero).
     fn sketch(&self, v: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; SKETCH_BUCKETS];
+        // Branch-free: the sign flips the value's sign bit, and the 10-bit bucket indexes a
+        // 1,024-slot array without a bounds check (a zero adds ±0, which changes no sum).
+        let mut out = [0f32; SKETCH_BUCKETS];
         for (x, slot) in v.iter().zip(&self.slots) {
-            if *x != 0.0 {
-                let b = usize::from(slot & 0x3FF);
-                if let Some(o) = out.get_mut(b) {
-                    *o += if slot >> 15 == 1 { -*x } else { *x };
-                }
-            }
+            let signed = f32::from_bits(x.to_bits() ^ (u32::from(slot >> 15) << 31));
+            out[usize::from(slot & 0x3FF)] += signed;
         }
         let n = norm(&out);
-        if n > 0.0 {
-            out.iter_mut().for_each(|x| *x = (f64::from(*x) / n) as f32);
-        }
-        out
+        let scale = if n > 0.0 { 1.0 / n } else { 0.0 };
+        out.iter().map(|x| (f64::from(*x) * scale) as f32).collect()
     }
 }
 
@@ -283,8 +280,7 @@ impl Screen {
         if delta.len() != r.unit.len() {
             return None;
         }
-        let dot = dot(delta, &r.unit);
-        let n = norm(delta);
+        let (dot, n) = dot_and_norm(delta, &r.unit);
         let cosine = if n > 0.0 { dot / n } else { 0.0 };
         let z = cosine * (r.unit.len() as f64).sqrt();
         Some(Score {
@@ -305,7 +301,7 @@ impl Screen {
         let mut score = self.score(delta, tokens)?;
         let sketch = self.sketcher.sketch(delta);
         if let Some(c) = &self.last_change {
-            let cosine = dot(&sketch, c);
+            let cosine = sketch_dot(&sketch, c);
             if cosine >= COPY_COSINE {
                 return Some(Finding::CopiesCheckpoint { cosine });
             }
@@ -313,7 +309,7 @@ impl Screen {
         let copied = self
             .round
             .iter()
-            .map(|(p, s)| (*p, dot(&sketch, s)))
+            .map(|(p, s)| (*p, sketch_dot(&sketch, s)))
             .filter(|(p, _)| *p != peer)
             .max_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((original, cosine)) = copied {
@@ -390,14 +386,18 @@ impl Screen {
         let own_sizes: Vec<f64> = scores.iter().map(|s| s.size).collect();
         // The size a delta is measured against: the median over the recent window, this round
         // included, so that a round which closes on a majority of scaled-down copies cannot make
-        // them the norm; in the run's first judged round, which has no window yet, the round's
-        // largest delta (honest deltas of one round are of a similar size).
+        // them the norm; but never more than the round's largest delta (honest deltas of one round
+        // are of a similar size), so that a round in which every delta shrank together, as they do
+        // when training converges, is paid (SmolLM2, 30 rounds: all three honest deltas of rounds
+        // 16-19 were 3-7 % of the window's median at a held-out loss of 0.0005 and went unpaid).
+        // In the run's first judged round, which has no window yet, the round's largest delta.
+        let round_max = own_sizes
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .max_by(f64::total_cmp);
         let size_median = if self.sizes.is_empty() {
-            own_sizes
-                .iter()
-                .copied()
-                .filter(|x| x.is_finite())
-                .max_by(f64::total_cmp)
+            round_max
         } else {
             median(
                 self.sizes
@@ -406,6 +406,7 @@ impl Screen {
                     .chain(own_sizes.iter().copied())
                     .collect(),
             )
+            .map(|m| round_max.map_or(m, |r| m.min(r)))
         };
         for x in own_sizes {
             self.sizes.push_back(x);
@@ -532,6 +533,52 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
         }
     }
     acc.iter().sum::<f64>() + tail
+}
+
+/// `(a · b, ‖a‖)` in one pass over `a`, in f64 over four partial sums each.
+fn dot_and_norm(a: &[f32], b: &[f32]) -> (f64, f64) {
+    const LANES: usize = 4;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (mut ab, mut aa) = ([0f64; LANES], [0f64; LANES]);
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (mut tail_ab, mut tail_aa) = (0.0, 0.0);
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail_ab += f64::from(*x) * f64::from(*y);
+        tail_aa += f64::from(*x) * f64::from(*x);
+    }
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            let p = f64::from(x[i]);
+            ab[i] += p * f64::from(y[i]);
+            aa[i] += p * p;
+        }
+    }
+    (
+        ab.iter().sum::<f64>() + tail_ab,
+        (aa.iter().sum::<f64>() + tail_aa).sqrt(),
+    )
+}
+
+/// Cosine of two unit sketches, in f32 over sixteen partial sums: 1,024 terms of magnitude at
+/// most 1 lose no more than ~1e-5, far below the copy mark, and a round's copy check compares
+/// each delta with every earlier one.
+fn sketch_dot(a: &[f32], b: &[f32]) -> f64 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, p), q) in acc.iter_mut().zip(x).zip(y) {
+            *s += p * q;
+        }
+    }
+    f64::from(acc.iter().sum::<f32>() + tail)
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {

@@ -255,6 +255,50 @@ fn a_round_that_closes_on_a_majority_of_scaled_down_copies_pays_them_nothing() {
     free_riders_close_a_round_unpaid(&mut s, 90, "later round");
 }
 
+/// When training converges every delta of a round shrinks together: a round of honest deltas at
+/// 5 % of the window's sizes is paid, and a free rider at 1/100 of them is still not.
+#[test]
+fn a_round_whose_deltas_all_shrank_is_paid_and_its_free_riders_are_not() {
+    let g = gaussian(D, 1);
+    let mut s = screen_with(&g);
+    let honest = |seed| mix(&gaussian(D, seed), 1.0, &g, -0.3);
+    for round in 0..4u64 {
+        let full: Vec<(PeerId, Score)> = (0..3)
+            .map(|i| scored(&mut s, 3 + i, &honest(50 + 10 * round + u64::from(i))))
+            .collect();
+        let j = s.judge(&full);
+        assert!(j.verdicts.iter().all(|v| matches!(v, Verdict::Weight(_))));
+    }
+    let shrunk = |seed| -> Vec<f32> { honest(seed).iter().map(|x| x * 0.05).collect() };
+    let converged: Vec<(PeerId, Score)> = (0..3)
+        .map(|i| scored(&mut s, 3 + i, &shrunk(100 + u64::from(i))))
+        .collect();
+    let j = s.judge(&converged);
+    for v in &j.verdicts {
+        assert!(
+            matches!(v, Verdict::Weight(w) if *w > 0.85),
+            "converged {v:?}"
+        );
+    }
+    let free: Vec<f32> = shrunk(110).iter().map(|x| x * 0.01).collect();
+    let mixed = vec![
+        scored(&mut s, 3, &shrunk(111)),
+        scored(&mut s, 4, &shrunk(112)),
+        scored(&mut s, 9, &free),
+    ];
+    let j = s.judge(&mixed);
+    assert!(
+        matches!(j.verdicts[2], Verdict::Unpaid { share } if share < WORK_FLOOR),
+        "{j:?}"
+    );
+    for v in &j.verdicts[..2] {
+        assert!(
+            matches!(v, Verdict::Weight(w) if *w > 0.85),
+            "converged {v:?}"
+        );
+    }
+}
+
 /// Two deltas at 1/100 of an honest one and one honest delta close a round: the two are unpaid,
 /// the honest one keeps its weight.
 fn free_riders_close_a_round_unpaid(s: &mut Screen, seed: u64, label: &str) {

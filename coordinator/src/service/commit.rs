@@ -222,6 +222,12 @@ impl Service {
         }
         self.round = Round::open(number + 1, now_ms(), policy_of(&self.cfg.run));
         self.ingest.round_opened(pending.change.as_deref());
+        self.engine.set_mean_over_senders(
+            self.cfg
+                .run
+                .aggregate
+                .mean_over_senders_in(self.round.number),
+        );
         self.start_reference();
         self.metrics.round.set(self.round.number as i64);
         if self.stop_after == 0 || self.state.committed_round < self.stop_after {

@@ -249,15 +249,12 @@ impl Service {
         for rec in &run.state.checkpoints {
             ingest.checkpoint_committed(rec.manifest.round, rec.id);
         }
-        let mut engine = Engine::new(
+        let engine = Engine::new(
             layout,
             params,
             outer_state,
             spec.aggregate.outer,
             spec.aggregate.aggregator,
-        );
-        engine.set_mean_over_senders(
-            spec.aggregate.mean_over_senders && spec.aggregate.codec.is_sparse(),
         );
 
         let net_cfg = net_config(&run, opts)?;
@@ -305,6 +302,8 @@ impl Service {
         }
         svc.metrics.round.set(svc.round.number as i64);
         svc.ingest.round_opened(None);
+        svc.engine
+            .set_mean_over_senders(svc.cfg.run.aggregate.mean_over_senders_in(svc.round.number));
         svc.start_reference();
         svc.restore_journal().await?;
         svc.refresh_snapshot();

@@ -136,13 +136,16 @@ impl RunSpec {
     /// still be submitted directly. `None` on an invalid layout or overflow.
     pub fn max_delta_bytes(&self) -> Option<usize> {
         let layout = self.adapter_layout().ok()?;
-        let codec = &self.aggregate.codec;
-        let mut total = 4096usize.checked_add(self.run_id.len())?;
-        for t in &layout {
-            let payload = crate::codec::payload_len(codec, t.numel()?, codec.chunk_size())?;
-            total = total.checked_add(payload)?.checked_add(16)?;
+        let mut largest = 0;
+        for codec in self.aggregate.codecs() {
+            let mut total = 4096usize.checked_add(self.run_id.len())?;
+            for t in &layout {
+                let payload = crate::codec::payload_len(&codec, t.numel()?, codec.chunk_size())?;
+                total = total.checked_add(payload)?.checked_add(16)?;
+            }
+            largest = largest.max(total);
         }
-        Some(total)
+        Some(largest)
     }
 
     /// Parses TOML and validates.

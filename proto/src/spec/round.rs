@@ -165,6 +165,11 @@ pub struct AggregateSpec {
     /// (arXiv:2508.15706) decays it (β = 0.95) so that, with the outer step a plain average at
     /// lr 1, the decayed buffer plays the part of the outer momentum.
     pub error_feedback_decay: f32,
+    /// A density schedule: rounds `1..=dense_rounds` send a sparse top-k codec densely (density
+    /// 1, the same bits), later rounds at its density: dense low-bit rounds first, while updates
+    /// are large and error feedback has nothing banked, then sparse ones. 0 (the default) keeps
+    /// one codec for the whole run. See [`AggregateSpec::codec_for`].
+    pub dense_rounds: u32,
 }
 
 impl Default for AggregateSpec {
@@ -181,11 +186,41 @@ impl Default for AggregateSpec {
             local_error_feedback: false,
             mean_over_senders: true,
             error_feedback_decay: 1.0,
+            dense_rounds: 0,
         }
     }
 }
 
 impl AggregateSpec {
+    /// The codec of the deltas for `round` (rounds count from 1): the run's codec, or, in the
+    /// first [`AggregateSpec::dense_rounds`] rounds, a sparse top-k codec at density 1.
+    pub fn codec_for(&self, round: u64) -> CodecSpec {
+        match self.codec {
+            CodecSpec::TopK { bits, .. }
+                if self.codec.is_sparse() && round <= u64::from(self.dense_rounds) =>
+            {
+                CodecSpec::TopK { density: 1.0, bits }
+            }
+            c => c,
+        }
+    }
+
+    /// Whether `round`'s sparse coordinates are averaged over their senders: with
+    /// [`AggregateSpec::mean_over_senders`] on, in the rounds whose codec is sparse.
+    pub fn mean_over_senders_in(&self, round: u64) -> bool {
+        self.mean_over_senders && self.codec_for(round).is_sparse()
+    }
+
+    /// Every codec the run's deltas may use.
+    pub fn codecs(&self) -> Vec<CodecSpec> {
+        let mut all = vec![self.codec];
+        let first = self.codec_for(1);
+        if first != self.codec {
+            all.push(first);
+        }
+        all
+    }
+
     /// FedBuff staleness weight `1/√(1+τ)`.
     pub fn staleness_weight(staleness: u32) -> f32 {
         1.0 / (1.0 + staleness as f32).sqrt()

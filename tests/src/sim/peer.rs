@@ -219,7 +219,7 @@ impl SimPeer {
         template: &Template,
     ) -> Result<Vec<u8>> {
         let delta = template.for_peer(self.index, round);
-        let encoded = encode_delta(&spec.aggregate.codec, &delta, &mut self.residual)?;
+        let encoded = encode_delta(&spec.aggregate.codec_for(round), &delta, &mut self.residual)?;
         let msg = DeltaMessage {
             run_id: spec.run_id.clone(),
             round,

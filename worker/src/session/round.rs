@@ -159,7 +159,11 @@ impl Worker {
             tokens_trained: report.tokens as u64,
             steps: report.steps as u32,
             train_loss: report.mean_loss as f32,
-            delta: encode_delta(&spec.aggregate.codec, &delta, &mut carry.residual)?,
+            delta: encode_delta(
+                &spec.aggregate.codec_for(round_no),
+                &delta,
+                &mut carry.residual,
+            )?,
         };
         let (msg, bytes) = self.seal(msg, spec, carry)?;
         let size = bytes.len();
@@ -329,7 +333,11 @@ async fn copycat_submit(
         }
         let (client, key) = sybil.as_mut().ok_or_else(|| anyhow!("no sybil"))?;
         let mut msg = base.clone();
-        msg.delta = encode_delta(&spec.aggregate.codec, copy, &mut Residual::new())?;
+        msg.delta = encode_delta(
+            &spec.aggregate.codec_for(msg.round),
+            copy,
+            &mut Residual::new(),
+        )?;
         let env = SignedEnvelope::seal(key, Domain::Delta, &msg)?;
         Ok::<_, anyhow::Error>(match client.submit(env.to_bytes(), &spec.net).await? {
             Submitted::Answered(DeltaAck::Accepted { .. }) => "accepted".to_string(),
