@@ -1,6 +1,7 @@
 //! Table 3b: time to a target held-out loss with N = 1, 2, 4, 8 workers, each N with its best inner
-//! learning rate and outer optimizer from a grid, as rounds and as the wall time it would take if
-//! every worker had its own device (its measured step time, plus transfers at the stated links).
+//! learning rate, outer optimizer and local steps per round (H) from a grid, as rounds and as the wall
+//! time it would take if every worker had its own device (its measured step time, plus transfers at
+//! the stated links).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ pub struct Args {
     /// Markdown file to write.
     #[arg(long, default_value = "docs/bench/3-speedup.md")]
     pub out: PathBuf,
+    /// The table's number in its heading.
+    #[arg(long, default_value = "3b")]
+    pub table: String,
     /// SVG plots: `<stem>.svg` (held-out loss against estimated wall time) and `<stem>-n.svg`
     /// (speed-up against N).
     #[arg(long, default_value = "docs/bench/3-speedup.svg")]
@@ -33,12 +37,16 @@ pub struct Args {
     /// Worker counts (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     pub workers: Vec<usize>,
-    /// Rounds per swarm.
+    /// Rounds per swarm at H = `--local-steps`; every H of `--hs` gets the same budget of local
+    /// steps per worker (rounds × local steps), so a smaller H runs more rounds.
     #[arg(long, default_value_t = 30)]
     pub rounds: u64,
-    /// Local steps per round (H).
+    /// Local steps per round (H) that sets the step budget, and the grid's only H without `--hs`.
     #[arg(long, default_value_t = 20)]
     pub local_steps: u32,
+    /// Local steps per round (H) of the grid (comma-separated; default: `--local-steps` alone).
+    #[arg(long, value_delimiter = ',')]
+    pub hs: Vec<u32>,
     /// Inner learning rates of the grid (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "0.04,0.16,0.32")]
     pub lrs: Vec<f32>,
@@ -70,17 +78,39 @@ pub struct Args {
     pub reuse: bool,
 }
 
-/// One point of the grid: inner lr and outer optimizer.
+/// One point of the grid: inner lr, outer optimizer and local steps per round.
 #[derive(Debug, Clone, PartialEq)]
 struct Setting {
     lr: f32,
     outer: String,
+    h: u32,
 }
 
 impl Setting {
     fn label(&self) -> String {
-        format!("lr {} · {}", self.lr, self.outer)
+        format!("lr {} · {} · H {}", self.lr, self.outer, self.h)
     }
+
+    /// File-name-safe tag of this setting's swarm with `n` workers.
+    fn tag(&self, n: usize) -> String {
+        let outer: String = self
+            .outer
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("speedup-{n}-lr{}-{outer}-h{}", self.lr, self.h)
+    }
+}
+
+/// Rounds that spend the budget of `rounds_at` rounds of `local_steps` steps at `h` steps a round.
+pub fn rounds_for(rounds_at: u64, local_steps: u32, h: u32) -> u64 {
+    (rounds_at * u64::from(local_steps)).div_ceil(u64::from(h.max(1)))
 }
 
 /// Rounds (fractional) until `losses` (index 0 = base model, i = after round i) first reaches
@@ -157,8 +187,8 @@ fn spec(a: &Args, tag: String, n: usize, s: &Setting) -> DemoSpec {
     DemoSpec {
         tag,
         workers: n,
-        rounds: a.rounds,
-        local_steps: a.local_steps,
+        rounds: rounds_for(a.rounds, a.local_steps, s.h),
+        local_steps: s.h,
         lr: s.lr,
         codec: a.codec.clone(),
         outer: Some(s.outer.clone()),
@@ -172,7 +202,8 @@ fn spec(a: &Args, tag: String, n: usize, s: &Setting) -> DemoSpec {
     }
 }
 
-/// The best run of one worker count: fewest rounds to the target, then the lowest final loss.
+/// The best run of one worker count: least wall time to the target (`round_s` gives a round's
+/// seconds), then the lowest final loss.
 struct Best<'a> {
     n: usize,
     setting: &'a Setting,
@@ -184,6 +215,7 @@ fn best_of<'a>(
     runs: &'a [(usize, Setting, DemoResult)],
     n: usize,
     target: f64,
+    round_s: impl Fn(&Setting, &DemoResult) -> f64,
 ) -> Option<Best<'a>> {
     runs.iter()
         .filter(|(k, _, _)| *k == n)
@@ -194,7 +226,12 @@ fn best_of<'a>(
             rounds: rounds_to_target(&r.eval_loss, target),
         })
         .min_by(|x, y| {
-            let key = |b: &Best| (b.rounds.unwrap_or(f64::INFINITY), b.result.final_loss());
+            let key = |b: &Best| {
+                let wall = b
+                    .rounds
+                    .map_or(f64::INFINITY, |r| r * round_s(b.setting, b.result));
+                (wall, b.result.final_loss())
+            };
             let (kx, ky) = (key(x), key(y));
             kx.0.total_cmp(&ky.0).then(kx.1.total_cmp(&ky.1))
         })
@@ -218,21 +255,31 @@ pub fn main(a: &Args) -> Result<()> {
     // Step time first, on an idle machine.
     let (step_s, bench) = step_seconds(a, &work)?;
     eprintln!("  step time of one worker alone: {step_s:.4} s");
-    let settings: Vec<Setting> = a
-        .lrs
+    let hs = if a.hs.is_empty() {
+        vec![a.local_steps]
+    } else {
+        a.hs.clone()
+    };
+    if hs.contains(&0) {
+        bail!("--hs: every H must be at least 1");
+    }
+    let settings: Vec<Setting> = hs
         .iter()
-        .flat_map(|&lr| {
-            a.outers.iter().map(move |o| Setting {
-                lr,
-                outer: o.clone(),
+        .flat_map(|&h| {
+            a.lrs.iter().flat_map(move |&lr| {
+                a.outers.iter().map(move |o| Setting {
+                    lr,
+                    outer: o.clone(),
+                    h,
+                })
             })
         })
         .collect();
     let timeout = Duration::from_secs(a.run_timeout);
     let mut runs: Vec<(usize, Setting, DemoResult)> = Vec::new();
     for &n in &a.workers {
-        for (i, s) in settings.iter().enumerate() {
-            let tag = format!("speedup-{n}-{i}");
+        for s in &settings {
+            let tag = s.tag(n);
             let r = match DemoResult::saved(&work, &tag).filter(|_| a.reuse) {
                 Some(r) => r,
                 None => run(&spec(a, tag, n, s), &work, timeout)?,
@@ -241,20 +288,15 @@ pub fn main(a: &Args) -> Result<()> {
         }
     }
 
-    // The target: the lowest held-out loss one worker reaches in R rounds with its best setting.
+    // The target: the lowest held-out loss one worker reaches in the step budget with its best setting.
     let target = runs
         .iter()
         .filter(|(n, _, _)| *n == 1)
         .map(|(_, _, r)| r.eval_loss.iter().copied().fold(f64::INFINITY, f64::min))
         .fold(f64::INFINITY, f64::min);
-    let bests: Vec<Best> = a
-        .workers
-        .iter()
-        .filter_map(|&n| best_of(&runs, n, target))
-        .collect();
-    let round_s = |r: &DemoResult| {
+    let round_s = |s: &Setting, r: &DemoResult| {
         round_seconds(
-            a.local_steps,
+            s.h,
             step_s,
             r.bytes_per_delta(),
             r.checkpoint_bytes as f64,
@@ -262,10 +304,15 @@ pub fn main(a: &Args) -> Result<()> {
             a.down_mbit,
         )
     };
+    let bests: Vec<Best> = a
+        .workers
+        .iter()
+        .filter_map(|&n| best_of(&runs, n, target, round_s))
+        .collect();
     let one = bests
         .iter()
         .find(|b| b.n == 1)
-        .and_then(|b| b.rounds.map(|r| r * round_s(b.result)));
+        .and_then(|b| b.rounds.map(|r| r * round_s(b.setting, b.result)));
 
     let model = if a.model.is_some() {
         "SmolLM2-135M"
@@ -279,21 +326,25 @@ pub fn main(a: &Args) -> Result<()> {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# 3b. Speed-up against N: time to a target loss ({model})\n"
+        "# {}. Speed-up against N: time to a target loss ({model})\n",
+        a.table
     );
     let _ = writeln!(
         md,
-        "N workers, each training H = {h} local AdamW steps per round on its own shard (the data is cut into \
-N shards), codec `{codec}`, for {rounds} rounds, with every inner learning rate in {{{lrs}}} and every outer \
-optimizer in {{{outers}}}. The target is the lowest held-out loss one worker reaches in {rounds} rounds with \
-its best setting: **{target:.4}** (base model {base:.4}). Each N is then taken with its own best setting \
-(fewest rounds to the target). Rounds to the target are interpolated inside the round that crosses it. \
+        "N workers, each training H local AdamW steps per round on its own shard (the data is cut into \
+N shards), codec `{codec}`, for a budget of {budget} local steps per worker ({rounds} rounds of H = {h}), \
+with every H in {{{hs}}}, every inner learning rate in {{{lrs}}} and every outer optimizer in {{{outers}}}. \
+The target is the lowest held-out loss one worker reaches in that budget with its best setting: \
+**{target:.4}** (base model {base:.4}). Each N is then taken with its own best setting (least wall time \
+to the target). Rounds to the target are interpolated inside the round that crosses it. \
 Wall time is what the rounds would take if every worker had its own device: H steps at the step time of \
 one worker alone on this machine ({step:.4} s per step of batch {batch} × {seq} tokens, `hearth-worker \
 bench`), plus one delta up at {up} Mbit/s and the checkpoint down at {down} Mbit/s per round; the \
 coordinator's own work at the round's close is not counted. Workers are time-shared on this machine's \
 cores while the swarms run, which changes no loss. Command (run time {{WALL}}):\n",
         h = a.local_steps,
+        budget = a.rounds * u64::from(a.local_steps),
+        hs = hs.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", "),
         codec = a.codec,
         rounds = a.rounds,
         lrs = a.lrs.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", "),
@@ -322,8 +373,8 @@ cores while the swarms run, which changes no loss. Command (run time {{WALL}}):\
     ]);
     let mut speedups = Vec::new();
     for b in &bests {
-        let rs = round_s(b.result);
-        let compute = f64::from(a.local_steps) * step_s;
+        let rs = round_s(b.setting, b.result);
+        let compute = f64::from(b.setting.h) * step_s;
         let wall = b.rounds.map(|r| r * rs);
         let speedup = match (one, wall) {
             (Some(o), Some(w)) if w > 0.0 => Some(o / w),
@@ -335,9 +386,12 @@ cores while the swarms run, which changes no loss. Command (run time {{WALL}}):\
         t.row(vec![
             b.n.to_string(),
             b.setting.label(),
-            b.rounds
-                .map(|r| format!("{r:.1}"))
-                .unwrap_or_else(|| format!("not in {}", a.rounds)),
+            b.rounds.map(|r| format!("{r:.1}")).unwrap_or_else(|| {
+                format!(
+                    "not in {}",
+                    rounds_for(a.rounds, a.local_steps, b.setting.h)
+                )
+            }),
             format!("{:.4}", b.result.final_loss()),
             format!(
                 "{:.2} s = {compute:.2} + {:.3} + {:.3}",
@@ -358,9 +412,9 @@ cores while the swarms run, which changes no loss. Command (run time {{WALL}}):\
     // Every setting: rounds to the target per N.
     let _ = writeln!(
         md,
-        "\nRounds to the target ({target:.4}) for every setting of the grid (– = not reached in {} rounds; \
-held-out loss after the last round in brackets):\n",
-        a.rounds
+        "\nRounds (and wall time) to the target ({target:.4}) for every setting of the grid (– = not reached in the budget \
+of {} local steps; held-out loss after the last round in brackets):\n",
+        a.rounds * u64::from(a.local_steps)
     );
     let mut header = vec!["setting".to_string()];
     header.extend(
@@ -377,7 +431,7 @@ held-out loss after the last round in brackets):\n",
                 .find(|(k, x, _)| *k == n && x == s)
                 .map(|(_, _, r)| {
                     let rounds = rounds_to_target(&r.eval_loss, target)
-                        .map(|x| format!("{x:.1}"))
+                        .map(|x| format!("{x:.1} = {:.1} s", x * round_s(s, r)))
                         .unwrap_or_else(|| "–".into());
                     let gated = r.outcomes.iter().filter(|o| *o != "committed").count();
                     format!(
@@ -398,10 +452,14 @@ held-out loss after the last round in brackets):\n",
     md.push_str(&g.render());
 
     // Plots.
+    let curves_end = bests
+        .iter()
+        .map(|b| b.result.eval_loss.len().saturating_sub(1) as f64 * round_s(b.setting, b.result))
+        .fold(1.0, f64::max);
     let curves: Vec<Series> = bests
         .iter()
         .map(|b| {
-            let rs = round_s(b.result);
+            let rs = round_s(b.setting, b.result);
             Series {
                 label: format!("{} × {}", b.n, b.setting.label()),
                 points: b
@@ -416,13 +474,7 @@ held-out loss after the last round in brackets):\n",
         })
         .chain(std::iter::once(Series {
             label: format!("target {target:.3}"),
-            points: vec![
-                (0.0, target),
-                (
-                    a.rounds as f64 * bests.first().map(|b| round_s(b.result)).unwrap_or(1.0),
-                    target,
-                ),
-            ],
+            points: vec![(0.0, target), (curves_end, target)],
             dashed: true,
         }))
         .collect();
@@ -510,11 +562,10 @@ held-out loss after the last round in brackets):\n",
             let _ = writeln!(
                 md,
                 "- With {}'s best setting ({}), one worker ends at {l1:.4} and {} workers at {ln:.4} \
-after {} rounds; one worker's own best ({}) ends at {:.4}.",
+after the budget; one worker's own best ({}) ends at {:.4}.",
                 top.n,
                 top.setting.label(),
                 top.n,
-                a.rounds,
                 b1.setting.label(),
                 b1.result.final_loss()
             );
@@ -549,7 +600,11 @@ after {} rounds; one worker's own best ({}) ends at {:.4}.",
     let wall = started.elapsed().as_secs_f64();
     let md = md.replace("{WALL}", &format!("{wall:.0} s on this machine"));
     crate::write_output(&a.out, &md)?;
-    eprintln!("table 3b written to {} in {wall:.0} s", a.out.display());
+    eprintln!(
+        "table {} written to {} in {wall:.0} s",
+        a.table,
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -570,6 +625,15 @@ mod tests {
         assert!((r - 0.8).abs() < 1e-9, "{r}");
         let r = rounds_to_target(&l, 5.5).unwrap_or(f64::NAN);
         assert!((r - (2.0 + 1.0 / 1.5)).abs() < 1e-9, "{r}");
+    }
+
+    #[test]
+    fn every_h_gets_the_same_step_budget() {
+        assert_eq!(rounds_for(30, 20, 20), 30);
+        assert_eq!(rounds_for(30, 20, 10), 60);
+        assert_eq!(rounds_for(30, 20, 40), 15);
+        // A budget H does not divide is rounded up to a whole round.
+        assert_eq!(rounds_for(30, 20, 7), 86);
     }
 
     #[test]
