@@ -18,20 +18,9 @@ mkdir -p "$runs"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 sl=(--outer average:1 --set run.aggregate.error_feedback_decay=0.95)
-run() { # preset rounds name args...
-  local preset=$1 rounds=$2 name=$3
-  shift 3
-  local out="$runs/2j-$preset-$name-$rounds.json"
-  [ -s "$out" ] && return 0
-  local model=()
-  [ "$preset" = smollm2-135m ] && model=(--model "$(bash deploy/fetch-model.sh)")
-  timeout 3600 target/release/hearth-coordinator demo --preset "$preset" "${model[@]}" --workers 3 \
-    --rounds "$rounds" --http "" --accuracy-examples 0 --dir "$work/$name-$rounds" --json-out "$out.tmp" \
-    "$@" > /dev/null 2> "$work/$name-$rounds.log"
-  mv "$out.tmp" "$out"
-  rm -rf "${work:?}/$name-$rounds"
-  echo "$preset $name $rounds: done" >&2
-}
+table=2j
+# shellcheck source=tests/bench/demo-runs.sh
+source tests/bench/demo-runs.sh
 for r in 10 30; do
   run tiny "$r" f32 --codec f32
   run tiny "$r" default

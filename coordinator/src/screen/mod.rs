@@ -510,29 +510,7 @@ pub fn update_evidence(prev: f64, failed: bool) -> f64 {
 }
 
 fn norm(v: &[f32]) -> f64 {
-    dot(v, v).sqrt()
-}
-
-/// Dot product in f64 over eight independent partial sums (a single running sum is one long
-/// dependency chain; eight let the CPU overlap them: table 4 scores 1,000 SmolLM2 deltas).
-fn dot(a: &[f32], b: &[f32]) -> f64 {
-    const LANES: usize = 8;
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f64; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for ((s, p), q) in acc.iter_mut().zip(x).zip(y) {
-            *s += f64::from(*p) * f64::from(*q);
-        }
-    }
-    acc.iter().sum::<f64>() + tail
+    dot_and_norm(v, v).1
 }
 
 /// `(a · b, ‖a‖)` in one pass over `a`, in f64 over four partial sums each.
